@@ -1,0 +1,1 @@
+"""peekbot core: types, settings, dispatcher and application lifecycle (no platform SDK, no torch)."""

@@ -1,0 +1,92 @@
+"""The engine interface the core talks to. Implementations live in ``inference/``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    role: Literal["user", "assistant"]
+    text: str
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    """One question: normalised RGB images (already within the pixel budget) plus text."""
+
+    question: str
+    images: list[Image] = field(default_factory=list)
+    history: list[ChatTurn] = field(default_factory=list)
+    system_prompt: str | None = None
+    max_new_tokens: int | None = None
+    timeout_s: float | None = None
+    min_new_tokens: int | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    queue_wait_s: float = 0.0
+    time_to_first_token_s: float | None = None
+    total_s: float = 0.0
+
+
+class AnswerStream(Protocol):
+    """Text deltas of one answer, in order. Raises an ``EngineError`` if the request fails."""
+
+    request_id: str
+    queue_position: int
+    """Requests ahead of this one when it was submitted (0: it joins the next batch)."""
+    usage: Usage
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def text(self) -> str:
+        """Wait for and return the whole answer."""
+
+    def cancel(self) -> None:
+        """Stop generating; the slot is freed at the next step."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    model: str
+    device: str
+    ready: bool
+    queue_depth: int
+    queue_limit: int
+    in_flight: int
+    requests_by_outcome: dict[str, int]
+    generated_tokens: int
+    tokens_per_s: float
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    memory: dict[str, float] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    async def start(self) -> None:
+        """Load the model and warm it up."""
+
+    async def stop(self) -> None: ...
+
+    def submit(self, request: GenerationRequest) -> AnswerStream:
+        """Queue a request. Raises ``Busy`` at once when the queue is full."""
+
+    def stats(self) -> EngineStats: ...
+
+    async def run_on_worker(self, fn: Callable[[], T], timeout_s: float) -> T:
+        """Run ``fn`` on the model's worker thread between batches (cleanup, liveness)."""
+
+    def describe(self) -> dict[str, Any]: ...

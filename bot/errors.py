@@ -1,0 +1,94 @@
+"""Errors that carry a sentence fit to show the person who asked."""
+
+from __future__ import annotations
+
+
+class UserFacingError(Exception):
+    """An error whose ``user_message`` is shown in the chat as it is."""
+
+    kind = "error"
+
+    def __init__(self, user_message: str, *, detail: str | None = None) -> None:
+        super().__init__(detail or user_message)
+        self.user_message = user_message
+
+
+class InputError(UserFacingError):
+    """The user's input (image, file, question) cannot be used."""
+
+    kind = "bad_input"
+
+
+class UnsupportedFile(InputError):
+    kind = "unsupported_file"
+
+
+class FileTooLarge(InputError):
+    kind = "file_too_large"
+
+
+class ImageRejected(InputError):
+    """An image that cannot be decoded or violates a limit."""
+
+    kind = "image_rejected"
+
+
+class DocumentRejected(InputError):
+    kind = "document_rejected"
+
+
+class FileAccessDenied(UserFacingError):
+    """The platform refused the download (bot not invited, missing scope)."""
+
+    kind = "file_access"
+
+
+class EngineError(UserFacingError):
+    """Inference failed for this request; the engine itself keeps serving."""
+
+    kind = "engine"
+
+
+class Busy(EngineError):
+    """The queue is full; nothing was queued."""
+
+    kind = "busy"
+
+    def __init__(self, queue_depth: int, queue_limit: int) -> None:
+        super().__init__(
+            f"I'm busy right now: {queue_depth} questions are waiting (the limit is {queue_limit}). "
+            "Please ask again in a minute."
+        )
+        self.queue_depth = queue_depth
+        self.queue_limit = queue_limit
+
+
+class DeadlineExceeded(EngineError):
+    kind = "timeout"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"Sorry, answering took longer than {seconds:.0f} s, so I stopped. Please try a shorter question or smaller image.")
+
+
+class OutOfMemory(EngineError):
+    kind = "oom"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Sorry, the GPU ran out of memory on this question even after I shrank the images. "
+            "Please send fewer or smaller images."
+        )
+
+
+class Cancelled(EngineError):
+    kind = "cancelled"
+
+    def __init__(self) -> None:
+        super().__init__("This question was cancelled.")
+
+
+class EngineUnavailable(EngineError):
+    kind = "unavailable"
+
+    def __init__(self, reason: str = "the model is not running") -> None:
+        super().__init__(f"Sorry, I can't answer right now: {reason}.")

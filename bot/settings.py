@@ -1,0 +1,185 @@
+"""Configuration: environment variables, optionally a TOML file with the same keys.
+
+One class per layer. Variables use the names of DESIGN.md §3 (``PEEKBOT_MODEL``, ``SLACK_BOT_TOKEN`` …);
+a TOML file named by ``PEEKBOT_CONFIG`` (or ``--config``) may set the same keys, e.g.
+``PEEKBOT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"``. Environment variables win over the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "PEEKBOT_CONFIG"
+
+
+class _TomlKeys(PydanticBaseSettingsSource):
+    """Reads env-style keys (``PEEKBOT_MODEL``) from a TOML file, case-insensitively."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        data: dict[str, Any] = {}
+        if path is not None:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        self._data = {k.upper(): v for k, v in data.items()}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        prefix = self.settings_cls.model_config.get("env_prefix", "")
+        key = f"{prefix}{field_name}".upper()
+        return self._data.get(key), key, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[name] = value
+        return values
+
+
+class _Layer(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PEEKBOT_", extra="ignore", case_sensitive=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = os.environ.get(CONFIG_ENV)
+        toml = _TomlKeys(settings_cls, Path(path).expanduser() if path else None)
+        return init_settings, env_settings, toml
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class CoreSettings(_Layer):
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".peekbot")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    store_url: str | None = None
+    backend: Literal["transformers", "openai"] = "transformers"
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str | None = None
+    admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    max_question_chars: int = 4000
+    drain_timeout_s: float = 30.0
+
+    _split_admins = field_validator("admins", mode="before")(_comma_list)
+
+    def is_admin(self, user_key: str) -> bool:
+        return user_key in self.admins
+
+
+class EngineSettings(_Layer):
+    model: str = "Qwen/Qwen3-VL-4B-Instruct"
+    device: str = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    quantization: Literal["none", "4bit", "8bit"] = "none"
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    max_pixels: int = 1920 * 1080
+    min_pixels: int = 64 * 64
+    max_batch_size: int = 8
+    max_batch_tokens: int = 32768
+    queue_limit: int = 32
+    max_new_tokens: int = 512
+    request_timeout_s: float = 300.0
+    system_prompt: str = (
+        "You are peekbot, a helpful assistant in a company chat. People send you screenshots, photos and "
+        "documents and ask about them. Answer concisely and accurately, and always answer in the language "
+        "of the question."
+    )
+    warmup: bool = True
+
+
+class ImageSettings(_Layer):
+    max_file_bytes: int = 25 * 1024 * 1024
+    max_decode_pixels: int = 64_000_000
+    min_image_side: int = 8
+    max_aspect_ratio: float = 8.0
+    max_tiles: int = 4
+    max_images_per_question: int = 8
+    pdf_max_pages: int = 8
+    pdf_max_dpi: int = 200
+
+
+class SlackSettings(_Layer):
+    model_config = SettingsConfigDict(env_prefix="SLACK_", extra="ignore", case_sensitive=False)
+
+    bot_token: SecretStr | None = None
+    app_token: SecretStr | None = None
+    api_url: str = "https://slack.com/api/"
+
+    @property
+    def configured(self) -> bool:
+        return self.bot_token is not None and self.app_token is not None
+
+
+class FeishuSettings(_Layer):
+    model_config = SettingsConfigDict(env_prefix="FEISHU_", extra="ignore", case_sensitive=False)
+
+    app_id: str | None = None
+    app_secret: SecretStr | None = None
+    domain: str = "https://open.feishu.cn"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.app_id) and self.app_secret is not None
+
+
+class SchedulerSettings(_Layer):
+    cleanup_interval_s: float = 60.0
+    health_interval_s: float = 60.0
+    watchdog_interval_s: float = 30.0
+    expiry_interval_s: float = 3600.0
+    snapshot_interval_s: float = 10.0
+
+
+class Settings:
+    """All layers, loaded once. ``config_file`` overrides ``PEEKBOT_CONFIG``."""
+
+    def __init__(self, config_file: str | Path | None = None) -> None:
+        if config_file is not None:
+            os.environ[CONFIG_ENV] = str(config_file)
+
+    @cached_property
+    def core(self) -> CoreSettings:
+        return CoreSettings()
+
+    @cached_property
+    def engine(self) -> EngineSettings:
+        return EngineSettings()
+
+    @cached_property
+    def images(self) -> ImageSettings:
+        return ImageSettings()
+
+    @cached_property
+    def slack(self) -> SlackSettings:
+        return SlackSettings()
+
+    @cached_property
+    def feishu(self) -> FeishuSettings:
+        return FeishuSettings()
+
+    @cached_property
+    def scheduler(self) -> SchedulerSettings:
+        return SchedulerSettings()

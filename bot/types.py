@@ -1,0 +1,158 @@
+"""The core's own types. Adapters translate platform events into these and back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+
+class ChatType(StrEnum):
+    DIRECT = "direct"
+    GROUP = "group"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """Where a question lives: platform, workspace/tenant, channel/chat and thread root."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str | None = None
+
+    def __str__(self) -> str:
+        base = f"{self.platform}:{self.workspace}:{self.channel}"
+        return f"{base}:{self.thread}" if self.thread else base
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    platform: str
+    user_id: str
+    display_name: str = ""
+    is_bot: bool = False
+
+    @property
+    def key(self) -> str:
+        """``platform:user_id``, the form ``PEEKBOT_ADMINS`` uses."""
+        return f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """A file on the platform. ``source`` holds adapter-private details (URLs, message ids)."""
+
+    platform: str
+    file_id: str
+    name: str = ""
+    mime_type: str = ""
+    size: int | None = None
+    source: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_image(self) -> bool:
+        return self.mime_type.startswith("image/")
+
+
+@dataclass(frozen=True, slots=True)
+class TextSegment:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSegment:
+    file: FileRef
+
+
+@dataclass(frozen=True, slots=True)
+class FileSegment:
+    file: FileRef
+
+
+@dataclass(frozen=True, slots=True)
+class MentionSegment:
+    user_id: str
+    is_self: bool = False
+
+
+Segment = TextSegment | ImageSegment | FileSegment | MentionSegment
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One user message addressed to the bot, already filtered and translated by an adapter.
+
+    ``context_files`` are images/documents from earlier messages the question refers to
+    (earlier posts in the thread, the message replied to).
+    """
+
+    event_id: str
+    message_id: str
+    conversation: ConversationKey
+    user: User
+    chat_type: ChatType
+    segments: tuple[Segment, ...]
+    mentions_bot: bool = False
+    context_files: tuple[FileRef, ...] = ()
+    received_at: float = field(default_factory=time.time)
+
+    @property
+    def platform(self) -> str:
+        return self.conversation.platform
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if isinstance(s, TextSegment) and s.text.strip())
+
+    @property
+    def files(self) -> tuple[FileRef, ...]:
+        return tuple(s.file for s in self.segments if isinstance(s, ImageSegment | FileSegment))
+
+
+class ReplyHandle(Protocol):
+    """How the core answers one message. The adapter decides how it looks on its platform."""
+
+    async def start_progress(self, queue_position: int | None = None) -> None:
+        """Show at once that the question was seen (and its place in line when queued)."""
+
+    async def update(self, text: str) -> None:
+        """The answer so far (full text, not a delta). Adapters throttle edits."""
+
+    async def finish(self, text: str) -> None:
+        """The final answer."""
+
+    async def fail(self, text: str) -> None:
+        """Replace the progress indicator with an error sentence."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterHealth:
+    connected: bool
+    connected_since: float | None = None
+    reconnects: int = 0
+    last_event_age_s: float | None = None
+    last_pong_age_s: float | None = None
+    detail: str = ""
+
+
+MessageHandler = Callable[[IncomingMessage, ReplyHandle], Awaitable[bool]]
+"""The core's callback. Returns quickly (never awaits the answer): True if accepted, False if a duplicate."""
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    name: str
+
+    async def start(self, handler: MessageHandler) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def health(self) -> AdapterHealth: ...
+
+    async def fetch(self, file: FileRef) -> bytes: ...
+
+    async def reconnect(self) -> None:
+        """Force a fresh connection (watchdog, admin command)."""
