@@ -37,6 +37,24 @@ class DocumentRejected(InputError):
     kind = "document_rejected"
 
 
+class EmptyFile(InputError):
+    """A zero-byte download."""
+
+    kind = "empty_file"
+
+
+class ImageTooLarge(ImageRejected):
+    """The image's header claims more pixels than may be decoded (decompression-bomb guard)."""
+
+    kind = "image_too_large"
+
+
+class EncryptedDocument(DocumentRejected):
+    """A PDF that needs a password to open."""
+
+    kind = "encrypted_document"
+
+
 class FileAccessDenied(UserFacingError):
     """The platform refused the download (bot not invited, missing scope)."""
 
@@ -67,7 +85,10 @@ class DeadlineExceeded(EngineError):
     kind = "timeout"
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"Sorry, answering took longer than {seconds:.0f} s, so I stopped. Please try a shorter question or smaller image.")
+        super().__init__(
+            f"Sorry, answering took longer than {seconds:.0f} s, so I stopped. "
+            "Please try a shorter question or a smaller image."
+        )
 
 
 class OutOfMemory(EngineError):

@@ -119,6 +119,10 @@ class ImageSettings(_Layer):
     max_images_per_question: int = 8
     pdf_max_pages: int = 8
     pdf_max_dpi: int = 200
+    pdf_max_text_pages: int = 300
+    """Pages whose text layer is extracted (for document search); may exceed the pages rendered."""
+    pdf_time_budget_s: float = 30.0
+    """Wall-clock budget for drawing and reading one PDF; pages past it are skipped with a note."""
 
 
 class SlackSettings(_Layer):
@@ -139,6 +143,25 @@ class FeishuSettings(_Layer):
     app_id: str | None = None
     app_secret: SecretStr | None = None
     domain: str = "https://open.feishu.cn"
+    # Long connection. Unset overrides follow the server's ClientConfig (PingInterval, ReconnectInterval …).
+    ping_interval_s: float | None = None
+    pong_timeout_s: float = 10.0
+    discovery_timeout_s: float = 10.0
+    connect_timeout_s: float = 15.0
+    reconnect_initial_s: float = 1.0
+    reconnect_max_s: float | None = None
+    reconnect_jitter_s: float | None = None
+    reconnect_count: int | None = None
+    fragment_ttl_s: float = 10.0
+    # REST and replies.
+    rest_timeout_s: float = 20.0
+    context_lookup_timeout_s: float = 1.5
+    update_interval_s: float = 0.5
+    rate_limit_backoff_s: float = 1.0
+    rate_limit_max_wait_s: float = 120.0
+    max_reply_chars: int = 8000
+    streaming_cards: bool = True
+    reply_in_thread: bool = False
 
     @property
     def configured(self) -> bool:

@@ -86,7 +86,8 @@ class IncomingMessage:
     """One user message addressed to the bot, already filtered and translated by an adapter.
 
     ``context_files`` are images/documents from earlier messages the question refers to
-    (earlier posts in the thread, the message replied to).
+    (earlier posts in the thread, the message replied to). ``message_id`` identifies the chat message
+    itself (Slack ``channel:ts``, Feishu ``om_…``); the core dedupes on it and on ``event_id``.
     """
 
     event_id: str
@@ -97,6 +98,8 @@ class IncomingMessage:
     segments: tuple[Segment, ...]
     mentions_bot: bool = False
     context_files: tuple[FileRef, ...] = ()
+    is_command: bool = False
+    """True when the platform marked it as a command (Slack slash command): ``text`` is the command line."""
     received_at: float = field(default_factory=time.time)
 
     @property
@@ -116,7 +119,11 @@ class ReplyHandle(Protocol):
     """How the core answers one message. The adapter decides how it looks on its platform."""
 
     async def start_progress(self, queue_position: int | None = None) -> None:
-        """Show at once that the question was seen (and its place in line when queued)."""
+        """Show at once that the question was seen (and its place in line when queued).
+
+        The core calls it first with ``None`` as soon as the question is accepted, and again with the
+        number of questions ahead once the engine queued it (only when that number is above 0).
+        """
 
     async def update(self, text: str) -> None:
         """The answer so far (full text, not a delta). Adapters throttle edits."""
@@ -156,3 +163,13 @@ class Adapter(Protocol):
 
     async def reconnect(self) -> None:
         """Force a fresh connection (watchdog, admin command)."""
+
+
+class Service(Protocol):
+    """A background part of the application (scheduler, HTTP server) with its own lifecycle."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
