@@ -7,17 +7,19 @@ a TOML file named by ``PEEKBOT_CONFIG`` (or ``--config``) may set the same keys,
 
 from __future__ import annotations
 
+import contextvars
 import os
 import tomllib
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "PEEKBOT_CONFIG"
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("peekbot_config_file", default=None)
 
 
 class _TomlKeys(PydanticBaseSettingsSource):
@@ -57,7 +59,7 @@ class _Layer(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = os.environ.get(CONFIG_ENV)
+        path = _config_file.get() or os.environ.get(CONFIG_ENV)
         toml = _TomlKeys(settings_cls, Path(path).expanduser() if path else None)
         return init_settings, env_settings, toml
 
@@ -131,6 +133,28 @@ class SlackSettings(_Layer):
     bot_token: SecretStr | None = None
     app_token: SecretStr | None = None
     api_url: str = "https://slack.com/api/"
+    # Socket Mode connection and watchdog.
+    ping_interval_s: float = 10.0
+    """slack_sdk's WebSocket ping interval; no traffic or pong for ``stale_after_pings`` × this ⇒ reconnect."""
+    stale_after_pings: float = 3.0
+    watchdog_interval_s: float = 5.0
+    auth_check_interval_s: float = 60.0
+    """How often the watchdog calls ``auth.test`` as a health ping; 0 turns it off."""
+    connect_timeout_s: float = 15.0
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    startup_attempts: int = 5
+    # Replies.
+    command: str = "/peekbot"
+    update_interval_s: float = 1.0
+    """At most one ``chat.update`` per message in this many seconds while an answer streams."""
+    max_message_chars: int = 3900
+    progress_reaction: str = "eyes"
+    rate_limit_retries: int = 8
+    rest_timeout_s: float = 30.0
+    download_timeout_s: float = 60.0
+    thread_memory: int = 10_000
+    """Threads remembered as answered, so follow-ups there need no new mention."""
 
     @property
     def configured(self) -> bool:
@@ -176,33 +200,42 @@ class SchedulerSettings(_Layer):
     snapshot_interval_s: float = 10.0
 
 
+LayerT = TypeVar("LayerT", bound=_Layer)
+
+
 class Settings:
     """All layers, loaded once. ``config_file`` overrides ``PEEKBOT_CONFIG``."""
 
     def __init__(self, config_file: str | Path | None = None) -> None:
-        if config_file is not None:
-            os.environ[CONFIG_ENV] = str(config_file)
+        self.config_file = Path(config_file) if config_file is not None else None
+
+    def _load(self, layer: type[LayerT]) -> LayerT:
+        token = _config_file.set(self.config_file)
+        try:
+            return layer()
+        finally:
+            _config_file.reset(token)
 
     @cached_property
     def core(self) -> CoreSettings:
-        return CoreSettings()
+        return self._load(CoreSettings)
 
     @cached_property
     def engine(self) -> EngineSettings:
-        return EngineSettings()
+        return self._load(EngineSettings)
 
     @cached_property
     def images(self) -> ImageSettings:
-        return ImageSettings()
+        return self._load(ImageSettings)
 
     @cached_property
     def slack(self) -> SlackSettings:
-        return SlackSettings()
+        return self._load(SlackSettings)
 
     @cached_property
     def feishu(self) -> FeishuSettings:
-        return FeishuSettings()
+        return self._load(FeishuSettings)
 
     @cached_property
     def scheduler(self) -> SchedulerSettings:
-        return SchedulerSettings()
+        return self._load(SchedulerSettings)
