@@ -1,0 +1,235 @@
+"""PDF pages to pictures (and their text layer) with pypdfium2, within a page cap and a time budget.
+
+PDFium is not thread-safe, not even across documents: every call into it in this process must hold
+``PDFIUM_LOCK``. Pages are drawn progressively so that a page that takes too long is abandoned at the
+document's deadline instead of blocking the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+from PIL import Image
+
+from bot.errors import DocumentRejected, EncryptedDocument
+from bot.settings import ImageSettings
+from inference.images import Attachment, PixelBudget, PreparedImage, choose_tiles, subject, tiles_within_budget
+
+logger = logging.getLogger(__name__)
+
+PDFIUM_LOCK = threading.RLock()
+"""Hold this around any use of pypdfium2 anywhere in the process."""
+
+POINTS_PER_INCH = 72.0
+
+
+def _named(name: str) -> str:
+    return f" ({name})" if name else ""
+
+
+def _page_ranges(pages: list[int]) -> str:
+    """[1, 2, 3, 5, 7, 8] -> "1–3, 5, 7–8"."""
+    parts: list[str] = []
+    start = previous = pages[0]
+    for number in [*pages[1:], None]:
+        if number is not None and number == previous + 1:
+            previous = number
+            continue
+        parts.append(str(start) if start == previous else f"{start}–{previous}")
+        if number is not None:
+            start = previous = number
+    return ", ".join(parts)
+
+
+def _pages_read_note(read: list[int], total: int, label: str) -> str | None:
+    if read == list(range(1, total + 1)):
+        return None
+    word = "page" if len(read) == 1 else "pages"
+    return f"I read {word} {_page_ranges(read)} of {total} in {label}."
+
+
+def _page_text(page: pdfium.PdfPage) -> str:
+    """The page's text layer, "" when it has none or it cannot be read."""
+    try:
+        textpage = page.get_textpage()
+    except pdfium.PdfiumError:
+        return ""
+    try:
+        text = textpage.get_text_range()
+    finally:
+        textpage.close()
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "").strip()
+
+
+def _render_page(page: pdfium.PdfPage, scale: float, deadline: float) -> Image.Image | None:
+    """Draw one page on white at ``scale`` pixels per point; None when the deadline passed first."""
+    width = max(1, math.ceil(page.get_width() * scale))
+    height = max(1, math.ceil(page.get_height() * scale))
+    bitmap = pdfium.PdfBitmap.new_native(width, height, pdfium_c.FPDFBitmap_BGR)
+    try:
+        bitmap.fill_rect((255, 255, 255, 255), 0, 0, width, height)
+        pause = pdfium_c.IFSDK_PAUSE(version=1)
+        need_to_pause = type(pause.NeedToPauseNow)(lambda _pause: int(time.monotonic() >= deadline))
+        pause.NeedToPauseNow = need_to_pause
+        status = pdfium_c.FPDF_RenderPageBitmap_Start(bitmap, page, 0, 0, width, height, 0, pdfium_c.FPDF_ANNOT, pause)
+        try:
+            while status == pdfium_c.FPDF_RENDER_TOBECONTINUED and time.monotonic() < deadline:
+                status = pdfium_c.FPDF_RenderPage_Continue(page, pause)
+        finally:
+            pdfium_c.FPDF_RenderPage_Close(page)
+        if status == pdfium_c.FPDF_RENDER_TOBECONTINUED:
+            return None
+        if status != pdfium_c.FPDF_RENDER_DONE:
+            raise pdfium.PdfiumError(f"render status {status}")
+        return bitmap.to_pil().convert("RGB")
+    finally:
+        bitmap.close()
+
+
+def _open(data: bytes, name: str) -> pdfium.PdfDocument:
+    try:
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        code = getattr(exc, "err_code", None)
+        if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
+            raise EncryptedDocument(
+                f"This PDF{_named(name)} is password-protected; please send a copy without a password.",
+                detail=f"pdfium error {code}",
+            ) from exc
+        raise DocumentRejected(
+            f"I couldn't read this PDF{_named(name)}: the file is damaged or not a PDF.",
+            detail=f"pdfium error {code}: {exc}",
+        ) from exc
+
+
+class _PageSkipped(Exception):
+    """This page gives no picture; ``note`` tells the user why."""
+
+    def __init__(self, note: str) -> None:
+        super().__init__(note)
+        self.note = note
+
+
+class _OutOfTime(Exception):
+    """The document's time budget ran out while drawing this page."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    name: str
+    settings: ImageSettings
+    budget: PixelBudget
+    source_sha: str
+    deadline: float
+
+    @property
+    def the_pdf(self) -> str:
+        return subject(self.name, "PDF")
+
+
+def _picture(page: pdfium.PdfPage, number: int, text: str, job: _Job) -> list[PreparedImage]:
+    """One page drawn as large as pdf_max_dpi and the pixel budget allow, tiled when very long."""
+    settings, budget = job.settings, job.budget
+    width, height = page.get_width(), page.get_height()
+    if not (math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
+        raise _PageSkipped(f"Page {number} of {job.the_pdf} has no size, so I skipped it.")
+    max_scale = settings.pdf_max_dpi / POINTS_PER_INCH
+    tiles = choose_tiles(
+        width, height, settings=settings, pixels=width * height * max_scale**2, max_pixels=budget.max_pixels
+    )
+    if tiles is None:
+        raise _PageSkipped(f"Page {number} of {job.the_pdf} is too long and thin to read, so I skipped it.")
+    # The highest resolution up to pdf_max_dpi at which each tile fits the pixel budget.
+    scale = min(max_scale, math.sqrt(budget.max_pixels * tiles / (width * height)))
+    try:
+        drawn = _render_page(page, scale, job.deadline)
+    except pdfium.PdfiumError as exc:
+        logger.info("pdf page failed to render page=%d: %s", number, exc)
+        raise _PageSkipped(f"I couldn't draw page {number} of {job.the_pdf}, so I skipped it.") from exc
+    if drawn is None:
+        raise _OutOfTime
+    return tiles_within_budget(
+        drawn,
+        label=f"{job.name or 'document'} p.{number}",
+        source_sha=job.source_sha,
+        page=number,
+        text=text,
+        tiles=tiles,
+        budget=budget,
+    )
+
+
+def load_pdf(data: bytes, *, name: str, settings: ImageSettings, budget: PixelBudget, source_sha: str) -> Attachment:
+    """Draw the first ``pdf_max_pages`` pages and read the text layer of the first ``pdf_max_text_pages``.
+
+    Drawing stops early at ``max_images_per_question`` pictures or when ``pdf_time_budget_s`` is spent;
+    text-only pages past the deadline are left out.
+    """
+    job = _Job(name, settings, budget, source_sha, time.monotonic() + settings.pdf_time_budget_s)
+    images: list[PreparedImage] = []
+    notes: list[str] = []
+    page_texts: list[str] = []
+    read: list[int] = []
+    stopped_at: int | None = None
+
+    with PDFIUM_LOCK:
+        pdf = _open(data, name)
+        try:
+            total = len(pdf)
+            render_limit = min(total, max(1, settings.pdf_max_pages))
+            text_limit = min(total, max(0, settings.pdf_max_text_pages))
+            for index in range(max(render_limit, text_limit)):
+                number = index + 1
+                wants_picture = (
+                    index < render_limit
+                    and stopped_at is None
+                    and len(images) < max(1, settings.max_images_per_question)
+                )
+                if not wants_picture and time.monotonic() >= job.deadline:
+                    break
+                try:
+                    page = pdf[index]
+                except pdfium.PdfiumError:
+                    logger.info("pdf page failed to load page=%d", number)
+                    if index < text_limit:
+                        page_texts.append("")
+                    if wants_picture:
+                        notes.append(f"I couldn't open page {number} of {job.the_pdf}, so I skipped it.")
+                    continue
+                try:
+                    text = _page_text(page)
+                    if index < text_limit:
+                        page_texts.append(text)
+                    if wants_picture:
+                        images.extend(_picture(page, number, text, job))
+                        read.append(number)
+                except _PageSkipped as skipped:
+                    notes.append(skipped.note)
+                except _OutOfTime:
+                    stopped_at = number
+                finally:
+                    page.close()
+        finally:
+            pdf.close()
+
+    if not images:
+        if stopped_at is not None:
+            raise DocumentRejected(
+                f"This PDF{_named(name)} took too long to draw. "
+                "Please send a simpler file or a screenshot of the part you mean.",
+                detail=f"pdf time budget {settings.pdf_time_budget_s}s spent on page {stopped_at}",
+            )
+        raise DocumentRejected(f"I couldn't draw any page of this PDF{_named(name)}.")
+    if stopped_at is not None:
+        notes.append(f"{subject(name, 'PDF', capital=True)} took too long to draw, so I stopped at page {stopped_at}.")
+    pages_note = _pages_read_note(read, total, job.the_pdf)
+    if pages_note:
+        notes.insert(0, pages_note)
+    logger.debug("pdf read pages=%d drawn=%s pictures=%d text_pages=%d", total, read, len(images), len(page_texts))
+    return Attachment(name=name, kind="pdf", images=images, notes=notes, page_count=total, page_texts=page_texts)
