@@ -110,6 +110,14 @@ class EngineSettings(_Layer):
         "of the question."
     )
     warmup: bool = True
+    device_map: str | None = None
+    """Passed to ``from_pretrained`` (e.g. ``auto`` to spread a large model over several GPUs); unset: ``device``."""
+    batch_window_s: float = 0.003
+    """How long an idle worker waits for more arrivals before starting a batch (bursts share one batch)."""
+    stop_timeout_s: float = 30.0
+    """On stop, how long the running batch may finish before its requests are cancelled."""
+    cpu_threads: int | None = None
+    """torch intra-op threads (process-wide) when set; 1 avoids thread thrashing on small, shared CPUs."""
 
 
 class ImageSettings(_Layer):
@@ -170,21 +178,31 @@ class FeishuSettings(_Layer):
     # Long connection. Unset overrides follow the server's ClientConfig (PingInterval, ReconnectInterval …).
     ping_interval_s: float | None = None
     pong_timeout_s: float = 10.0
+    """No pong within this time after a ping ⇒ the connection is stale and is replaced."""
     discovery_timeout_s: float = 10.0
     connect_timeout_s: float = 15.0
+    """How long start-up waits for the first connection (retrying continues in the background)."""
     reconnect_initial_s: float = 1.0
+    """First reconnect delay; doubles per failed attempt up to ``reconnect_max_s`` (default ReconnectInterval)."""
     reconnect_max_s: float | None = None
     reconnect_jitter_s: float | None = None
+    """Cap of the random jitter added to each delay (default ReconnectNonce)."""
     reconnect_count: int | None = None
+    """Failed attempts in a row before giving up (default ReconnectCount; -1: never)."""
     fragment_ttl_s: float = 10.0
     # REST and replies.
     rest_timeout_s: float = 20.0
-    context_lookup_timeout_s: float = 1.5
+    context_lookup_timeout_s: float = 1.0
+    """Time allowed to read the message a question replies to before the event is handed to the core."""
     update_interval_s: float = 0.5
+    """Minimum time between edits of an answer card (edits are coalesced; the newest text wins)."""
     rate_limit_backoff_s: float = 1.0
     rate_limit_max_wait_s: float = 120.0
+    """How long one REST call may wait out rate limits before it fails."""
     max_reply_chars: int = 8000
+    """Longer answers are split into several messages."""
     streaming_cards: bool = True
+    """Stream answers through CardKit; False (or CardKit refused) edits an interactive card instead."""
     reply_in_thread: bool = False
 
     @property
@@ -198,6 +216,21 @@ class SchedulerSettings(_Layer):
     watchdog_interval_s: float = 30.0
     expiry_interval_s: float = 3600.0
     snapshot_interval_s: float = 10.0
+    # Memory cleanup: empty the CUDA cache when either threshold is passed (gc.collect always runs).
+    cleanup_fragmentation: float = 0.30
+    """Fragmentation (1 − allocated/reserved) above which cached GPU blocks are released."""
+    cleanup_unused_reserved_bytes: int = 1 << 30
+    """Reserved-but-unallocated GPU bytes above which cached GPU blocks are released."""
+    cleanup_timeout_s: float = 60.0
+    # Health: the engine liveness ping and the connection watchdog.
+    liveness_timeout_s: float = 30.0
+    """A ping that does not come back from the model's worker thread within this time marks the engine stuck."""
+    watchdog_stale_after_s: float = 300.0
+    """An adapter whose last pong is older than this is reconnected (as is one that is not connected)."""
+    watchdog_reconnect_timeout_s: float = 60.0
+    snapshot_history_s: float = 3600.0
+    """How far back the status page's charts reach."""
+    usage_retention_days: int = 30
 
 
 LayerT = TypeVar("LayerT", bound=_Layer)

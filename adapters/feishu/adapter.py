@@ -1,0 +1,231 @@
+"""The Feishu/Lark adapter: our long connection in, lark-oapi REST out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import replace
+from typing import Any
+
+from adapters.feishu.connection import FatalConnectionError, InboundFrame, LongConnection
+from adapters.feishu.events import Addressed, BoundedSet, EventTranslator, merge_files, parse_event
+from adapters.feishu.replies import FeishuReply
+from adapters.feishu.rest import BotIdentity, FeishuApiError, FeishuRest
+from bot.errors import FileAccessDenied, FileTooLarge, UnsupportedFile
+from bot.settings import Settings
+from bot.types import AdapterHealth, FileRef, IncomingMessage, MessageHandler
+
+logger = logging.getLogger(__name__)
+
+# Feishu error codes that mean "the bot may not read this file" (not in the chat, no scope, no access).
+PERMISSION_CODES = frozenset({234004, 234009, 234037, 230027, 99991672, 99991679})
+STOP_GRACE_S = 5.0
+
+
+class FeishuStartupError(RuntimeError):
+    """Feishu refused the app at start-up; the message says what to check."""
+
+
+def _size_text(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+class FeishuAdapter:
+    """``bot.types.Adapter`` for Feishu and Lark (``FEISHU_DOMAIN`` chooses which, or a test server)."""
+
+    name = "feishu"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._feishu = settings.feishu
+        self._handler: MessageHandler | None = None
+        self._rest: FeishuRest | None = None
+        self._connection: LongConnection | None = None
+        self._translator: EventTranslator | None = None
+        self.identity: BotIdentity | None = None
+        self._accepted = BoundedSet()
+        self._in_flight: dict[str, asyncio.Future[int]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # Adapter -------------------------------------------------------------------------------------
+    async def start(self, handler: MessageHandler) -> None:
+        if not self._feishu.configured:
+            raise FeishuStartupError("Feishu is not configured: set FEISHU_APP_ID and FEISHU_APP_SECRET.")
+        self._handler = handler
+        self._rest = FeishuRest(self._feishu)
+        try:
+            self.identity = await self._rest.bot_info()
+        except FeishuApiError as exc:
+            raise FeishuStartupError(
+                f"Feishu refused to tell the bot who it is ({exc}). Check FEISHU_APP_ID, FEISHU_APP_SECRET and "
+                f"FEISHU_DOMAIN ({self._feishu.domain}), and that the app has the bot capability enabled."
+            ) from exc
+        self._translator = EventTranslator(
+            self.identity.open_id, max_context_files=self._settings.images.max_images_per_question
+        )
+        logger.info("feishu: signed in as bot %s (%s)", self.identity.name or "?", self.identity.open_id)
+        self._connection = LongConnection(self._feishu, self._on_inbound)
+        try:
+            await self._connection.start()
+        except FatalConnectionError as exc:
+            self._connection = None
+            raise FeishuStartupError(str(exc)) from exc
+
+    async def stop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.stop()
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=STOP_GRACE_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        self._handler = None
+
+    async def reconnect(self) -> None:
+        if self._connection is not None:
+            await self._connection.reconnect()
+
+    async def health(self) -> AdapterHealth:
+        connection = self._connection
+        if connection is None:
+            return AdapterHealth(connected=False, detail="not started")
+        detail = str(connection.fatal_error) if connection.fatal_error else ""
+        return AdapterHealth(
+            connected=connection.connected,
+            connected_since=connection.connected_since,
+            reconnects=connection.reconnects,
+            last_event_age_s=connection.last_event_age_s,
+            last_pong_age_s=connection.last_pong_age_s,
+            detail=detail,
+        )
+
+    async def fetch(self, file: FileRef) -> bytes:
+        """Download a message's image or file (``GET /im/v1/messages/{id}/resources/{key}``)."""
+        name = file.name or "this file"
+        limit = self._settings.images.max_file_bytes
+        kind = file.source.get("type", "file")
+        message_id = file.source.get("message_id", "")
+        if kind not in ("image", "file") or not message_id:
+            raise UnsupportedFile(
+                f"I can't read {name}. Send me a screenshot, photo or PDF (as an image or a file) with your question."
+            )
+        if file.size is not None and file.size > limit:
+            raise FileTooLarge(f"“{name}” is {_size_text(file.size)}; the limit is {_size_text(limit)}.")
+        if self._rest is None:
+            raise FileAccessDenied(f"I couldn't download “{name}” because I'm not connected to Feishu right now.")
+        try:
+            download = await self._rest.download(message_id, file.file_id, kind)
+        except FeishuApiError as exc:
+            if exc.status in (401, 403) or exc.code in PERMISSION_CODES:
+                raise FileAccessDenied(
+                    f"I'm not allowed to download “{name}”. Make sure I'm a member of this chat and that my app "
+                    "has the im:resource permission.",
+                    detail=str(exc),
+                ) from exc
+            raise FileAccessDenied(
+                f"I couldn't download “{name}” from Feishu ({exc.message or 'unknown error'}). Please send it again.",
+                detail=str(exc),
+            ) from exc
+        if len(download.data) > limit:
+            raise FileTooLarge(f"“{name}” is {_size_text(len(download.data))}; the limit is {_size_text(limit)}.")
+        return download.data
+
+    # intake --------------------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _on_inbound(self, inbound: InboundFrame) -> None:
+        """Called in arrival order: parse and translate now (no I/O), deliver and ack in a task."""
+        event = parse_event(inbound.payload)
+        addressed: Addressed | None = None
+        if event is not None and self._translator is not None:
+            try:
+                addressed = self._translator.translate(event)
+            except Exception:
+                logger.exception("feishu: event %s could not be translated", inbound.transport_id)
+        if addressed is None:
+            self._spawn(self._ack_only(inbound))
+            return
+        self._spawn(self._deliver(inbound, addressed))
+
+    async def _ack_only(self, inbound: InboundFrame) -> None:
+        await inbound.ack(200)
+
+    async def _deliver(self, inbound: InboundFrame, addressed: Addressed) -> None:
+        message = addressed.message
+        if message.event_id in self._accepted or message.message_id in self._accepted:
+            logger.info("feishu: %s was delivered again; acknowledged", message.message_id)
+            await inbound.ack(200)
+            return
+        earlier = self._in_flight.get(message.event_id) or self._in_flight.get(message.message_id)
+        if earlier is not None:  # the first copy is still on its way to the core: answer the same
+            try:
+                code = await asyncio.wait_for(asyncio.shield(earlier), self._feishu.context_lookup_timeout_s + 5)
+            except TimeoutError:
+                return  # no ack: the server sends it again later
+            await inbound.ack(code)
+            return
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._in_flight[message.event_id] = self._in_flight[message.message_id] = done
+        code = 500
+        try:
+            if addressed.parent_id:
+                message = await self._with_parent(addressed)
+            reply = FeishuReply(
+                self._rest_client(),
+                message.message_id,
+                settings=self._feishu,
+                in_thread=self._feishu.reply_in_thread,
+                spawn=self._spawn,
+            )
+            handler = self._handler
+            if handler is None:
+                return
+            accepted = await handler(message, reply)
+            self._accepted.add(message.event_id)
+            self._accepted.add(message.message_id)
+            code = 200
+            logger.info("feishu: %s %s", message.message_id, "accepted" if accepted else "was a duplicate")
+        except Exception:
+            logger.exception("feishu: the core did not take %s; the server will send it again", message.message_id)
+        finally:
+            done.set_result(code)
+            self._in_flight.pop(message.event_id, None)
+            self._in_flight.pop(message.message_id, None)
+        await inbound.ack(code)
+
+    def _rest_client(self) -> FeishuRest:
+        if self._rest is None:
+            raise RuntimeError("the Feishu adapter is not started")
+        return self._rest
+
+    async def _with_parent(self, addressed: Addressed) -> IncomingMessage:
+        """Add the files of the message replied to (read by REST, bounded in time; best effort)."""
+        message = addressed.message
+        assert addressed.parent_id is not None and self._translator is not None
+        timeout = self._feishu.context_lookup_timeout_s
+        try:
+            parent = await asyncio.wait_for(
+                self._rest_client().get_message(addressed.parent_id, max_wait_s=timeout / 2), timeout
+            )
+        except (TimeoutError, FeishuApiError) as exc:
+            logger.warning("feishu: could not read the message %s replies to: %s", message.message_id, exc)
+            return message
+        if parent is None:
+            return message
+        files = self._translator.parent_files(message.conversation.channel, parent)
+        if not files:
+            return message
+        context = merge_files(files, message.context_files, limit=self._translator.max_context_files)
+        return replace(message, context_files=context)
+

@@ -1,0 +1,717 @@
+"""A loopback Feishu/Lark for tests: tenant token, endpoint discovery, a WebSocket that speaks lark-oapi's
+pbbp2 ``Frame``, and the REST calls the adapter makes. Every REST call is recorded; faults can be injected.
+
+    async with FakeFeishu() as fake:
+        for key, value in feishu_environment(fake).items():
+            monkeypatch.setenv(key, value)
+        ...  # start FeishuAdapter(Settings()) or an Application with it
+        event = fake.message_event(msg_type="text", content={"text": "hi"})
+        await fake.push_event(event, fragments=3)
+        await fake.wait_for(lambda: fake.replies_to(event["event"]["message"]["message_id"]), what="a reply")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from aiohttp import WSMsgType, web
+from lark_oapi.ws.pb.pbbp2_pb2 import Frame
+
+CONTROL = 0
+DATA = 1
+DEFAULT_CLIENT_CONFIG = {"PingInterval": 120, "ReconnectCount": -1, "ReconnectInterval": 1, "ReconnectNonce": 0}
+
+
+@dataclass(slots=True)
+class Call:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    at: float
+    status: int = 0
+
+
+@dataclass(slots=True)
+class Ack:
+    transport_id: str
+    code: int
+    biz_rt: str | None
+    at: float
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    message_id: str
+    chat_id: str
+    msg_type: str
+    content: str
+    sender_open_id: str
+    sender_type: str = "user"
+    parent_id: str = ""
+    root_id: str = ""
+    created_at: float = field(default_factory=time.monotonic)
+    edits: int = 0
+
+
+@dataclass(slots=True)
+class Card:
+    card_id: str
+    data: dict[str, Any]
+    texts: dict[str, str]
+    streaming: bool
+    sequence: int = 0
+    updates: int = 0
+
+
+@dataclass(slots=True)
+class Resource:
+    data: bytes
+    content_type: str
+    file_name: str
+    denied: bool = False
+
+
+@dataclass(slots=True)
+class Fault:
+    method: str
+    path: re.Pattern[str]
+    status: int
+    code: int
+    message: str
+    remaining: int
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class _Push:
+    transport_id: str
+    payload: bytes
+    fragments: int
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
+    sends: int = 0
+
+
+class _Connection:
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, device_id: str, service_id: int
+    ) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.device_id = device_id
+        self.service_id = service_id
+        self.pings = 0
+
+
+def _json_error(code: int, message: str, status: int = 400, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"code": code, "msg": message}, status=status, headers=headers)
+
+
+def _ok(data: Any = None) -> web.Response:
+    body: dict[str, Any] = {"code": 0, "msg": "success"}
+    if data is not None:
+        body["data"] = data
+    return web.json_response(body)
+
+
+def card_text(card: Mapping[str, Any]) -> str:
+    """The markdown/text content of a card JSON (2.0 ``body.elements`` or 1.0 ``elements``)."""
+    elements = (card.get("body") or {}).get("elements") or card.get("elements") or []
+    return "\n".join(str(e.get("content") or "") for e in elements if isinstance(e, dict))
+
+
+class FakeFeishu:
+    """The server side of Feishu that one app sees. Start with ``async with`` (binds 127.0.0.1, random port)."""
+
+    def __init__(
+        self,
+        *,
+        app_id: str | None = None,
+        app_secret: str = "s3cret",
+        bot_open_id: str = "ou_peekbot",
+        tenant_key: str = "tenant-1",
+        client_config: Mapping[str, Any] | None = None,
+        ack_timeout_s: float | None = 1.0,
+        max_resends: int = 3,
+    ) -> None:
+        # The SDK caches tenant tokens per app id for the whole process: a fresh id per fake keeps tests apart.
+        self.app_id = app_id or f"cli_{uuid.uuid4().hex[:16]}"
+        self.app_secret = app_secret
+        self.bot_open_id = bot_open_id
+        self.tenant_key = tenant_key
+        self.client_config = dict(client_config or DEFAULT_CLIENT_CONFIG)
+        self.pong_config: dict[str, Any] | None = None
+        self.ack_timeout_s = ack_timeout_s
+        self.max_resends = max_resends
+        self.silent = False
+        self.discovery_failures = 0
+        self.discovery_code: tuple[int, str] | None = None
+        self.calls: list[Call] = []
+        self.acks: list[Ack] = []
+        self.discoveries = 0
+        self.connections_opened = 0
+        self.messages: dict[str, StoredMessage] = {}
+        self.cards: dict[str, Card] = {}
+        self.reactions: dict[str, dict[str, str]] = {}
+        self.resources: dict[tuple[str, str], Resource] = {}
+        self._faults: list[Fault] = []
+        self._tokens: set[str] = set()
+        self._uuids: dict[str, str] = {}
+        self._connections: list[_Connection] = []
+        self._pushes: dict[str, _Push] = {}
+        self._queued: list[_Push] = []
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_post("/open-apis/auth/v3/tenant_access_token/internal", self._token)
+        app.router.add_post("/callback/ws/endpoint", self._endpoint)
+        app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/open-apis/bot/v3/info", self._bot_info)
+        app.router.add_get("/open-apis/im/v1/messages/{message_id}", self._get_message)
+        app.router.add_patch("/open-apis/im/v1/messages/{message_id}", self._patch_message)
+        app.router.add_post("/open-apis/im/v1/messages/{message_id}/reply", self._reply)
+        app.router.add_post("/open-apis/im/v1/messages/{message_id}/reactions", self._add_reaction)
+        app.router.add_delete("/open-apis/im/v1/messages/{message_id}/reactions/{reaction_id}", self._delete_reaction)
+        app.router.add_get("/open-apis/im/v1/messages/{message_id}/resources/{file_key}", self._resource)
+        app.router.add_post("/open-apis/cardkit/v1/cards", self._create_card)
+        app.router.add_put("/open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}/content", self._card_content)
+        app.router.add_patch("/open-apis/cardkit/v1/cards/{card_id}/settings", self._card_settings)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.drop_connections()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids)}"
+
+    # test controls -------------------------------------------------------------------------------
+    def fail(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int = 429,
+        code: int = 99991400,
+        message: str = "request trigger frequency limit",
+        times: int = 1,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """The next ``times`` calls matching ``method`` and the regex ``path`` get this error instead."""
+        default_headers = {"x-ogw-ratelimit-reset": "0.2"} if code == 99991400 else {}
+        self._faults.append(Fault(
+            method.upper(), re.compile(path), status, code, message, times, dict(headers or default_headers)
+        ))
+
+    def revoke_tokens(self) -> None:
+        """Every tenant token issued so far becomes invalid (as when it expires early)."""
+        self._tokens.clear()
+
+    async def drop_connections(self, *, abrupt: bool = True) -> None:
+        """Cut every WebSocket: ``abrupt`` resets the TCP connection (no close frame), else a clean close."""
+        connections, self._connections = self._connections, []
+        for connection in connections:
+            if abrupt and connection.transport is not None:
+                connection.transport.abort()
+            else:
+                await connection.ws.close(code=1011, message=b"server going away")
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for c in self._connections if not c.ws.closed)
+
+    @property
+    def pings(self) -> int:
+        return sum(c.pings for c in self._connections)
+
+    def add_message(
+        self,
+        *,
+        chat_id: str,
+        msg_type: str,
+        content: Mapping[str, Any],
+        sender_open_id: str = "ou_alice",
+        message_id: str | None = None,
+        parent_id: str = "",
+        root_id: str = "",
+    ) -> StoredMessage:
+        """A message that exists in the chat (readable through ``GET /im/v1/messages/{id}``)."""
+        stored = StoredMessage(
+            message_id=message_id or self.new_id("om_"),
+            chat_id=chat_id,
+            msg_type=msg_type,
+            content=json.dumps(content, ensure_ascii=False),
+            sender_open_id=sender_open_id,
+            parent_id=parent_id,
+            root_id=root_id,
+        )
+        self.messages[stored.message_id] = stored
+        return stored
+
+    def add_resource(
+        self,
+        message_id: str,
+        file_key: str,
+        data: bytes,
+        *,
+        content_type: str = "image/png",
+        file_name: str = "",
+        denied: bool = False,
+    ) -> None:
+        self.resources[(message_id, file_key)] = Resource(data, content_type, file_name or file_key, denied)
+
+    def mention(self, index: int, open_id: str, name: str) -> dict[str, Any]:
+        return {
+            "key": f"@_user_{index}",
+            "id": {"open_id": open_id, "union_id": f"on_{open_id}", "user_id": ""},
+            "name": name,
+            "tenant_key": self.tenant_key,
+        }
+
+    def message_event(
+        self,
+        *,
+        msg_type: str,
+        content: Mapping[str, Any],
+        chat_id: str = "oc_dm",
+        chat_type: str = "p2p",
+        sender_open_id: str = "ou_alice",
+        sender_type: str = "user",
+        mentions: list[dict[str, Any]] | None = None,
+        message_id: str | None = None,
+        parent_id: str = "",
+        root_id: str = "",
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """An ``im.message.receive_v1`` event (schema 2.0); the message is stored as well."""
+        stored = self.add_message(
+            chat_id=chat_id,
+            msg_type=msg_type,
+            content=content,
+            sender_open_id=sender_open_id,
+            message_id=message_id,
+            parent_id=parent_id,
+            root_id=root_id,
+        )
+        stored.sender_type = sender_type
+        return {
+            "schema": "2.0",
+            "header": {
+                "event_id": event_id or uuid.uuid4().hex,
+                "event_type": "im.message.receive_v1",
+                "create_time": str(int(time.time() * 1000)),
+                "token": "",
+                "app_id": self.app_id,
+                "tenant_key": self.tenant_key,
+            },
+            "event": {
+                "sender": {
+                    "sender_id": {"open_id": sender_open_id, "union_id": f"on_{sender_open_id}", "user_id": ""},
+                    "sender_type": sender_type,
+                    "tenant_key": self.tenant_key,
+                },
+                "message": {
+                    "message_id": stored.message_id,
+                    "root_id": root_id,
+                    "parent_id": parent_id,
+                    "create_time": str(int(time.time() * 1000)),
+                    "chat_id": chat_id,
+                    "chat_type": chat_type,
+                    "message_type": msg_type,
+                    "content": stored.content,
+                    "mentions": mentions or [],
+                },
+            },
+        }
+
+    async def push_event(self, event: Mapping[str, Any], *, fragments: int = 1) -> str:
+        """Send an event as a data frame (split into ``fragments`` frames); re-sent until acked.
+
+        Returns the transport message id (the frame header ``message_id``). With no connection open the event
+        waits for the next one, as Feishu's backfill does.
+        """
+        push = _Push(
+            transport_id=uuid.uuid4().hex,
+            payload=json.dumps(event, ensure_ascii=False).encode(),
+            fragments=max(1, fragments),
+        )
+        self._pushes[push.transport_id] = push
+        if not await self._send_push(push):
+            self._queued.append(push)
+        if self.ack_timeout_s is not None:
+            self._spawn(self._resend_until_acked(push))
+        return push.transport_id
+
+    def acks_for(self, transport_id: str) -> list[Ack]:
+        return [a for a in self.acks if a.transport_id == transport_id]
+
+    def calls_to(self, method: str, path: str) -> list[Call]:
+        """Recorded calls whose method matches and whose path matches the regex ``path``."""
+        pattern = re.compile(path)
+        return [c for c in self.calls if c.method == method.upper() and pattern.search(c.path)]
+
+    def replies_to(self, message_id: str) -> list[StoredMessage]:
+        replies = [m for m in self.messages.values() if m.parent_id == message_id and m.sender_type == "app"]
+        return sorted(replies, key=lambda m: m.created_at)
+
+    def visible_text(self, message: StoredMessage) -> str:
+        """What a person sees in a card message now (a CardKit card's current text included)."""
+        content = json.loads(message.content)
+        if content.get("type") == "card":
+            card = self.cards[content["data"]["card_id"]]
+            return "\n".join(card.texts.values())
+        return card_text(content)
+
+    def reply_texts(self, message_id: str) -> list[str]:
+        return [self.visible_text(m) for m in self.replies_to(message_id)]
+
+    def card_of(self, message: StoredMessage) -> Card | None:
+        content = json.loads(message.content)
+        if content.get("type") == "card":
+            return self.cards[content["data"]["card_id"]]
+        return None
+
+    def downloads(self) -> list[tuple[str, str]]:
+        """(message_id, file_key) of every resource download, in order."""
+        found = []
+        for call in self.calls_to("GET", r"/resources/"):
+            parts = call.path.split("/")
+            found.append((parts[-3], parts[-1]))
+        return found
+
+    async def wait_for(self, predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "a condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = predicate()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            await asyncio.sleep(0.02)
+
+    # WebSocket -----------------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _current(self) -> _Connection | None:
+        live = [c for c in self._connections if not c.ws.closed and not (c.transport and c.transport.is_closing())]
+        return live[-1] if live else None
+
+    async def _send_push(self, push: _Push) -> bool:
+        connection = self._current()
+        if connection is None:
+            return False
+        size = -(-len(push.payload) // push.fragments)
+        chunks = [push.payload[i * size:(i + 1) * size] for i in range(push.fragments)]
+        push.sends += 1
+        for seq, chunk in enumerate(chunks):
+            frame = Frame(SeqID=seq, LogID=0, service=connection.service_id, method=DATA, payload=chunk)
+            for key, value in (
+                ("type", "event"),
+                ("message_id", push.transport_id),
+                ("sum", str(push.fragments)),
+                ("seq", str(seq)),
+                ("trace_id", uuid.uuid4().hex[:16]),
+            ):
+                header = frame.headers.add()
+                header.key, header.value = key, value
+            try:
+                await connection.ws.send_bytes(frame.SerializeToString())
+            except (ConnectionError, RuntimeError):
+                return False
+        return True
+
+    async def _resend_until_acked(self, push: _Push) -> None:
+        assert self.ack_timeout_s is not None
+        while push.sends <= self.max_resends:
+            try:
+                await asyncio.wait_for(push.acked.wait(), self.ack_timeout_s)
+                return
+            except TimeoutError:
+                if push in self._queued:
+                    continue
+                await self._send_push(push)
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        connection = _Connection(
+            ws, request.transport, request.query.get("device_id", ""), int(request.query.get("service_id", "0"))
+        )
+        self._connections.append(connection)
+        self.connections_opened += 1
+        queued, self._queued = self._queued, []
+        for push in queued:
+            if not await self._send_push(push):
+                self._queued.append(push)
+        async for message in ws:
+            if message.type != WSMsgType.BINARY:
+                continue
+            frame = Frame()
+            frame.ParseFromString(message.data)
+            headers = {h.key: h.value for h in frame.headers}
+            if frame.method == CONTROL and headers.get("type") == "ping":
+                connection.pings += 1
+                if not self.silent:
+                    await ws.send_bytes(self._pong(frame.service).SerializeToString())
+            elif frame.method == DATA:
+                transport_id = headers.get("message_id", "")
+                code = int(json.loads(frame.payload or b"{}").get("code", 0))
+                self.acks.append(Ack(transport_id, code, headers.get("biz_rt"), time.monotonic()))
+                push = self._pushes.get(transport_id)
+                if push is not None and code == 200:
+                    push.acked.set()
+        return ws
+
+    def _pong(self, service: int) -> Frame:
+        frame = Frame(SeqID=0, LogID=0, service=service, method=CONTROL)
+        header = frame.headers.add()
+        header.key, header.value = "type", "pong"
+        if self.pong_config is not None:
+            frame.payload = json.dumps(self.pong_config).encode()
+        return frame
+
+    # HTTP ----------------------------------------------------------------------------------------
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if not request.path.startswith("/open-apis/"):
+            return await handler(request)
+        body: Any = None
+        if request.can_read_body:
+            raw = await request.read()
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw
+        call = Call(request.method, request.path, dict(request.query), body, time.monotonic())
+        self.calls.append(call)
+        response = await self._answer(request, handler)
+        call.status = response.status
+        return response
+
+    async def _answer(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        for fault in self._faults:
+            if fault.remaining > 0 and fault.method == request.method and fault.path.search(request.path):
+                fault.remaining -= 1
+                return _json_error(fault.code, fault.message, fault.status, fault.headers)
+        if request.path.startswith("/open-apis/auth/"):
+            return await handler(request)
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token not in self._tokens:
+            return _json_error(99991663, "Invalid access token for authorization.", 400)
+        return await handler(request)
+
+    async def _token(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("app_id") != self.app_id or body.get("app_secret") != self.app_secret:
+            return web.json_response({"code": 10014, "msg": "app secret invalid"})
+        token = f"t-{uuid.uuid4().hex}"
+        self._tokens.add(token)
+        return web.json_response({"code": 0, "msg": "ok", "tenant_access_token": token, "expire": 7200})
+
+    async def _endpoint(self, request: web.Request) -> web.Response:
+        self.discoveries += 1
+        body = await request.json()
+        if self.discovery_failures > 0:
+            self.discovery_failures -= 1
+            return web.json_response({"code": 1, "msg": "system busy"}, status=503)
+        if self.discovery_code is not None:
+            code, message = self.discovery_code
+            return web.json_response({"code": code, "msg": message})
+        if body.get("AppID") != self.app_id or body.get("AppSecret") != self.app_secret:
+            return web.json_response({"code": 10014, "msg": "app secret invalid"})
+        device_id = uuid.uuid4().hex[:12]
+        url = f"ws://127.0.0.1:{self.port}/ws?device_id={device_id}&service_id=33554678"
+        return web.json_response({"code": 0, "msg": "ok", "data": {"URL": url, "ClientConfig": self.client_config}})
+
+    async def _bot_info(self, request: web.Request) -> web.Response:
+        bot = {"activate_status": 2, "app_name": "peekbot", "avatar_url": "", "ip_white_list": [],
+               "open_id": self.bot_open_id}
+        return web.json_response({"code": 0, "msg": "ok", "bot": bot})
+
+    def _message_json(self, stored: StoredMessage) -> dict[str, Any]:
+        return {
+            "message_id": stored.message_id,
+            "root_id": stored.root_id,
+            "parent_id": stored.parent_id,
+            "msg_type": stored.msg_type,
+            "chat_id": stored.chat_id,
+            "create_time": str(int(stored.created_at * 1000)),
+            "deleted": False,
+            "updated": stored.edits > 0,
+            "sender": {"id": stored.sender_open_id, "id_type": "open_id", "sender_type": stored.sender_type,
+                       "tenant_key": self.tenant_key},
+            "body": {"content": stored.content},
+        }
+
+    async def _get_message(self, request: web.Request) -> web.Response:
+        stored = self.messages.get(request.match_info["message_id"])
+        if stored is None:
+            return _json_error(230001, "message not found")
+        return _ok({"items": [self._message_json(stored)]})
+
+    async def _reply(self, request: web.Request) -> web.Response:
+        parent = self.messages.get(request.match_info["message_id"])
+        if parent is None:
+            return _json_error(230001, "message not found")
+        body = await request.json()
+        key = body.get("uuid")
+        if key and key in self._uuids:
+            return _ok(self._message_json(self.messages[self._uuids[key]]))
+        if body.get("msg_type") == "interactive":
+            content = json.loads(body.get("content") or "{}")
+            if content.get("type") == "card" and content.get("data", {}).get("card_id") not in self.cards:
+                return _json_error(230099, "card not found")
+        stored = StoredMessage(
+            message_id=self.new_id("om_bot_"),
+            chat_id=parent.chat_id,
+            msg_type=body.get("msg_type", ""),
+            content=body.get("content", ""),
+            sender_open_id=self.bot_open_id,
+            sender_type="app",
+            parent_id=parent.message_id,
+            root_id=parent.root_id or parent.message_id,
+        )
+        self.messages[stored.message_id] = stored
+        if key:
+            self._uuids[key] = stored.message_id
+        return _ok(self._message_json(stored))
+
+    async def _patch_message(self, request: web.Request) -> web.Response:
+        stored = self.messages.get(request.match_info["message_id"])
+        if stored is None or stored.sender_type != "app" or stored.msg_type != "interactive":
+            return _json_error(230001, "message cannot be edited")
+        body = await request.json()
+        stored.content = body.get("content", "")
+        stored.edits += 1
+        return _ok()
+
+    async def _add_reaction(self, request: web.Request) -> web.Response:
+        message_id = request.match_info["message_id"]
+        body = await request.json()
+        emoji = (body.get("reaction_type") or {}).get("emoji_type", "")
+        reaction_id = self.new_id("reaction_")
+        self.reactions.setdefault(message_id, {})[reaction_id] = emoji
+        return _ok({"reaction_id": reaction_id, "reaction_type": {"emoji_type": emoji}, "action_time": "0",
+                    "operator": {"operator_id": self.app_id, "operator_type": "app"}})
+
+    async def _delete_reaction(self, request: web.Request) -> web.Response:
+        message_id, reaction_id = request.match_info["message_id"], request.match_info["reaction_id"]
+        emoji = self.reactions.get(message_id, {}).pop(reaction_id, None)
+        if emoji is None:
+            return _json_error(231010, "reaction not found")
+        return _ok({"reaction_id": reaction_id, "reaction_type": {"emoji_type": emoji}})
+
+    async def _resource(self, request: web.Request) -> web.StreamResponse:
+        key = (request.match_info["message_id"], request.match_info["file_key"])
+        resource = self.resources.get(key)
+        if resource is None:
+            return _json_error(234003, "File not in msg.")
+        if resource.denied:
+            return _json_error(234009, "The operator has no permission to get the resource.")
+        return web.Response(
+            body=resource.data,
+            content_type=resource.content_type,
+            headers={"Content-Disposition": f'attachment; filename="{resource.file_name}"'},
+        )
+
+    async def _create_card(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("type") != "card_json":
+            return _json_error(300301, "unsupported card type")
+        data = json.loads(body.get("data") or "{}")
+        elements = (data.get("body") or {}).get("elements") or []
+        texts = {e["element_id"]: str(e.get("content") or "") for e in elements if e.get("element_id")}
+        card = Card(self.new_id("card_"), data, texts, bool((data.get("config") or {}).get("streaming_mode")))
+        self.cards[card.card_id] = card
+        return _ok({"card_id": card.card_id})
+
+    async def _card_content(self, request: web.Request) -> web.Response:
+        card = self.cards.get(request.match_info["card_id"])
+        element_id = request.match_info["element_id"]
+        if card is None or element_id not in card.texts:
+            return _json_error(300302, "card or element not found")
+        body = await request.json()
+        if not card.streaming:
+            return _json_error(300309, "streaming mode is closed")
+        if int(body.get("sequence", 0)) <= card.sequence:
+            return _json_error(300317, "sequence number compare failed")
+        card.sequence = int(body["sequence"])
+        card.texts[element_id] = str(body.get("content") or "")
+        card.updates += 1
+        return _ok()
+
+    async def _card_settings(self, request: web.Request) -> web.Response:
+        card = self.cards.get(request.match_info["card_id"])
+        if card is None:
+            return _json_error(300302, "card not found")
+        body = await request.json()
+        if int(body.get("sequence", 0)) <= card.sequence:
+            return _json_error(300317, "sequence number compare failed")
+        card.sequence = int(body["sequence"])
+        settings = json.loads(body.get("settings") or "{}")
+        config = settings.get("config") or {}
+        if "streaming_mode" in config:
+            card.streaming = bool(config["streaming_mode"])
+        return _ok()
+
+
+FAST_CONNECTION = {
+    "FEISHU_PING_INTERVAL_S": "0.2",
+    "FEISHU_PONG_TIMEOUT_S": "0.6",
+    "FEISHU_RECONNECT_INITIAL_S": "0.05",
+    "FEISHU_RECONNECT_JITTER_S": "0.05",
+}
+FAST_REPLIES = {
+    "FEISHU_UPDATE_INTERVAL_S": "0.05",
+    "FEISHU_RATE_LIMIT_BACKOFF_S": "0.05",
+    "FEISHU_RATE_LIMIT_MAX_WAIT_S": "10",
+    "FEISHU_CONNECT_TIMEOUT_S": "5",
+    "FEISHU_REST_TIMEOUT_S": "5",
+}
+
+
+def feishu_environment(fake: FakeFeishu, *, fast_heartbeat: bool = False, **overrides: str) -> dict[str, str]:
+    """``FEISHU_*`` variables that point the adapter at ``fake`` with test-sized intervals."""
+    env = {"FEISHU_APP_ID": fake.app_id, "FEISHU_APP_SECRET": fake.app_secret, "FEISHU_DOMAIN": fake.url}
+    env.update(FAST_REPLIES)
+    if fast_heartbeat:
+        env.update(FAST_CONNECTION)
+    env.update(overrides)
+    return env
