@@ -73,6 +73,15 @@ class EngineStats:
     latency_p50_s: float | None
     latency_p95_s: float | None
     memory: dict[str, float] = field(default_factory=dict)
+    queue_wait_p50_s: float | None = None
+    queue_wait_p95_s: float | None = None
+    time_to_first_token_p50_s: float | None = None
+    time_to_first_token_p95_s: float | None = None
+    batches: int = 0
+    mean_batch_size: float = 0.0
+    oom_events: int = 0
+    latency_histogram: dict[str, int] = field(default_factory=dict)
+    """Answered requests of the last hour by latency: cumulative counts per upper bound in seconds (``+Inf``: all)."""
 
 
 class Engine(Protocol):

@@ -58,6 +58,8 @@ CHAT_TEMPLATE = (
 
 TINY_MIN_PIXELS = 16 * 16 * 4
 TINY_MAX_PIXELS = 448 * 448
+INIT_RANGE = 0.2
+"""Weight init std of the tiny models (transformers' default 0.02 makes them repeat one token)."""
 
 
 def build_tokenizer():  # -> PreTrainedTokenizerFast
@@ -94,7 +96,10 @@ def _config(arch: Arch, tokenizer):  # -> PretrainedConfig
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
+    # A wide initialisation (the default is 0.02) lets the layers outweigh the tied embeddings, so greedy
+    # answers vary with the image and the question instead of repeating the last prompt token.
     text = dict(
+        initializer_range=INIT_RANGE,
         vocab_size=vocab,
         hidden_size=64,
         intermediate_size=128,
@@ -108,6 +113,7 @@ def _config(arch: Arch, tokenizer):  # -> PretrainedConfig
     )
     if arch == "qwen2_5_vl":
         vision = dict(
+            initializer_range=INIT_RANGE,
             depth=2,
             hidden_size=32,
             intermediate_size=64,
@@ -120,8 +126,11 @@ def _config(arch: Arch, tokenizer):  # -> PretrainedConfig
             fullatt_block_indexes=[1],
         )
         text["rope_parameters"] = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
-        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **token_ids)
+        return Qwen2_5_VLConfig(
+            text_config=text, vision_config=vision, tie_word_embeddings=True, initializer_range=INIT_RANGE, **token_ids
+        )
     vision = dict(
+        initializer_range=INIT_RANGE,
         depth=2,
         hidden_size=32,
         intermediate_size=64,
@@ -140,7 +149,9 @@ def _config(arch: Arch, tokenizer):  # -> PretrainedConfig
         "mrope_interleaved": True,
         "rope_theta": 5e6,
     }
-    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **token_ids)
+    return Qwen3VLConfig(
+        text_config=text, vision_config=vision, tie_word_embeddings=True, initializer_range=INIT_RANGE, **token_ids
+    )
 
 
 def build_tiny_model(directory: str | Path, arch: Arch = "qwen3_vl", seed: int = 0) -> Path:

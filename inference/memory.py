@@ -1,0 +1,126 @@
+"""Host and GPU memory figures, and the idle-time cleanup the scheduler triggers.
+
+Fragmentation is ``1 − allocated/reserved`` of the CUDA caching allocator. ``empty_cache()`` only
+returns unused cached blocks to the driver, so :func:`cleanup` runs it when the engine is idle
+(the scheduler calls it through ``Engine.run_on_worker``), never per request.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import resource
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FRAGMENTATION_THRESHOLD = 0.3
+DEFAULT_UNUSED_RESERVED_BYTES = 1 << 30
+
+
+def host_rss_bytes() -> int:
+    """Resident set size of this process (current; peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            resident_pages = int(fh.read().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cuda_device(device: Any) -> Any | None:
+    """The CUDA device to read, or ``None`` when ``device`` is not a usable CUDA device."""
+    if device is None:
+        return None
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return device
+
+
+def memory_snapshot(device: Any = None) -> dict[str, float]:
+    """Host RSS, plus the CUDA caching allocator's figures when ``device`` is an initialised GPU."""
+    figures: dict[str, float] = {"host_rss_bytes": float(host_rss_bytes())}
+    cuda = _cuda_device(device)
+    if cuda is None:
+        return figures
+    import torch
+
+    stats = torch.cuda.memory_stats(cuda)
+    allocated = float(stats.get("allocated_bytes.all.current", 0))
+    reserved = float(stats.get("reserved_bytes.all.current", 0))
+    figures.update(
+        cuda_allocated_bytes=allocated,
+        cuda_reserved_bytes=reserved,
+        cuda_max_allocated_bytes=float(stats.get("allocated_bytes.all.peak", 0)),
+        cuda_fragmentation=(1.0 - allocated / reserved) if reserved > 0 else 0.0,
+        cuda_inactive_split_bytes=float(stats.get("inactive_split_bytes.all.current", 0)),
+        cuda_num_alloc_retries=float(stats.get("num_alloc_retries", 0)),
+        cuda_num_ooms=float(stats.get("num_ooms", 0)),
+    )
+    free, total = torch.cuda.mem_get_info(cuda)
+    figures.update(cuda_free_bytes=float(free), cuda_total_bytes=float(total))
+    return figures
+
+
+def free_memory(device: Any = None) -> None:
+    """Collect garbage and return cached CUDA blocks (after an OOM; not on the hot path)."""
+    gc.collect()
+    if _cuda_device(device) is not None:
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def cleanup(
+    device: Any = None,
+    *,
+    fragmentation_threshold: float = DEFAULT_FRAGMENTATION_THRESHOLD,
+    unused_reserved_bytes: int = DEFAULT_UNUSED_RESERVED_BYTES,
+    force: bool = False,
+) -> dict[str, Any]:
+    """``gc.collect()``, then ``empty_cache()`` when fragmentation or unused reserved bytes pass a threshold.
+
+    Call it between batches (``Engine.run_on_worker``). Returns ``{"emptied_cache": bool, "reason": str,
+    "gc_collected": int, "before": {...}, "after": {...}}`` with :func:`memory_snapshot` figures.
+    """
+    before = memory_snapshot(device)
+    collected = gc.collect()
+    reserved = before.get("cuda_reserved_bytes", 0.0)
+    unused = reserved - before.get("cuda_allocated_bytes", 0.0)
+    fragmentation = before.get("cuda_fragmentation", 0.0)
+    if "cuda_reserved_bytes" not in before:
+        reason = "no CUDA memory to release"
+    elif force:
+        reason = "forced"
+    elif fragmentation >= fragmentation_threshold and unused > 0:
+        reason = f"fragmentation {fragmentation:.2f} >= {fragmentation_threshold:.2f}"
+    elif unused >= unused_reserved_bytes:
+        reason = f"unused reserved {unused / 2**20:.0f} MiB >= {unused_reserved_bytes / 2**20:.0f} MiB"
+    else:
+        reason = ""
+    emptied = bool(reason) and "cuda_reserved_bytes" in before
+    if emptied:
+        import torch
+
+        torch.cuda.empty_cache()
+    after = memory_snapshot(device)
+    if emptied:
+        logger.info(
+            "memory cleanup (%s): reserved %.0f -> %.0f MiB, host RSS %.0f -> %.0f MiB",
+            reason,
+            before.get("cuda_reserved_bytes", 0.0) / 2**20,
+            after.get("cuda_reserved_bytes", 0.0) / 2**20,
+            before["host_rss_bytes"] / 2**20,
+            after["host_rss_bytes"] / 2**20,
+        )
+    return {
+        "emptied_cache": emptied,
+        "reason": reason or "below thresholds",
+        "gc_collected": collected,
+        "before": before,
+        "after": after,
+    }

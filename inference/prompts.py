@@ -1,0 +1,151 @@
+"""Turn a question (images, history, system prompt) into model inputs.
+
+The tokenizer's chat template renders one ``<|vision_start|><|image_pad|><|vision_end|>`` per image;
+the image processor turns each image into patches and a ``(t, h, w)`` patch grid; each
+``<|image_pad|>`` is then expanded to ``t·h·w // merge_size²`` copies, one per image token the
+vision encoder will produce (DESIGN.md §4). This is what the multimodal processor class would do,
+without its torchvision dependency.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bot.engine import ChatTurn, GenerationRequest
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+
+IMAGE_PAD = "<|image_pad|>"
+VISION_START = "<|vision_start|>"
+VISION_END = "<|vision_end|>"
+LANGUAGE_RULE = "Always answer in the language of the question."
+
+
+def with_language_rule(system_prompt: str) -> str:
+    """The system prompt, ending with the rule to answer in the asker's language unless it already says so."""
+    text = system_prompt.strip()
+    if "language of the question" in text.lower():
+        return text
+    return f"{text} {LANGUAGE_RULE}".strip()
+
+
+def build_messages(
+    question: str,
+    image_count: int,
+    history: Sequence[ChatTurn] = (),
+    system_prompt: str = "",
+) -> list[dict[str, Any]]:
+    """Chat-template messages: system, earlier turns, then the question with its images first."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": [{"type": "text", "text": with_language_rule(system_prompt)}]}
+    ]
+    for turn in history:
+        messages.append({"role": turn.role, "content": [{"type": "text", "text": turn.text}]})
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in range(image_count)]
+    content.append({"type": "text", "text": question})
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+def expand_image_pads(input_ids: Sequence[int], image_token_id: int, counts: Sequence[int]) -> list[int]:
+    """Repeat the i-th ``image_token_id`` ``counts[i]`` times; the number of pads must equal ``len(counts)``."""
+    found = sum(1 for token in input_ids if token == image_token_id)
+    if found != len(counts):
+        raise ValueError(f"the prompt has {found} image placeholders for {len(counts)} images")
+    expanded: list[int] = []
+    index = 0
+    for token in input_ids:
+        if token == image_token_id:
+            expanded.extend([image_token_id] * counts[index])
+            index += 1
+        else:
+            expanded.append(token)
+    return expanded
+
+
+@dataclass
+class PreparedPrompt:
+    """Model inputs for one request (unpadded), built for a given pixel budget."""
+
+    input_ids: list[int]
+    pixel_values: torch.Tensor | None
+    image_grid_thw: torch.Tensor | None
+    image_tokens: int
+    max_pixels: int
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt length including image tokens."""
+        return len(self.input_ids)
+
+
+class PromptBuilder:
+    """Renders and tokenizes requests for one loaded model. Safe to call from several threads."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        image_processor: Any,
+        *,
+        merge_size: int,
+        system_prompt: str,
+        min_pixels: int,
+        max_pixels: int,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.merge_size = merge_size
+        self.system_prompt = system_prompt
+        self.min_pixels = min_pixels
+        self.max_pixels = max_pixels
+        self.dtype = dtype
+        self.image_token_id = int(tokenizer.convert_tokens_to_ids(IMAGE_PAD))
+        self._tokenizer_lock = threading.Lock()
+
+    def render(self, request: GenerationRequest) -> str:
+        """The chat-template text with one ``<|image_pad|>`` per image."""
+        messages = build_messages(
+            request.question,
+            len(request.images),
+            request.history,
+            request.system_prompt if request.system_prompt is not None else self.system_prompt,
+        )
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode_text(self, text: str) -> list[int]:
+        with self._tokenizer_lock:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        with self._tokenizer_lock:
+            return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def process_images(self, images: Sequence[Image], max_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch-aligned resize to ``[min_pixels, max_pixels]`` and patchify: ``(pixel_values, image_grid_thw)``."""
+        floor = min(self.min_pixels, max_pixels)
+        out = self.image_processor(
+            images=list(images),
+            size={"shortest_edge": floor, "longest_edge": max_pixels},
+            return_tensors="pt",
+        )
+        pixel_values = out["pixel_values"]
+        if self.dtype is not None:
+            pixel_values = pixel_values.to(self.dtype)
+        return pixel_values, out["image_grid_thw"]
+
+    def prepare(self, request: GenerationRequest, *, max_pixels: int | None = None) -> PreparedPrompt:
+        """Inputs for ``request`` with every image within ``max_pixels`` (default: the configured budget)."""
+        budget = self.max_pixels if max_pixels is None else max_pixels
+        ids = self.encode_text(self.render(request))
+        if not request.images:
+            return PreparedPrompt(ids, None, None, 0, budget)
+        pixel_values, grid = self.process_images(request.images, budget)
+        counts = [int(row.prod()) // self.merge_size**2 for row in grid]
+        expanded = expand_image_pads(ids, self.image_token_id, counts)
+        return PreparedPrompt(expanded, pixel_values, grid, sum(counts), budget)
