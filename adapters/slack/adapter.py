@@ -1,0 +1,354 @@
+"""The Slack adapter: Socket Mode in, the core's types out, answers in threads.
+
+Every envelope is acked by Bolt before any of our work starts (events are auto-acked, the slash command
+acks first thing). Our listeners only hand the payload to a task that dedupes, filters, translates and
+calls the core's handler, which itself returns at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+import aiohttp
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack import events
+from adapters.slack.connection import SlackStartupError, SocketModeConnection
+from adapters.slack.events import AnsweredThreads, Identity, RecentKeys
+from adapters.slack.files import FileFetcher
+from adapters.slack.replies import AssistantStatus, EphemeralReply, ReplyOptions, ThreadReply
+from bot.logs import log_context
+from bot.settings import Settings
+from bot.types import (
+    AdapterHealth,
+    ChatType,
+    ConversationKey,
+    FileRef,
+    IncomingMessage,
+    MessageHandler,
+    TextSegment,
+    User,
+)
+
+logger = logging.getLogger(__name__)
+
+THREAD_HISTORY_LIMIT = 200
+
+
+class _KnownBoltNotices(logging.Filter):
+    """Drops Bolt's start-up warnings about the token being unused: we hand it a client and an authorize
+    function on purpose, and SLACK_BOT_TOKEN in the environment would otherwise make Bolt warn at every start."""
+
+    NOTICES = ("As you gave `client` as well", "As `installation_store` or `authorize` has been used")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOTICES)
+
+
+def _bolt_logger() -> logging.Logger:
+    bolt_logger = logging.getLogger("adapters.slack.bolt")
+    if not any(isinstance(f, _KnownBoltNotices) for f in bolt_logger.filters):
+        bolt_logger.addFilter(_KnownBoltNotices())
+    return bolt_logger
+
+
+class SlackAdapter:
+    """Slack over Socket Mode (slack-bolt ``AsyncApp`` + our own connection owner and watchdog)."""
+
+    name = "slack"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._slack = settings.slack
+        self._handler: MessageHandler | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._web: AsyncWebClient | None = None
+        self._files: FileFetcher | None = None
+        self._connection: SocketModeConnection | None = None
+        self._assistant_status: AssistantStatus | None = None
+        self._me: Identity | None = None
+        self._bot_token = ""
+        self._seen_events = RecentKeys()
+        self._seen_messages = RecentKeys()
+        self._threads = AnsweredThreads(self._slack.thread_memory)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reply_options = ReplyOptions(
+            update_interval_s=self._slack.update_interval_s,
+            max_chars=self._slack.max_message_chars,
+            reaction=self._slack.progress_reaction,
+            retries=self._slack.rate_limit_retries,
+        )
+
+    @property
+    def identity(self) -> Identity | None:
+        """The bot's team and user id once started."""
+        return self._me
+
+    # Adapter -------------------------------------------------------------------------------------
+    async def start(self, handler: MessageHandler) -> None:
+        bot_token, app_token = self._tokens()
+        self._bot_token = bot_token
+        self._http = aiohttp.ClientSession()
+        try:
+            self._web = AsyncWebClient(
+                token=bot_token,
+                base_url=self._slack.api_url,
+                session=self._http,
+                timeout=int(self._slack.rest_timeout_s),
+            )
+            self._me = await self._check_bot_token(self._web)
+            self._files = FileFetcher(
+                self._web,
+                self._http,
+                bot_token=bot_token,
+                max_bytes=self._settings.images.max_file_bytes,
+                timeout_s=self._slack.download_timeout_s,
+            )
+            self._assistant_status = AssistantStatus(self._web)
+            self._handler = handler
+            self._connection = SocketModeConnection(
+                self._build_app(self._web), app_token=app_token, web=self._web, settings=self._slack
+            )
+            await self._connection.open()
+        except BaseException:
+            self._handler = None
+            await self._http.close()
+            self._http = None
+            raise
+        logger.info("slack: started as %s in %s", self._me.user_id, self._me.team_id)
+
+    async def stop(self) -> None:
+        self._handler = None
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        logger.info("slack: stopped")
+
+    async def health(self) -> AdapterHealth:
+        if self._connection is None:
+            return AdapterHealth(connected=False, detail="not started")
+        return await self._connection.health()
+
+    async def fetch(self, file: FileRef) -> bytes:
+        if self._files is None:
+            raise RuntimeError("the Slack adapter is not started")
+        return await self._files.fetch(file)
+
+    async def reconnect(self) -> None:
+        if self._connection is not None:
+            await self._connection.reconnect("requested")
+
+    # start-up ------------------------------------------------------------------------------------
+    def _tokens(self) -> tuple[str, str]:
+        if self._slack.bot_token is None or self._slack.app_token is None:
+            raise SlackStartupError("Slack needs both SLACK_BOT_TOKEN (xoxb-…) and SLACK_APP_TOKEN (xapp-…).")
+        bot_token = self._slack.bot_token.get_secret_value().strip()
+        app_token = self._slack.app_token.get_secret_value().strip()
+        if app_token.startswith("xox"):
+            raise SlackStartupError(
+                "SLACK_APP_TOKEN holds a bot or user token; it must be the app-level token (xapp-…) from your app's "
+                "Basic Information page, with the connections:write scope."
+            )
+        if bot_token.startswith("xapp-"):
+            raise SlackStartupError(
+                "SLACK_BOT_TOKEN holds an app-level token; it must be the Bot User OAuth Token (xoxb-…) from your "
+                "app's OAuth & Permissions page."
+            )
+        return bot_token, app_token
+
+    @staticmethod
+    async def _check_bot_token(web: AsyncWebClient) -> Identity:
+        try:
+            auth = await web.auth_test()
+        except SlackApiError as exc:
+            code = exc.response.get("error", "unknown error") if exc.response is not None else "unknown error"
+            raise SlackStartupError(
+                f"Slack refused SLACK_BOT_TOKEN ({code}). Use the Bot User OAuth Token (xoxb-…) from your app's "
+                "OAuth & Permissions page and reinstall the app if it was revoked: see deploy/slack/README.md."
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SlackStartupError(f"Could not reach the Slack API at {web.base_url}: {exc}") from exc
+        bot_id = str(auth.get("bot_id") or "")
+        return Identity(team_id=str(auth["team_id"]), user_id=str(auth["user_id"]), bot_id=bot_id)
+
+    def _build_app(self, web: AsyncWebClient) -> AsyncApp:
+        me = self._me
+        assert me is not None
+        token = self._bot_token
+
+        async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
+            # auth.test ran once at start-up; Bolt need not repeat it before acking each envelope.
+            return AuthorizeResult(
+                enterprise_id=enterprise_id,
+                team_id=team_id or me.team_id,
+                bot_user_id=me.user_id,
+                bot_id=me.bot_id or None,
+                bot_token=token,
+            )
+
+        app = AsyncApp(
+            client=web,
+            authorize=authorize,
+            logger=_bolt_logger(),
+            request_verification_enabled=False,  # Socket Mode: no HTTP signatures
+            ssl_check_enabled=False,
+            url_verification_enabled=False,
+        )
+
+        async def on_event(body: dict[str, Any]) -> None:
+            self._spawn(self._process_event(body))
+
+        async def on_command(ack: Any, body: dict[str, Any]) -> None:
+            await ack()
+            self._spawn(self._process_command(body))
+
+        app.event(re.compile(".*"))(on_event)
+        app.command(self._slack.command)(on_command)
+        return app
+
+    # events --------------------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("slack: background task failed", exc_info=task.exception())
+
+    async def _process_event(self, body: Mapping[str, Any]) -> None:
+        me, handler = self._me, self._handler
+        event = body.get("event")
+        if me is None or handler is None or not isinstance(event, Mapping):
+            return
+        event_id = str(body.get("event_id") or "")
+        if event_id and not self._seen_events.claim(event_id):
+            logger.info("slack: event %s delivered again; dropped", event_id)
+            return
+        verdict = events.classify(event, me, self._threads)
+        if not verdict.answer:
+            logger.debug("slack: ignored %s event %s: %s", event.get("type"), event_id, verdict.reason)
+            return
+        message_id = events.message_id(event)
+        if not self._seen_messages.claim(message_id):
+            logger.info("slack: message %s arrived again as %s; dropped", message_id, event.get("type"))
+            return
+        try:
+            message = await self._translate(body, event, me, verdict)
+        except Exception:
+            logger.exception("slack: could not read message %s", message_id)
+            self._seen_messages.release(message_id)
+            self._seen_events.release(event_id)
+            return
+        with log_context(request_id=message_id, platform=self.name, conversation=str(message.conversation)):
+            reply = ThreadReply(
+                self._require_web(),
+                channel=str(event.get("channel", "")),
+                thread_ts=events.thread_root(event),
+                question_ts=str(event.get("ts", "")),
+                direct=message.chat_type is ChatType.DIRECT,
+                options=self._reply_options,
+                spawn=self._spawn,
+                assistant_status=self._assistant_status,
+            )
+            logger.info("slack: %s (%s event, %d files, %d earlier files)", verdict.reason, event.get("type"),
+                        len(message.files), len(message.context_files))
+            accepted = await handler(message, reply)
+        if accepted:
+            self._threads.add(reply.channel, reply.thread_ts)
+
+    async def _translate(
+        self, body: Mapping[str, Any], event: Mapping[str, Any], me: Identity, verdict: events.Verdict
+    ) -> IncomingMessage:
+        files = self._require_files()
+        own = [await files.complete(f) for f in events.usable_files(event.get("files"))]
+        context: list[FileRef] = []
+        if events.is_in_thread(event):
+            context = await self._thread_context(event)
+        team_id = str(body.get("team_id") or event.get("team") or me.team_id)
+        return IncomingMessage(
+            event_id=str(body.get("event_id") or events.message_id(event)),
+            message_id=events.message_id(event),
+            conversation=events.conversation(event, team_id),
+            user=events.user(event),
+            chat_type=events.chat_type(event),
+            segments=events.segments(event, own, me, verdict.mentions_bot),
+            mentions_bot=verdict.mentions_bot,
+            context_files=tuple(context),
+        )
+
+    async def _thread_context(self, event: Mapping[str, Any]) -> list[FileRef]:
+        """Images and PDFs posted earlier in the thread (newest first); best effort."""
+        channel, root = str(event.get("channel", "")), events.thread_root(event)
+        try:
+            response = await self._require_web().conversations_replies(
+                channel=channel, ts=root, limit=THREAD_HISTORY_LIMIT
+            )
+        except SlackApiError as exc:
+            logger.warning("slack: conversations.replies failed in %s: %s", channel, exc.response.get("error"))
+            return []
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("slack: conversations.replies failed in %s: %s", channel, exc)
+            return []
+        earlier = events.earlier_files(response.get("messages") or [], str(event.get("ts", "")))
+        limit = self._settings.images.max_images_per_question
+        files = self._require_files()
+        return [await files.complete(f) for f in earlier[:limit]]
+
+    async def _process_command(self, body: Mapping[str, Any]) -> None:
+        me, handler, http = self._me, self._handler, self._http
+        if me is None or handler is None or http is None:
+            return
+        trigger = str(body.get("trigger_id") or uuid.uuid4().hex)
+        channel = str(body.get("channel_id", ""))
+        user_id = str(body.get("user_id", ""))
+        text = str(body.get("text") or "").strip() or "help"
+        direct = channel.startswith("D") or body.get("channel_name") == "directmessage"
+        message = IncomingMessage(
+            event_id=f"command:{trigger}",
+            message_id=f"command:{trigger}",
+            conversation=ConversationKey(
+                platform=events.PLATFORM, workspace=str(body.get("team_id") or me.team_id), channel=channel
+            ),
+            user=User(platform=events.PLATFORM, user_id=user_id, display_name=str(body.get("user_name") or "")),
+            chat_type=ChatType.DIRECT if direct else ChatType.GROUP,
+            segments=(TextSegment(text),),
+            mentions_bot=True,
+            is_command=True,
+        )
+        reply = EphemeralReply(
+            self._require_web(),
+            http,
+            channel=channel,
+            user_id=user_id,
+            response_url=str(body.get("response_url") or "") or None,
+            options=self._reply_options,
+        )
+        logger.info("slack: command %s %s from %s", self._slack.command, text.split(" ", 1)[0], user_id)
+        await handler(message, reply)
+
+    def _require_web(self) -> AsyncWebClient:
+        if self._web is None:
+            raise RuntimeError("the Slack adapter is not started")
+        return self._web
+
+    def _require_files(self) -> FileFetcher:
+        if self._files is None:
+            raise RuntimeError("the Slack adapter is not started")
+        return self._files

@@ -1,0 +1,257 @@
+"""Slack event payloads → the core's types, and the rules for which messages peekbot answers.
+
+Pure functions over plain dicts: no network, no SDK. The adapter feeds them Events API payloads.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from bot.types import (
+    ChatType,
+    ConversationKey,
+    FileRef,
+    FileSegment,
+    ImageSegment,
+    MentionSegment,
+    Segment,
+    TextSegment,
+    User,
+)
+
+PLATFORM = "slack"
+
+# Message subtypes that are a person writing something new. Everything else (message_changed,
+# message_deleted, bot_message, channel_join, …) is ignored.
+ANSWERABLE_SUBTYPES = frozenset({None, "", "file_share", "thread_broadcast"})
+# Files that may serve as earlier context in a thread.
+CONTEXT_MIME_PREFIXES = ("image/", "application/pdf")
+
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+_CHANNEL_LINK = re.compile(r"<#[A-Z0-9]+\|([^>]*)>")
+_SPECIAL = re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>")
+_LINK = re.compile(r"<((?:https?|mailto):[^>|]+)(?:\|([^>]*))?>")
+
+
+class Reason(StrEnum):
+    """Why a message is answered (or why not, for the debug log)."""
+
+    DIRECT = "direct message"
+    MENTION = "mention"
+    THREAD_FOLLOW_UP = "follow-up in an answered thread"
+    NOT_A_MESSAGE = "not a message event"
+    SUBTYPE = "edit, deletion or system message"
+    FROM_BOT = "written by a bot"
+    NOT_ADDRESSED = "channel chatter"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the bot is in this workspace (from ``auth.test``)."""
+
+    team_id: str
+    user_id: str
+    bot_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    answer: bool
+    reason: Reason
+    mentions_bot: bool = False
+
+
+def thread_root(event: Mapping[str, Any]) -> str:
+    """The ts replies go under: the thread root when the message is in a thread, else the message itself."""
+    return str(event.get("thread_ts") or event.get("ts") or "")
+
+
+def is_in_thread(event: Mapping[str, Any]) -> bool:
+    thread_ts = event.get("thread_ts")
+    return bool(thread_ts) and thread_ts != event.get("ts")
+
+
+def chat_type(event: Mapping[str, Any]) -> ChatType:
+    channel_type = event.get("channel_type")
+    if channel_type == "im" or (channel_type is None and str(event.get("channel", "")).startswith("D")):
+        return ChatType.DIRECT
+    return ChatType.GROUP
+
+
+def mentioned_users(text: str) -> list[str]:
+    return _MENTION.findall(text or "")
+
+
+def classify(event: Mapping[str, Any], me: Identity, answered_threads: AnsweredThreads) -> Verdict:
+    """Decide whether peekbot answers this ``message``/``app_mention`` event."""
+    kind = event.get("type")
+    if kind not in ("message", "app_mention"):
+        return Verdict(False, Reason.NOT_A_MESSAGE)
+    if event.get("subtype") not in ANSWERABLE_SUBTYPES or event.get("hidden"):
+        return Verdict(False, Reason.SUBTYPE)
+    if event.get("bot_id") or event.get("bot_profile") or event.get("user") in (None, "", me.user_id):
+        return Verdict(False, Reason.FROM_BOT)
+    mentioned = mentioned_users(str(event.get("text") or ""))
+    mentions_me = kind == "app_mention" or me.user_id in mentioned
+    if chat_type(event) is ChatType.DIRECT:
+        return Verdict(True, Reason.DIRECT, mentions_me)
+    if mentions_me:
+        return Verdict(True, Reason.MENTION, True)
+    if is_in_thread(event) and answered_threads.contains(str(event.get("channel")), thread_root(event)):
+        # A reply that talks to someone else ("<@U2> can you look?") is not for us.
+        if mentioned:
+            return Verdict(False, Reason.NOT_ADDRESSED)
+        return Verdict(True, Reason.THREAD_FOLLOW_UP)
+    return Verdict(False, Reason.NOT_ADDRESSED)
+
+
+def clean_text(text: str, bot_user_id: str) -> str:
+    """Slack mrkdwn → plain text for the model: the bot's own mention removed, links and entities decoded."""
+
+    def mention(match: re.Match[str]) -> str:
+        return "" if match.group(1) == bot_user_id else f"@{match.group(1)}"
+
+    def link(match: re.Match[str]) -> str:
+        url, label = match.group(1), match.group(2)
+        return f"{label} ({url})" if label and label != url else url
+
+    text = _MENTION.sub(mention, text or "")
+    text = _CHANNEL_LINK.sub(lambda m: f"#{m.group(1)}", text)
+    text = _SPECIAL.sub(lambda m: f"@{m.group(1)}", text)
+    text = _LINK.sub(link, text)
+    text = html.unescape(text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def file_ref(file: Mapping[str, Any]) -> FileRef:
+    """A Slack file object (full, or cut down to an id with ``file_access: check_file_info``) → FileRef."""
+    source: dict[str, str] = {}
+    url = file.get("url_private_download") or file.get("url_private")
+    if url:
+        source["url"] = str(url)
+    if file.get("file_access"):
+        source["file_access"] = str(file["file_access"])
+    if file.get("filetype"):
+        source["filetype"] = str(file["filetype"])
+    size = file.get("size")
+    return FileRef(
+        platform=PLATFORM,
+        file_id=str(file.get("id", "")),
+        name=str(file.get("name") or file.get("title") or ""),
+        mime_type=str(file.get("mimetype") or ""),
+        size=int(size) if isinstance(size, int | float) else None,
+        source=source,
+    )
+
+
+def needs_file_info(file: Mapping[str, Any]) -> bool:
+    """True when Slack sent only the file id: ask ``files.info`` for the rest."""
+    return file.get("file_access") == "check_file_info" or not (
+        file.get("url_private_download") or file.get("url_private")
+    )
+
+
+def usable_files(files: Iterable[Mapping[str, Any]] | None) -> list[Mapping[str, Any]]:
+    """Drop deleted files (tombstones) and anything without an id."""
+    return [f for f in files or () if f.get("id") and f.get("mode") != "tombstone"]
+
+
+def segments(
+    event: Mapping[str, Any], files: Iterable[FileRef], me: Identity, mentions_me: bool
+) -> tuple[Segment, ...]:
+    parts: list[Segment] = []
+    if mentions_me:
+        parts.append(MentionSegment(user_id=me.user_id, is_self=True))
+    text = clean_text(str(event.get("text") or ""), me.user_id)
+    if text:
+        parts.append(TextSegment(text))
+    for ref in files:
+        parts.append(ImageSegment(ref) if ref.is_image else FileSegment(ref))
+    return tuple(parts)
+
+
+def conversation(event: Mapping[str, Any], team_id: str) -> ConversationKey:
+    return ConversationKey(
+        platform=PLATFORM, workspace=team_id, channel=str(event.get("channel", "")), thread=thread_root(event)
+    )
+
+
+def message_id(event: Mapping[str, Any]) -> str:
+    return f"{event.get('channel', '')}:{event.get('ts', '')}"
+
+
+def user(event: Mapping[str, Any]) -> User:
+    profile = event.get("user_profile") or {}
+    name = profile.get("display_name") or profile.get("real_name") or profile.get("name") or ""
+    return User(platform=PLATFORM, user_id=str(event.get("user", "")), display_name=str(name))
+
+
+def earlier_files(replies: Iterable[Mapping[str, Any]], before_ts: str) -> list[Mapping[str, Any]]:
+    """Images and PDFs (or files of unknown type) posted in a thread before ``before_ts``, newest first."""
+    cutoff = _ts_value(before_ts)
+    earlier = [m for m in replies if _ts_value(m.get("ts")) < cutoff]
+    earlier.sort(key=lambda m: _ts_value(m.get("ts")), reverse=True)
+    return [f for m in earlier for f in usable_files(m.get("files")) if _may_be_context(f)]
+
+
+def _may_be_context(file: Mapping[str, Any]) -> bool:
+    mime = str(file.get("mimetype") or "")
+    return not mime or mime.startswith(CONTEXT_MIME_PREFIXES)
+
+
+def _ts_value(ts: Any) -> float:
+    try:
+        return float(ts)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class AnsweredThreads:
+    """Threads (channel, root ts) where peekbot answered, most recent last, bounded in size."""
+
+    def __init__(self, max_threads: int = 10_000) -> None:
+        self._max = max_threads
+        self._threads: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def add(self, channel: str, root_ts: str) -> None:
+        key = (channel, root_ts)
+        self._threads[key] = None
+        self._threads.move_to_end(key)
+        while len(self._threads) > self._max:
+            self._threads.popitem(last=False)
+
+    def contains(self, channel: str, root_ts: str) -> bool:
+        return (channel, root_ts) in self._threads
+
+    def __len__(self) -> int:
+        return len(self._threads)
+
+
+class RecentKeys:
+    """A bounded set of recently seen keys (event ids, message ids); ``claim`` is atomic in asyncio."""
+
+    def __init__(self, max_keys: int = 20_000) -> None:
+        self._max = max_keys
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def claim(self, key: str) -> bool:
+        """True the first time ``key`` is seen, False afterwards."""
+        if key in self._keys:
+            self._keys.move_to_end(key)
+            return False
+        self._keys[key] = None
+        while len(self._keys) > self._max:
+            self._keys.popitem(last=False)
+        return True
+
+    def release(self, key: str) -> None:
+        self._keys.pop(key, None)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys

@@ -1,0 +1,399 @@
+"""Answers in Slack: a reaction and a placeholder at once, throttled edits while the answer streams, the final
+text split to fit, errors in place of the placeholder. Rate limits (429) are waited out; nothing is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+logger = logging.getLogger(__name__)
+
+LOOKING = "Looking at it…"
+ELLIPSIS = "\u2026"  # ends a streamed answer cut at the message limit
+FENCE = "```"
+
+Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+
+
+def placeholder_text(queue_position: int | None) -> str:
+    if not queue_position:
+        return LOOKING
+    noun = "question" if queue_position == 1 else "questions"
+    return f"Queued — {queue_position} {noun} ahead of yours."
+
+
+def split_message(text: str, limit: int) -> list[str]:
+    """Cut ``text`` into pieces of at most ``limit`` characters, on paragraph, line or word boundaries.
+
+    A code block cut in two is closed at the end of one piece and reopened at the start of the next.
+    """
+    text = text.strip()
+    if len(text) <= limit:
+        return [text] if text else []
+    budget = max(limit - 2 * (len(FENCE) + 1), 16)  # room to close and reopen a code block
+    pieces: list[str] = []
+    reopen = False
+    while text:
+        if reopen:
+            text = f"{FENCE}\n{text}"
+        if len(text) <= limit:
+            pieces.append(text)
+            break
+        cut = _cut_point(text, budget)
+        piece, text = text[:cut].rstrip(), text[cut:].lstrip("\n")
+        if text.startswith(" "):
+            text = text[1:]
+        reopen = piece.count(FENCE) % 2 == 1
+        if reopen:
+            piece = f"{piece}\n{FENCE}"
+        pieces.append(piece)
+    return [p for p in pieces if p.strip()]
+
+
+def _cut_point(text: str, budget: int) -> int:
+    floor = budget // 2
+    for separator in ("\n\n", "\n", " "):
+        at = text.rfind(separator, 0, budget + 1)
+        if at >= floor:
+            return at
+    return budget
+
+
+def retry_after_s(error: SlackApiError, default: float = 1.0) -> float:
+    headers = getattr(error.response, "headers", None) or {}
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return max(float(value), 0.0) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
+def is_rate_limited(error: SlackApiError) -> bool:
+    return getattr(error.response, "status_code", None) == 429 or _error_code(error) == "ratelimited"
+
+
+def _error_code(error: SlackApiError) -> str:
+    try:
+        return str(error.response.get("error", ""))
+    except Exception:
+        return ""
+
+
+async def call_with_retry(
+    call: Callable[..., Awaitable[AsyncSlackResponse]], /, *, what: str, retries: int, **kwargs: Any
+) -> AsyncSlackResponse:
+    """Call a Web API method; on 429 wait ``Retry-After`` and try again, on network errors back off."""
+    attempt = 0
+    while True:
+        try:
+            return await call(**kwargs)
+        except SlackApiError as exc:
+            if not is_rate_limited(exc) or attempt >= retries:
+                raise
+            delay = retry_after_s(exc)
+            logger.info("slack %s rate limited; retrying in %.1f s", what, delay)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if attempt >= retries:
+                raise
+            delay = min(2.0**attempt, 30.0)
+            logger.warning("slack %s failed (%s); retrying in %.1f s", what, exc, delay)
+        attempt += 1
+        await asyncio.sleep(delay)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyOptions:
+    update_interval_s: float = 1.0
+    max_chars: int = 3900
+    reaction: str = "eyes"
+    retries: int = 8
+
+
+class AssistantStatus:
+    """``assistant.threads.setStatus`` where Slack allows it; switched off after a scope error."""
+
+    def __init__(self, web: AsyncWebClient) -> None:
+        self._web = web
+        self.enabled = True
+
+    async def set(self, channel: str, thread_ts: str, status: str) -> None:
+        if not self.enabled:
+            return
+        try:
+            await self._web.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status=status)
+        except SlackApiError as exc:
+            code = _error_code(exc)
+            if code in ("missing_scope", "not_allowed_token_type", "invalid_auth", "unknown_method"):
+                self.enabled = False
+            logger.debug("assistant.threads.setStatus not available here: %s", code)
+        except Exception as exc:
+            logger.debug("assistant.threads.setStatus failed: %s", exc)
+
+
+class ThreadReply:
+    """The reply handle for one question: everything lands in the question's thread."""
+
+    def __init__(
+        self,
+        web: AsyncWebClient,
+        *,
+        channel: str,
+        thread_ts: str,
+        question_ts: str,
+        direct: bool,
+        options: ReplyOptions,
+        spawn: Spawn,
+        assistant_status: AssistantStatus | None = None,
+    ) -> None:
+        self._web = web
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self._question_ts = question_ts
+        self._direct = direct
+        self._options = options
+        self._spawn = spawn
+        self._assistant_status = assistant_status
+        self.placeholder_ts: str | None = None
+        self._reacted = False
+        self._latest: str | None = None  # newest answer text from the core
+        self._streamed: str | None = None  # the answer text the placeholder shows now
+        self._shown: str | None = None  # what the placeholder message says
+        self._next_edit_at = 0.0
+        self._closed = False
+        self._finished = False
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+
+    # ReplyHandle ---------------------------------------------------------------------------------
+    async def start_progress(self, queue_position: int | None = None) -> None:
+        if self._closed:
+            return
+        text = placeholder_text(queue_position)
+        async with self._lock:
+            if self.placeholder_ts is None:
+                await asyncio.gather(self._react(), self._set_status(), self._post_placeholder(text))
+            elif self._latest is None and self._shown != text:
+                try:
+                    await self._edit(text, retries=0)
+                except Exception as exc:
+                    logger.info("could not show the queue position: %s", exc)
+
+    async def update(self, text: str) -> None:
+        """Never blocks: remembers the newest text; a background task edits at most once per interval."""
+        if self._closed or not text.strip():
+            return
+        self._latest = text
+        if self._flusher is None or self._flusher.done():
+            self._flusher = self._spawn(self._flush_updates())
+        else:
+            self._wake.set()
+
+    async def finish(self, text: str) -> None:
+        await self._deliver_final(text)
+
+    async def fail(self, text: str) -> None:
+        await self._deliver_final(f":warning: {text}")
+
+    # internals -----------------------------------------------------------------------------------
+    async def _react(self) -> None:
+        if not self._options.reaction:
+            return
+        try:
+            await self._web.reactions_add(
+                channel=self.channel, timestamp=self._question_ts, name=self._options.reaction
+            )
+            self._reacted = True
+        except SlackApiError as exc:
+            logger.debug("reactions.add failed: %s", _error_code(exc))
+        except Exception as exc:
+            logger.debug("reactions.add failed: %s", exc)
+
+    async def _unreact(self) -> None:
+        if not self._reacted:
+            return
+        try:
+            await self._web.reactions_remove(
+                channel=self.channel, timestamp=self._question_ts, name=self._options.reaction
+            )
+        except Exception as exc:
+            logger.debug("reactions.remove failed: %s", exc)
+
+    async def _set_status(self) -> None:
+        if self._direct and self._assistant_status is not None:
+            await self._assistant_status.set(self.channel, self.thread_ts, "is looking at it…")
+
+    async def _post_placeholder(self, text: str) -> None:
+        try:
+            # No waiting out a rate limit here: the core waits for this call; later edits post the message.
+            self.placeholder_ts = await self._post(text, retries=0)
+            self._shown = text
+            self._next_edit_at = time.monotonic() + self._options.update_interval_s
+        except Exception as exc:
+            logger.warning("could not post the placeholder in %s: %s", self.channel, exc)
+
+    async def _post(self, text: str, *, retries: int) -> str:
+        response = await call_with_retry(
+            self._web.chat_postMessage,
+            what="chat.postMessage",
+            retries=retries,
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            text=text,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        return str(response["ts"])
+
+    async def _edit(self, text: str, *, retries: int) -> None:
+        """Show ``text`` in the placeholder (posting one first if there is none)."""
+        if self.placeholder_ts is None:
+            self.placeholder_ts = await self._post(text, retries=retries)
+        else:
+            await call_with_retry(
+                self._web.chat_update,
+                what="chat.update",
+                retries=retries,
+                channel=self.channel,
+                ts=self.placeholder_ts,
+                text=text,
+            )
+        self._shown = text
+        self._next_edit_at = time.monotonic() + self._options.update_interval_s
+
+    async def _flush_updates(self) -> None:
+        while not self._closed and self._latest is not None and self._latest != self._streamed:
+            delay = self._next_edit_at - time.monotonic()
+            if delay > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                continue  # re-check: closed, or still too early after a wake-up
+            async with self._lock:
+                if self._closed:
+                    return
+                source = self._latest
+                try:
+                    await self._edit(_streaming_view(source, self._options.max_chars), retries=0)
+                    self._streamed = source
+                except SlackApiError as exc:
+                    if is_rate_limited(exc):
+                        self._next_edit_at = time.monotonic() + retry_after_s(exc)
+                        logger.info("chat.update rate limited; next edit in %.1f s", retry_after_s(exc))
+                    else:
+                        logger.warning("chat.update failed: %s", _error_code(exc))
+                        return
+                except Exception as exc:
+                    logger.warning("chat.update failed: %s", exc)
+                    return
+
+    async def _deliver_final(self, text: str) -> None:
+        if self._finished:
+            return
+        self._finished = self._closed = True
+        self._wake.set()
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        pieces = split_message(text, self._options.max_chars) or ["(no answer)"]
+        async with self._lock:
+            delay = self._next_edit_at - time.monotonic()
+            if delay > 0 and self.placeholder_ts is not None:
+                await asyncio.sleep(delay)
+            await self._replace_placeholder(pieces[0])
+            for piece in pieces[1:]:
+                await self._post(piece, retries=self._options.retries)
+        await self._unreact()
+
+    async def _replace_placeholder(self, text: str) -> None:
+        retries = self._options.retries
+        if self.placeholder_ts is not None:
+            try:
+                await self._edit(text, retries=retries)
+                return
+            except SlackApiError as exc:
+                if is_rate_limited(exc):
+                    raise
+                # The placeholder is gone (deleted, too old to edit): post the answer instead.
+                logger.warning("chat.update of the placeholder failed (%s); posting a new message", _error_code(exc))
+                self.placeholder_ts = None
+        self.placeholder_ts = await self._post(text, retries=retries)
+        self._shown = text
+
+
+def _streaming_view(text: str, limit: int) -> str:
+    """While streaming, a long answer shows its first part; the final text is split into messages."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(ELLIPSIS)].rstrip() + ELLIPSIS
+
+
+class EphemeralReply:
+    """Answers a slash command so that only the person who typed it sees it."""
+
+    def __init__(
+        self,
+        web: AsyncWebClient,
+        session: aiohttp.ClientSession,
+        *,
+        channel: str,
+        user_id: str,
+        response_url: str | None,
+        options: ReplyOptions,
+    ) -> None:
+        self._web = web
+        self._session = session
+        self._channel = channel
+        self._user_id = user_id
+        self._response_url = response_url
+        self._options = options
+        self._finished = False
+
+    async def start_progress(self, queue_position: int | None = None) -> None:
+        """A command is answered at once; nothing to show meanwhile."""
+
+    async def update(self, text: str) -> None:
+        """Ephemeral messages are not edited while the answer grows; the final text is sent once."""
+
+    async def finish(self, text: str) -> None:
+        await self._send(text)
+
+    async def fail(self, text: str) -> None:
+        await self._send(f":warning: {text}")
+
+    async def _send(self, text: str) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        for piece in split_message(text, self._options.max_chars) or ["(nothing to say)"]:
+            if not await self._via_response_url(piece):
+                await call_with_retry(
+                    self._web.chat_postEphemeral,
+                    what="chat.postEphemeral",
+                    retries=self._options.retries,
+                    channel=self._channel,
+                    user=self._user_id,
+                    text=piece,
+                )
+
+    async def _via_response_url(self, text: str) -> bool:
+        if not self._response_url:
+            return False
+        body = {"response_type": "ephemeral", "text": text}
+        try:
+            async with self._session.post(self._response_url, json=body, timeout=aiohttp.ClientTimeout(total=10)) as r:
+                if r.status < 300:
+                    return True
+                logger.warning("response_url answered HTTP %d; using chat.postEphemeral", r.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("response_url failed (%s); using chat.postEphemeral", exc)
+        return False

@@ -1,0 +1,625 @@
+"""A loopback fake of Slack for tests: Web API, Socket Mode WebSocket and bearer-protected file hosting.
+
+It speaks the real wire protocol, so the real slack_sdk/slack-bolt clients run against it unchanged:
+``apps.connections.open`` hands out a ``ws://`` URL, the WebSocket greets with ``hello``, events and slash
+commands arrive in envelopes that must be acked with their ``envelope_id`` (unacked events are redelivered
+with ``retry_attempt``/``retry_reason``), ``disconnect`` messages ask the client to reconnect. Files are
+served only with the bot token; anything else gets Slack's HTML sign-in page.
+
+Faults for tests: drop a connection (abruptly or politely), make one go silent (no pongs, nothing sent:
+a half-open connection), answer a method with 429 + ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import WSMsgType, web
+
+T = TypeVar("T")
+
+LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to Slack</body></html>"
+
+
+class _ApiError(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass
+class Call:
+    """One Web API request as the fake saw it."""
+
+    method: str
+    args: dict[str, Any]
+    token: str | None
+    at: float = field(default_factory=time.monotonic)
+    status: int = 200
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and self.error is None
+
+
+@dataclass
+class Delivery:
+    """One envelope sent (or meant to be sent) over Socket Mode."""
+
+    envelope_id: str
+    envelope: dict[str, Any]
+    connection: int | None
+    sent_at: float = field(default_factory=time.monotonic)
+    acked_at: float | None = None
+    ack: dict[str, Any] | None = None
+    lost: bool = False
+
+
+@dataclass
+class _Connection:
+    number: int
+    ws: web.WebSocketResponse
+    transport: asyncio.BaseTransport | None
+    silent: bool = False
+    echo_keepalive: bool = False
+    closed: bool = False
+    pongs: int = 0
+
+
+@dataclass
+class _File:
+    info: dict[str, Any]
+    content: bytes
+    denied: bool = False
+
+
+class FakeSlack:
+    """``async with FakeSlack() as fake:`` — ``fake.api_url`` is what SLACK_API_URL should be."""
+
+    BOT_TOKEN = "xoxb-1111-2222-fakebottoken"
+    APP_TOKEN = "xapp-1-A0PEEKBOT-3333-fakeapptoken"
+    TEAM_ID = "T0FAKE"
+    BOT_USER_ID = "U0PEEKBOT"
+    BOT_ID = "B0PEEKBOT"
+    APP_ID = "A0PEEKBOT"
+    MAX_TEXT = 4000
+
+    def __init__(self, *, ack_timeout_s: float = 3.0, max_redeliveries: int = 3) -> None:
+        self.ack_timeout_s = ack_timeout_s
+        self.max_redeliveries = max_redeliveries
+        self.api_calls: list[Call] = []
+        self.deliveries: dict[str, Delivery] = {}
+        self.downloads: list[tuple[str, bool]] = []
+        """(file id, served) for every file request."""
+        self.command_responses: list[dict[str, Any]] = []
+        self.messages: dict[str, list[dict[str, Any]]] = {}
+        self.reactions: set[tuple[str, str, str]] = set()
+        self.assistant_status_error: str | None = "missing_scope"
+        self.connections_opened = 0
+        self._connections: list[_Connection] = []
+        self._tickets: set[str] = set()
+        self._files: dict[str, _File] = {}
+        self._rate_limits: dict[str, list[float]] = {}
+        self._failures: dict[str, list[str]] = {}
+        self._clock = itertools.count(1)
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/link/", self._socket)
+        app.router.add_get("/files-pri/{key}/{tail:.+}", self._download)
+        app.router.add_post("/commands/{rid}", self._command_response)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for connection in list(self._connections):
+            await self._close(connection, abrupt=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> FakeSlack:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    # helpers for tests ---------------------------------------------------------------------------
+    def calls(self, method: str | None = None) -> list[Call]:
+        return [c for c in self.api_calls if method is None or c.method == method]
+
+    async def wait_for(self, predicate: Callable[[list[Call]], T], timeout: float = 10.0, what: str = "") -> T:
+        """Poll until ``predicate(api_calls)`` is truthy; returns its value. Bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = predicate(self.api_calls)
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fake Slack: timed out after {timeout} s waiting for {what or predicate}")
+            await asyncio.sleep(0.02)
+
+    async def wait_until(self, condition: Callable[[], T], timeout: float = 10.0, what: str = "") -> T:
+        return await self.wait_for(lambda _calls: condition(), timeout, what)
+
+    def rate_limit(self, method: str, *, times: int = 1, retry_after: float = 1.0) -> None:
+        """Answer the next ``times`` calls of ``method`` with HTTP 429 and ``Retry-After``."""
+        self._rate_limits.setdefault(method, []).extend([retry_after] * times)
+
+    def add_file(
+        self,
+        name: str,
+        content: bytes,
+        mimetype: str,
+        *,
+        size: int | None = None,
+        denied: bool = False,
+        slim: bool = False,
+        user: str = "U0ALICE",
+    ) -> dict[str, Any]:
+        """Host a file; returns the file object as events carry it (only the id when ``slim``).
+
+        ``size`` overrides the size Slack reports; ``denied`` serves the sign-in page even to the bot.
+        """
+        file_id = f"F{next(self._ids):08d}"
+        base = f"{self.url}/files-pri/{self.TEAM_ID}-{file_id}"
+        filetype = name.rsplit(".", 1)[-1].lower() if "." in name else "binary"
+        info = {
+            "id": file_id,
+            "created": int(time.time()),
+            "timestamp": int(time.time()),
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": filetype,
+            "pretty_type": filetype.upper(),
+            "user": user,
+            "mode": "hosted",
+            "editable": False,
+            "is_external": False,
+            "is_public": False,
+            "size": len(content) if size is None else size,
+            "url_private": f"{base}/{name}",
+            "url_private_download": f"{base}/download/{name}",
+            "permalink": f"https://fake.slack.com/files/{user}/{file_id}/{name}",
+        }
+        self._files[file_id] = _File(info=info, content=content, denied=denied)
+        if slim:
+            return {"id": file_id, "file_access": "check_file_info", "created": info["created"], "user": user}
+        return dict(info)
+
+    def user_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str = "U0ALICE",
+        files: Iterable[dict[str, Any]] = (),
+        thread_ts: str | None = None,
+        channel_type: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a person's message in the channel's history and return its ``message`` event."""
+        ts = self._next_ts()
+        files = list(files)
+        event: dict[str, Any] = {
+            "type": "message",
+            "channel": channel,
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "event_ts": ts,
+            "team": self.TEAM_ID,
+            "client_msg_id": str(uuid.uuid4()),
+            "channel_type": channel_type or ("im" if channel.startswith("D") else "channel"),
+        }
+        if files:
+            event["subtype"] = "file_share"
+            event["files"] = files
+            event["upload"] = False
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+            event["parent_user_id"] = user
+        stored = {k: v for k, v in event.items() if k not in ("channel", "event_ts", "channel_type")}
+        self.messages.setdefault(channel, []).append(stored)
+        return event
+
+    @staticmethod
+    def app_mention(message_event: dict[str, Any]) -> dict[str, Any]:
+        """The ``app_mention`` event Slack sends alongside ``message`` for a post that mentions the bot."""
+        keys = ("user", "text", "ts", "channel", "event_ts", "team", "client_msg_id", "thread_ts", "files")
+        mention = {k: message_event[k] for k in keys if k in message_event}
+        mention["type"] = "app_mention"
+        return mention
+
+    def bot_messages(self, channel: str, thread_ts: str | None = None) -> list[dict[str, Any]]:
+        """The bot's messages in a channel (optionally one thread), oldest first, with their current text."""
+        return [
+            m
+            for m in self.messages.get(channel, [])
+            if m.get("bot_id") == self.BOT_ID and (thread_ts is None or m.get("thread_ts") == thread_ts)
+        ]
+
+    # Socket Mode side ----------------------------------------------------------------------------
+    async def send_event(
+        self, event: dict[str, Any], *, retry_attempt: int = 0, event_id: str | None = None
+    ) -> str:
+        """Deliver an Events API envelope; returns its envelope id. Unacked ones are redelivered."""
+        payload = {
+            "token": "fake-verification-token",
+            "team_id": self.TEAM_ID,
+            "api_app_id": self.APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": self.TEAM_ID,
+                    "user_id": self.BOT_USER_ID,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+        }
+        return await self._send_envelope("events_api", payload, retry_attempt=retry_attempt)
+
+    async def send_command(
+        self,
+        text: str,
+        *,
+        user_id: str = "U0ALICE",
+        channel_id: str = "C0GENERAL",
+        command: str = "/peekbot",
+    ) -> str:
+        """Deliver a slash command envelope; returns its envelope id."""
+        rid = uuid.uuid4().hex[:12]
+        payload = {
+            "token": "fake-verification-token",
+            "team_id": self.TEAM_ID,
+            "team_domain": "fake",
+            "channel_id": channel_id,
+            "channel_name": "directmessage" if channel_id.startswith("D") else "general",
+            "user_id": user_id,
+            "user_name": user_id.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": self.APP_ID,
+            "is_enterprise_install": "false",
+            "response_url": f"{self.url}/commands/{rid}",
+            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex[:8]}",
+        }
+        return await self._send_envelope("slash_commands", payload, retry_attempt=0, accepts_response_payload=True)
+
+    async def wait_for_ack(self, envelope_id: str, timeout: float = 5.0) -> Delivery:
+        delivery = self.deliveries[envelope_id]
+        await self.wait_until(lambda: delivery.acked_at is not None, timeout, f"ack of {envelope_id}")
+        return delivery
+
+    async def disconnect(self, reason: str = "refresh_requested", *, close_after_s: float | None = 1.0) -> None:
+        """Send a ``disconnect`` message on the newest connection (and close it a little later, as Slack does)."""
+        connection = self._newest()
+        assert connection is not None, "no open Socket Mode connection"
+        message = {"type": "disconnect", "reason": reason, "debug_info": {"host": "fake-slack"}}
+        await connection.ws.send_str(json.dumps(message))
+        if close_after_s is not None:
+            self._spawn(self._close_later(connection, close_after_s))
+
+    async def drop_connection(self, *, abrupt: bool = True) -> None:
+        """Close the newest connection: a TCP reset when ``abrupt``, else a WebSocket close frame."""
+        connection = self._newest()
+        assert connection is not None, "no open Socket Mode connection"
+        await self._close(connection, abrupt=abrupt)
+
+    def go_silent(self, *, echo_keepalive: bool = False) -> None:
+        """Half-open: the newest connection stays up but answers no ping and carries no event.
+
+        With ``echo_keepalive`` empty keepalive pings are still echoed (as a middlebox might), so only the
+        application-level signs of life (pongs to payload pings, envelopes) stop.
+        """
+        connection = self._newest()
+        assert connection is not None, "no open Socket Mode connection"
+        connection.silent = True
+        connection.echo_keepalive = echo_keepalive
+
+    def fail(self, method: str, *, error: str = "fatal_error", times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``."""
+        self._failures.setdefault(method, []).extend([error] * times)
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for c in self._connections if not c.closed)
+
+    async def wait_for_connection(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` connections were opened in total and one of them is open and talking."""
+        await self.wait_until(
+            lambda: self.connections_opened >= count and self._newest(talking=True) is not None,
+            timeout,
+            f"Socket Mode connection #{count}",
+        )
+
+    # internals: Socket Mode ----------------------------------------------------------------------
+    def _newest(self, *, talking: bool = False) -> _Connection | None:
+        for connection in reversed(self._connections):
+            if not connection.closed and not (talking and connection.silent):
+                return connection
+        return None
+
+    async def _send_envelope(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        retry_attempt: int,
+        accepts_response_payload: bool = False,
+    ) -> str:
+        envelope_id = str(uuid.uuid4())
+        envelope = {
+            "envelope_id": envelope_id,
+            "payload": payload,
+            "type": kind,
+            "accepts_response_payload": accepts_response_payload,
+        }
+        if kind == "events_api":
+            envelope["retry_attempt"] = retry_attempt
+            envelope["retry_reason"] = "timeout" if retry_attempt else ""
+        connection = self._newest()
+        delivery = Delivery(envelope_id, envelope, connection.number if connection else None)
+        self.deliveries[envelope_id] = delivery
+        if connection is None or connection.silent:
+            delivery.lost = True  # nobody listening, or a half-open connection swallows it
+        else:
+            try:
+                await connection.ws.send_str(json.dumps(envelope))
+            except (ConnectionError, RuntimeError):
+                delivery.lost = True
+        if kind == "events_api":
+            self._spawn(self._redeliver_unless_acked(delivery, retry_attempt))
+        return envelope_id
+
+    async def _redeliver_unless_acked(self, delivery: Delivery, retry_attempt: int) -> None:
+        await asyncio.sleep(self.ack_timeout_s)
+        if delivery.acked_at is None and retry_attempt < self.max_redeliveries:
+            await self._send_envelope("events_api", delivery.envelope["payload"], retry_attempt=retry_attempt + 1)
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        if ticket not in self._tickets:
+            return web.Response(status=403, text="invalid ticket")
+        self._tickets.discard(ticket)
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        self.connections_opened += 1
+        connection = _Connection(number=self.connections_opened, ws=ws, transport=request.transport)
+        self._connections.append(connection)
+        hello = {
+            "type": "hello",
+            "num_connections": self.open_connections,
+            "debug_info": {"host": "fake-slack", "approximate_connection_time": 18060},
+            "connection_info": {"app_id": self.APP_ID},
+        }
+        await ws.send_str(json.dumps(hello))
+        try:
+            async for message in ws:
+                if message.type == WSMsgType.PING:
+                    if not connection.silent or (connection.echo_keepalive and not message.data):
+                        connection.pongs += 1
+                        await ws.pong(message.data)
+                elif message.type == WSMsgType.TEXT and not connection.silent:
+                    self._record_ack(message.data)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            connection.closed = True
+        return ws
+
+    def _record_ack(self, data: str) -> None:
+        try:
+            ack = json.loads(data)
+        except ValueError:
+            return
+        delivery = self.deliveries.get(str(ack.get("envelope_id")))
+        if delivery is not None and delivery.acked_at is None:
+            delivery.acked_at = time.monotonic()
+            delivery.ack = ack
+
+    async def _close_later(self, connection: _Connection, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._close(connection, abrupt=False)
+
+    @staticmethod
+    async def _close(connection: _Connection, *, abrupt: bool) -> None:
+        if connection.closed:
+            return
+        connection.closed = True
+        if abrupt and connection.transport is not None:
+            connection.transport.abort()  # type: ignore[attr-defined]
+            return
+        try:
+            await asyncio.wait_for(connection.ws.close(), timeout=2.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            if connection.transport is not None:
+                connection.transport.abort()  # type: ignore[attr-defined]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # internals: Web API --------------------------------------------------------------------------
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            if request.content_type == "application/json":
+                args.update(await request.json())
+            else:
+                args.update(await request.post())
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
+        call = Call(method=method, args=args, token=token)
+        self.api_calls.append(call)
+        pending = self._rate_limits.get(method)
+        if pending:
+            retry_after = pending.pop(0)
+            call.status, call.error = 429, "ratelimited"
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": f"{retry_after:g}"}
+            )
+        try:
+            failures = self._failures.get(method)
+            if failures:
+                raise _ApiError(failures.pop(0))
+            self._check_token(method, token)
+            handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+            if handler is None:
+                raise _ApiError("unknown_method")
+            body = handler(args)
+        except _ApiError as exc:
+            call.error = exc.code
+            return web.json_response({"ok": False, "error": exc.code})
+        return web.json_response({"ok": True, **body})
+
+    def _check_token(self, method: str, token: str | None) -> None:
+        if not token:
+            raise _ApiError("not_authed")
+        expected = self.APP_TOKEN if method == "apps.connections.open" else self.BOT_TOKEN
+        if token == expected:
+            return
+        if method == "apps.connections.open" and token == self.BOT_TOKEN:
+            raise _ApiError("not_allowed_token_type")
+        raise _ApiError("invalid_auth")
+
+    def _next_ts(self) -> str:
+        n = next(self._clock)
+        return f"{1_700_000_000 + n}.{n:06d}"
+
+    def _find(self, channel: str, ts: str) -> dict[str, Any]:
+        for message in self.messages.get(channel, []):
+            if message["ts"] == ts:
+                return message
+        raise _ApiError("message_not_found")
+
+    def _m_auth_test(self, _args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": "https://fake.slack.com/",
+            "team": "Fake Team",
+            "user": "peekbot",
+            "team_id": self.TEAM_ID,
+            "user_id": self.BOT_USER_ID,
+            "bot_id": self.BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    def _m_apps_connections_open(self, _args: dict[str, Any]) -> dict[str, Any]:
+        ticket = uuid.uuid4().hex
+        self._tickets.add(ticket)
+        return {"url": f"{self.url.replace('http://', 'ws://')}/link/?ticket={ticket}"}
+
+    def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, text = str(args.get("channel", "")), str(args.get("text") or "")
+        if not channel:
+            raise _ApiError("channel_not_found")
+        if not text.strip():
+            raise _ApiError("no_text")
+        if len(text) > self.MAX_TEXT:
+            raise _ApiError("msg_too_long")
+        ts = self._next_ts()
+        message = {"type": "message", "user": self.BOT_USER_ID, "bot_id": self.BOT_ID, "text": text, "ts": ts}
+        if args.get("thread_ts"):
+            message["thread_ts"] = str(args["thread_ts"])
+        self.messages.setdefault(channel, []).append(message)
+        return {"channel": channel, "ts": ts, "message": message}
+
+    def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, ts, text = str(args.get("channel", "")), str(args.get("ts", "")), str(args.get("text") or "")
+        message = self._find(channel, ts)
+        if message.get("bot_id") != self.BOT_ID:
+            raise _ApiError("cant_update_message")
+        if len(text) > self.MAX_TEXT:
+            raise _ApiError("msg_too_long")
+        message["text"] = text
+        message.setdefault("edits", 0)
+        message["edits"] += 1
+        return {"channel": channel, "ts": ts, "text": text}
+
+    def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("channel") or not args.get("user"):
+            raise _ApiError("invalid_arguments")
+        return {"message_ts": self._next_ts()}
+
+    def _m_reactions_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = (str(args.get("channel")), str(args.get("timestamp")), str(args.get("name")))
+        self._find(key[0], key[1])
+        if key in self.reactions:
+            raise _ApiError("already_reacted")
+        self.reactions.add(key)
+        return {}
+
+    def _m_reactions_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = (str(args.get("channel")), str(args.get("timestamp")), str(args.get("name")))
+        if key not in self.reactions:
+            raise _ApiError("no_reaction")
+        self.reactions.discard(key)
+        return {}
+
+    def _m_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, root = str(args.get("channel", "")), str(args.get("ts", ""))
+        thread = [m for m in self.messages.get(channel, []) if m["ts"] == root or m.get("thread_ts") == root]
+        if not thread:
+            raise _ApiError("thread_not_found")
+        limit = int(args.get("limit") or 1000)
+        return {"messages": sorted(thread, key=lambda m: float(m["ts"]))[:limit], "has_more": False}
+
+    def _m_files_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        file = self._files.get(str(args.get("file", "")))
+        if file is None:
+            raise _ApiError("file_not_found")
+        return {"file": dict(file.info)}
+
+    def _m_assistant_threads_setStatus(self, _args: dict[str, Any]) -> dict[str, Any]:
+        if self.assistant_status_error:
+            raise _ApiError(self.assistant_status_error)
+        return {}
+
+    # internals: files and response_url -----------------------------------------------------------
+    async def _download(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["key"].rsplit("-", 1)[-1]
+        file = self._files.get(file_id)
+        authorized = request.headers.get("Authorization") == f"Bearer {self.BOT_TOKEN}"
+        served = file is not None and authorized and not file.denied
+        self.downloads.append((file_id, served))
+        if not served or file is None:
+            return web.Response(body=LOGIN_PAGE, content_type="text/html")
+        return web.Response(body=file.content, content_type=file.info["mimetype"])
+
+    async def _command_response(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.command_responses.append({"rid": request.match_info["rid"], **body})
+        return web.Response(text="ok")
