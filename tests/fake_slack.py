@@ -104,6 +104,8 @@ class FakeSlack:
         self.reactions: set[tuple[str, str, str]] = set()
         self.assistant_status_error: str | None = "missing_scope"
         self.connections_opened = 0
+        self.hellos: list[float] = []
+        """``time.monotonic()`` at which each connection's ``hello`` was sent, oldest first."""
         self._connections: list[_Connection] = []
         self._tickets: set[str] = set()
         self._files: dict[str, _File] = {}
@@ -353,6 +355,12 @@ class FakeSlack:
         self._failures.setdefault(method, []).extend([error] * times)
 
     @property
+    def live(self) -> bool:
+        """True when the newest open connection is talking (not closed, not made silent)."""
+        newest = self._newest()
+        return newest is not None and not newest.silent
+
+    @property
     def open_connections(self) -> int:
         return sum(1 for c in self._connections if not c.closed)
 
@@ -425,6 +433,7 @@ class FakeSlack:
             "connection_info": {"app_id": self.APP_ID},
         }
         await ws.send_str(json.dumps(hello))
+        self.hellos.append(time.monotonic())
         try:
             async for message in ws:
                 if message.type == WSMsgType.PING:

@@ -416,6 +416,21 @@ async def test_an_abrupt_close_reconnects(start_bot: StartBot) -> None:
     assert (await bot.adapter.health()).reconnects >= 1
 
 
+async def test_a_reset_socket_is_noticed_before_the_next_ping(
+    start_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the default 10 s ping and 5 s watchdog, slack_sdk would notice a TCP reset only at its next ping:
+    the watchdog's local check sees the closed socket and reconnects first."""
+    caplog.set_level(logging.WARNING, logger="adapters.slack.connection")
+    bot = await start_bot(SLACK_PING_INTERVAL_S="10", SLACK_WATCHDOG_INTERVAL_S="5")
+    await bot.fake.drop_connection(abrupt=True)
+    await bot.reconnected(1, timeout=4.0)
+    assert any("the socket was closed" in r.getMessage() for r in caplog.records)
+    question = bot.fake.user_message("D0ALICE", "back already?")
+    await bot.fake.send_event(question)
+    await bot.answer_to(question)
+
+
 async def test_health_reports_the_connection(start_bot: StartBot) -> None:
     bot = await start_bot(SLACK_PING_INTERVAL_S="0.2")
     await bot.fake.wait_until(lambda: bot.fake._newest() is not None and bot.fake._newest().pongs >= 2, 5, "pongs")

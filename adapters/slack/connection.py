@@ -44,6 +44,9 @@ AUTH_ERRORS = frozenset(
     }
 )
 ENVELOPE_TYPES = frozenset({"events_api", "slash_commands", "interactive"})
+LOCAL_CHECK_S = 0.25
+"""Between its full checks the watchdog looks this often at what it can see locally: a socket that was reset
+(slack_sdk notices only at its next ping, up to a ping interval later) and a connection silent for too long."""
 
 
 class SlackStartupError(RuntimeError):
@@ -314,9 +317,11 @@ class SocketModeConnection:
     # watchdog ------------------------------------------------------------------------------------
     async def _watch(self) -> None:
         interval = self._settings.watchdog_interval_s
+        next_full_check = time.monotonic() + interval
         while not self._closing:
+            timeout = min(LOCAL_CHECK_S, max(next_full_check - time.monotonic(), 0.0))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             self._wake.clear()
             if self._closing:
                 return
@@ -326,7 +331,13 @@ class SocketModeConnection:
                     await self._replace_session(wanted[1], only_if=wanted[0])
                     continue
                 session = self._session
-                reason = await self._diagnose(session) if session is not None else "no connection"
+                if session is None:
+                    reason: str | None = "no connection"
+                elif time.monotonic() >= next_full_check:
+                    next_full_check = time.monotonic() + interval
+                    reason = await self._diagnose(session)
+                else:
+                    reason = self._local_diagnosis(session)
                 if reason:
                     await self._replace_session(reason, only_if=session)
             except asyncio.CancelledError:
@@ -334,11 +345,21 @@ class SocketModeConnection:
             except Exception:
                 logger.exception("slack: watchdog check failed")
 
-    async def _diagnose(self, session: _Session) -> str | None:
-        """Why the session needs replacing, or None when it looks healthy."""
+    def _local_diagnosis(self, session: _Session) -> str | None:
+        """What can be seen without the network: a reset socket, or a connection silent for too long."""
+        websocket = session.client.current_session
+        if websocket is None or websocket.closed:
+            return "the socket was closed"
         silent_for = time.time() - session.last_alive_at()
         if silent_for > self.stale_after_s:
             return f"no traffic or pong for {silent_for:.1f} s"
+        return None
+
+    async def _diagnose(self, session: _Session) -> str | None:
+        """Why the session needs replacing, or None when it looks healthy."""
+        local = self._local_diagnosis(session)
+        if local:
+            return local
         if not await session.client.is_connected():
             return "slack_sdk reports the session is down"
         every = self._settings.auth_check_interval_s
