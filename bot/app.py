@@ -17,6 +17,7 @@ from bot.logs import log_context
 from bot.questions import answer_question
 from bot.settings import Settings
 from bot.types import Adapter, AdapterHealth, IncomingMessage, ReplyHandle, Service, User
+from bot.usage import UsageRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class Application:
         self.paused = False
         self.started_at = time.time()
         self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "answered": 0, "failed": 0, "commands": 0}
+        self.usage = UsageRecorder(retention_days=settings.scheduler.usage_retention_days)
+        """Every question's outcome, latency and engine figures (``/stats``, ``/metrics``, the status page)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._accepting = False
         self._started_adapters: list[Adapter] = []
@@ -188,14 +191,15 @@ class Application:
             await reply.start_progress(None)
             if adapter is None:
                 raise RuntimeError(f"no adapter named {message.platform}")
-            question, answer = await answer_question(
-                message,
-                reply,
-                adapter=adapter,
-                engine=self.engine,
-                settings=self.settings,
-                history=self.memory.history(message.conversation),
-            )
+            with self.usage.track(message):
+                question, answer = await answer_question(
+                    message,
+                    reply,
+                    adapter=adapter,
+                    engine=self.engine,
+                    settings=self.settings,
+                    history=self.memory.history(message.conversation),
+                )
             self.memory.record(message.conversation, question, answer)
             self.counters["answered"] += 1
         except UserFacingError as exc:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bot import fmt
 from bot.types import IncomingMessage
 
 if TYPE_CHECKING:
@@ -30,22 +31,6 @@ def parse_command(text: str) -> tuple[str, str]:
     return name.lower(), rest.strip()
 
 
-def _fmt_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    days, rem = divmod(seconds, 86400)
-    hours, rem = divmod(rem, 3600)
-    minutes, secs = divmod(rem, 60)
-    if days:
-        return f"{days}d {hours}h {minutes}m"
-    if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {secs}s"
-
-
-def _fmt_seconds(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f} s"
-
-
 async def _help(app: Application, message: IncomingMessage, _: str) -> str:
     is_admin = app.is_admin(message.user)
     lines = [
@@ -63,26 +48,92 @@ async def _help(app: Application, message: IncomingMessage, _: str) -> str:
 
 
 async def _status(app: Application, message: IncomingMessage, _: str) -> str:
-    stats = app.engine.stats()
-    state = "paused for maintenance" if app.paused else ("ready" if stats.ready else "starting")
+    from bot.report import collect_status
+
+    report = await collect_status(app)
+    stats = report.engine
     lines = [
-        f"peekbot is {state}; up {_fmt_duration(time.time() - app.started_at)}.",
+        f"peekbot is {report.state}; up {fmt.duration(report.uptime_s)}.",
         f"Queue: {stats.queue_depth} waiting, {stats.in_flight} being answered.",
     ]
     if not app.is_admin(message.user):
         return "\n".join(lines)
-    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(stats.requests_by_outcome.items())) or "none yet"
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(stats.requests_by_outcome.items()) if v) or "none yet"
+    in_progress = max(report.questions_in_flight - 1, 0)  # this /status command is one of them
     lines += [
         f"Model: {stats.model} on {stats.device}.",
-        f"Requests: {outcomes}. Latency p50 {_fmt_seconds(stats.latency_p50_s)}, "
-        f"p95 {_fmt_seconds(stats.latency_p95_s)} (last hour); {stats.tokens_per_s:.1f} tokens/s.",
+        f"Questions: {report.answered} answered, {report.failed} failed, {in_progress} in progress; "
+        f"engine requests: {outcomes}.",
+        f"Latency (last hour): answers p50 {fmt.seconds(report.answer_latency_p50_s)}, "
+        f"p95 {fmt.seconds(report.answer_latency_p95_s)}; engine p50 {fmt.seconds(stats.latency_p50_s)}, "
+        f"p95 {fmt.seconds(stats.latency_p95_s)}; {stats.tokens_per_s:.1f} tokens/s.",
     ]
-    if stats.memory:
-        lines.append("Memory: " + ", ".join(f"{k} {v:,.1f}" for k, v in sorted(stats.memory.items())))
-    for name, health in (await app.adapter_health()).items():
-        connected = "connected" if health.connected else "DISCONNECTED"
-        age = "" if health.last_event_age_s is None else f", last event {health.last_event_age_s:.0f} s ago"
-        lines.append(f"{name}: {connected}, {health.reconnects} reconnects{age}.")
+    if report.gpu_reserved_bytes is not None:
+        lines.append(f"GPU memory: allocated {fmt.size(report.gpu_allocated_bytes)}, reserved "
+                     f"{fmt.size(report.gpu_reserved_bytes)}, fragmentation {fmt.percent(report.gpu_fragmentation)}.")
+    else:
+        lines.append("GPU memory: no GPU in use.")
+    lines.append(f"Host memory: RSS {fmt.size(report.host_rss_bytes)}.")
+    if report.engine_alive is False:
+        lines.append(f"Model worker: STUCK, it did not answer the last ping ({report.engine_stuck_count} missed).")
+    elif report.engine_stuck_count:
+        lines.append(f"Model worker: answers pings again ({report.engine_stuck_count} missed so far).")
+    for adapter in report.adapters:
+        health = adapter.health
+        if health.connected:
+            since = f" for {fmt.duration(time.time() - health.connected_since)}" if health.connected_since else ""
+            connected = "connected" + since
+        else:
+            connected = "DISCONNECTED" + (f" ({health.detail})" if health.detail else "")
+        age = "" if health.last_event_age_s is None else f", last event {fmt.age(health.last_event_age_s)}"
+        forced = f" ({adapter.forced_reconnects} by the watchdog)" if adapter.forced_reconnects else ""
+        lines.append(f"{adapter.name}: {connected}, {health.reconnects} reconnects{forced}{age}.")
+    if report.jobs:
+        lines.append("Scheduler jobs:")
+        for job in report.jobs:
+            if job.last is None:
+                lines.append(f"• {job.name} (every {job.interval_s:g} s): not run yet")
+                continue
+            detail = f" — {job.last.detail}" if job.last.detail else ""
+            failures = f"; {job.failures} failures so far" if job.failures else ""
+            when = fmt.age(time.time() - job.last.started_at)
+            lines.append(f"• {job.name} (every {job.interval_s:g} s): {job.last.outcome} {when}"
+                         f" in {fmt.seconds(job.last.duration_s)}{detail}{failures}")
+    else:
+        lines.append("Scheduler: not running.")
+    return "\n".join(lines)
+
+
+async def _cleanup(app: Application, _message: IncomingMessage, _: str) -> str:
+    from bot.services import maintenance_of
+
+    maintenance = maintenance_of(app)
+    if maintenance is None:
+        return "The scheduler is not running, so there is no memory cleanup to run."
+    run = await maintenance.cleanup_now()
+    if run.outcome == "ok":
+        return f"Memory cleanup done in {fmt.seconds(run.duration_s)}: {run.detail}."
+    return f"Memory cleanup {run.outcome}: {run.detail}."
+
+
+async def _stats(app: Application, _message: IncomingMessage, argument: str) -> str:
+    days = 7
+    if argument.strip():
+        if not argument.strip().isdigit() or not 1 <= int(argument) <= app.usage.retention_days:
+            return f"Usage: /stats [days], with days from 1 to {app.usage.retention_days}."
+        days = int(argument)
+    per_day = app.usage.days(days)
+    total = sum(usage.requests for _, usage in per_day)
+    if not total:
+        return f"No questions in the last {days} days."
+    failed = sum(usage.failed for _, usage in per_day)
+    lines = [f"Usage over the last {days} days: {total} questions, {failed} failed.", "By day (UTC):"]
+    lines += [f"• {day}: {usage.requests} questions, {usage.failed} failed, {usage.generated_tokens:,} tokens"
+              for day, usage in per_day if usage.requests]
+    lines.append("Top channels:")
+    lines += [f"• {channel}: {count}" for channel, count in app.usage.top("channels", 10, days)]
+    lines.append("Top users:")
+    lines += [f"• {user}: {count}" for user, count in app.usage.top("users", 10, days)]
     return "\n".join(lines)
 
 
@@ -118,4 +169,6 @@ BUILTIN_COMMANDS: tuple[Command, ...] = (
     Command("pause", "maintenance mode: reply 'back soon' to new questions", _pause, admin_only=True),
     Command("resume", "leave maintenance mode", _resume, admin_only=True),
     Command("reconnect", "force a fresh connection: /reconnect slack|feishu", _reconnect, admin_only=True),
+    Command("cleanup", "free GPU and host memory now and report what was freed", _cleanup, admin_only=True),
+    Command("stats", "usage by day, channel and user: /stats [days]", _stats, admin_only=True),
 )

@@ -10,6 +10,7 @@ from bot.engine import Engine, GenerationRequest
 from bot.errors import InputError, UserFacingError
 from bot.settings import Settings
 from bot.types import Adapter, FileRef, IncomingMessage, ReplyHandle
+from bot.usage import note_engine_usage
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ async def answer_question(
         timeout_s=settings.engine.request_timeout_s,
     )
     stream = engine.submit(request)
+    note_engine_usage(stream.usage)
     logger.info("queued engine request %s (%d images, %d ahead)", stream.request_id, len(request.images),
                 stream.queue_position)
     if stream.queue_position > 0:

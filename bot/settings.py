@@ -226,7 +226,9 @@ class SchedulerSettings(_Layer):
     liveness_timeout_s: float = 30.0
     """A ping that does not come back from the model's worker thread within this time marks the engine stuck."""
     watchdog_stale_after_s: float = 300.0
-    """An adapter whose last pong is older than this is reconnected (as is one that is not connected)."""
+    """An adapter whose last pong is older than this is reconnected at once."""
+    watchdog_disconnected_checks: int = 2
+    """Checks in a row an adapter must be seen disconnected before a forced reconnect (its own reconnect goes first)."""
     watchdog_reconnect_timeout_s: float = 60.0
     snapshot_history_s: float = 3600.0
     """How far back the status page's charts reach."""

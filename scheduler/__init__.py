@@ -1,0 +1,6 @@
+"""Background maintenance on APScheduler: memory cleanup, health pings, watchdog, expiry, metrics snapshots."""
+
+from scheduler.runner import IntervalScheduler, JobResult, JobRun, JobSkipped, JobState
+from scheduler.service import MaintenanceScheduler
+
+__all__ = ["IntervalScheduler", "JobResult", "JobRun", "JobSkipped", "JobState", "MaintenanceScheduler"]

@@ -1,0 +1,104 @@
+"""One picture of the running application, shared by ``/status``, ``/readyz`` and the status page."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from bot.engine import EngineStats
+from bot.services import maintenance_of
+from bot.types import AdapterHealth
+
+if TYPE_CHECKING:
+    from bot.app import Application
+    from scheduler.runner import JobState
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterReport:
+    name: str
+    health: AdapterHealth
+    forced_reconnects: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    engine: EngineStats
+    uptime_s: float
+    paused: bool
+    questions_in_flight: int
+    answered: int
+    failed: int
+    duplicates: int
+    answer_latency_p50_s: float | None
+    answer_latency_p95_s: float | None
+    adapters: list[AdapterReport]
+    jobs: list[JobState] = field(default_factory=list)
+    engine_alive: bool | None = None
+    """Result of the last liveness ping: None before the first, False while the worker is stuck."""
+    engine_stuck_count: int = 0
+    generated_at: float = field(default_factory=time.time)
+
+    @property
+    def memory(self) -> dict[str, float]:
+        return self.engine.memory
+
+    @property
+    def gpu_allocated_bytes(self) -> float | None:
+        return self.memory.get("cuda_allocated_bytes")
+
+    @property
+    def gpu_reserved_bytes(self) -> float | None:
+        return self.memory.get("cuda_reserved_bytes")
+
+    @property
+    def gpu_fragmentation(self) -> float | None:
+        return self.memory.get("cuda_fragmentation")
+
+    @property
+    def host_rss_bytes(self) -> float | None:
+        return self.memory.get("host_rss_bytes")
+
+    @property
+    def state(self) -> str:
+        if self.paused:
+            return "paused for maintenance"
+        if self.engine_alive is False:
+            return "stuck (the model does not answer)"
+        return "ready" if self.engine.ready else "starting"
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why the bot cannot serve now (empty when it can): what ``/readyz`` reports."""
+        reasons = []
+        if not self.engine.ready:
+            reasons.append("the model is not loaded")
+        if self.engine_alive is False:
+            reasons.append("the model's worker thread does not answer pings")
+        for adapter in self.adapters:
+            if not adapter.health.connected:
+                detail = f": {adapter.health.detail}" if adapter.health.detail else ""
+                reasons.append(f"{adapter.name} is not connected{detail}")
+        return reasons
+
+
+async def collect_status(app: Application) -> StatusReport:
+    maintenance = maintenance_of(app)
+    health = await app.adapter_health()
+    forced = maintenance.watchdog.forced_reconnects if maintenance is not None else {}
+    p50, p95 = app.usage.latency_percentiles()
+    return StatusReport(
+        engine=app.engine.stats(),
+        uptime_s=time.time() - app.started_at,
+        paused=app.paused,
+        questions_in_flight=app.in_flight,
+        answered=app.counters.get("answered", 0),
+        failed=app.counters.get("failed", 0),
+        duplicates=app.counters.get("duplicates", 0),
+        answer_latency_p50_s=p50,
+        answer_latency_p95_s=p95,
+        adapters=[AdapterReport(name, h, forced.get(name, 0)) for name, h in health.items()],
+        jobs=maintenance.job_states() if maintenance is not None else [],
+        engine_alive=maintenance.liveness.alive if maintenance is not None else None,
+        engine_stuck_count=maintenance.liveness.stuck_count if maintenance is not None else 0,
+    )
