@@ -31,14 +31,27 @@ QUESTIONS: tuple[str, ...] = (
 )
 
 _WORDS = (
-    "error build deploy failed settings user account network timeout retry cancel save open file "
-    "project status warning total amount order invoice server request response token cache queue"
-).split()
+    "error", "build", "deploy", "failed", "settings", "user", "account", "network", "timeout", "retry",
+    "cancel", "save", "open", "file", "project", "status", "warning", "total", "amount", "order",
+    "invoice", "server", "request", "response", "token", "cache", "queue",
+)
 
 _THEMES = (
-    {"bg": (250, 250, 252), "bar": (45, 52, 64), "panel": (236, 239, 244), "text": (30, 30, 30), "accent": (46, 110, 220)},
+    {
+        "bg": (250, 250, 252),
+        "bar": (45, 52, 64),
+        "panel": (236, 239, 244),
+        "text": (30, 30, 30),
+        "accent": (46, 110, 220),
+    },
     {"bg": (30, 31, 34), "bar": (20, 20, 22), "panel": (43, 45, 49), "text": (220, 221, 222), "accent": (88, 101, 242)},
-    {"bg": (255, 255, 255), "bar": (74, 21, 75), "panel": (248, 248, 248), "text": (29, 28, 29), "accent": (0, 122, 90)},
+    {
+        "bg": (255, 255, 255),
+        "bar": (74, 21, 75),
+        "panel": (248, 248, 248),
+        "text": (29, 28, 29),
+        "accent": (0, 122, 90),
+    },
 )
 
 
@@ -113,8 +126,12 @@ def make_screenshot(width: int, height: int, seed: int) -> Image.Image:
             x = left
             for _ in range(rng.randint(1, 3)):
                 w = int(rng.uniform(80, 140) * scale)
-                draw.rounded_rectangle((x, y, x + w, y + int(line_h * 1.4)), radius=int(5 * scale), fill=theme["accent"])
-                draw.text((x + int(10 * scale), y + line_h // 5), rng.choice(_WORDS).title(), fill=(255, 255, 255), font=font)
+                draw.rounded_rectangle(
+                    (x, y, x + w, y + int(line_h * 1.4)), radius=int(5 * scale), fill=theme["accent"]
+                )
+                draw.text(
+                    (x + int(10 * scale), y + line_h // 5), rng.choice(_WORDS).title(), fill=(255, 255, 255), font=font
+                )
                 x += w + int(12 * scale)
             y += int(line_h * 2.2)
     return image

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from bot.settings import EngineSettings
@@ -149,7 +149,14 @@ def arch_config(name: str, tokenizer):  # -> PretrainedConfig
     spec = _spec(name)
     ids = {
         tok: tokenizer.convert_tokens_to_ids(tok)
-        for tok in ("<|endoftext|>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
+        for tok in (
+            "<|endoftext|>",
+            "<|im_end|>",
+            "<|image_pad|>",
+            "<|video_pad|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+        )
     }
     token_ids = dict(
         image_token_id=ids["<|image_pad|>"],
@@ -195,7 +202,9 @@ def arch_config(name: str, tokenizer):  # -> PretrainedConfig
     )
     text["head_dim"] = spec.head_dim
     text["rope_parameters"] = {**rope, "mrope_interleaved": True}
-    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=spec.tie_word_embeddings, **token_ids)
+    return Qwen3VLConfig(
+        text_config=text, vision_config=vision, tie_word_embeddings=spec.tie_word_embeddings, **token_ids
+    )
 
 
 def _spec(name: str) -> ArchSpec:
@@ -205,25 +214,26 @@ def _spec(name: str) -> ArchSpec:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(REAL_ARCHS)}") from None
 
 
-def build_random_arch(name: str, settings: EngineSettings, seed: int = 0) -> LoadedModel:
-    """Build ``REAL_ARCHS[name]`` with random bf16 weights on ``settings.device`` and wrap it for the engine.
+def build_random_arch(name: str, settings: EngineSettings, seed: int = 0, tokenizer: Any = None) -> LoadedModel:
+    """Build ``REAL_ARCHS[name]`` with random weights (bf16 unless ``settings.dtype`` says otherwise)
+    directly on ``settings.device`` and wrap it for the engine.
 
-    Uses the real Qwen tokenizer and a PIL image processor with the real patch size and the
-    pixel budget of ``settings``.
+    Uses the real Qwen tokenizer (``tokenizer``, or built by ``inference.tiny.build_tokenizer``) and a
+    PIL image processor with the real patch size and the pixel budget of ``settings``.
     """
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig, Qwen2VLImageProcessorPil
 
-    from inference.loader import LoadedModel
+    from inference.loader import configure_cuda_allocator, resolve_attn_implementation, resolve_device, wrap_model
     from inference.tiny import build_tokenizer
 
     spec = _spec(name)
+    configure_cuda_allocator()
     device = resolve_device(settings.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    if settings.dtype != "auto":
-        dtype = getattr(torch, settings.dtype)
-    attn = _attn_implementation(settings.attn_implementation, device)
-    tokenizer = build_tokenizer()
+    dtype = torch.bfloat16 if settings.dtype == "auto" else getattr(torch, settings.dtype)
+    attn = resolve_attn_implementation(settings.attn_implementation, device, dtype)
+    if tokenizer is None:
+        tokenizer = build_tokenizer()
     config = arch_config(name, tokenizer)
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -241,35 +251,7 @@ def build_random_arch(name: str, settings: EngineSettings, seed: int = 0) -> Loa
     logger.info(
         "built random %s (%s dimensions) on %s in %.1f s", name, spec.checkpoint, device, time.perf_counter() - started
     )
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        image_processor=image_processor,
-        name=f"random:{name}",
-        device=device,
-        dtype=dtype,
-        patch_size=spec.patch_size,
-        merge_size=MERGE_SIZE,
-        attn_implementation=attn,
-        quantization="none",
-    )
-
-
-def resolve_device(device: str):  # -> torch.device
-    """``auto`` picks CUDA when available, else CPU."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _attn_implementation(requested: str, device) -> str:
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        import importlib.util
-
-        if importlib.util.find_spec("flash_attn") is not None:
-            return "flash_attention_2"
-    return "sdpa"
+    loaded = wrap_model(model, tokenizer, image_processor, name=f"random:{name}")
+    loaded.device = device
+    loaded.attn_implementation = attn
+    return loaded

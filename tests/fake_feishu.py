@@ -46,6 +46,16 @@ class Ack:
     code: int
     biz_rt: str | None
     at: float
+    connection: int = 0
+    """Number of the WebSocket (1 = the first one opened) the ack came back on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One transmission of a pushed event: on which WebSocket (numbered from 1) and when (monotonic)."""
+
+    connection: int
+    at: float
 
 
 @dataclass(slots=True)
@@ -98,17 +108,25 @@ class _Push:
     fragments: int
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     sends: int = 0
+    sent: list[Send] = field(default_factory=list)
 
 
 class _Connection:
     def __init__(
-        self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None, device_id: str, service_id: int
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.BaseTransport | None,
+        device_id: str,
+        service_id: int,
+        number: int = 0,
     ) -> None:
         self.ws = ws
         self.transport = transport
         self.device_id = device_id
         self.service_id = service_id
+        self.number = number
         self.pings = 0
+        self.silent = False
 
 
 def _json_error(code: int, message: str, status: int = 400, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -158,6 +176,8 @@ class FakeFeishu:
         self.acks: list[Ack] = []
         self.discoveries = 0
         self.connections_opened = 0
+        self.connection_times: list[float] = []
+        """Monotonic time at which each WebSocket was accepted, in order (index 0 is connection number 1)."""
         self.messages: dict[str, StoredMessage] = {}
         self.cards: dict[str, Card] = {}
         self.reactions: dict[str, dict[str, str]] = {}
@@ -249,6 +269,22 @@ class FakeFeishu:
                 connection.transport.abort()
             else:
                 await connection.ws.close(code=1011, message=b"server going away")
+
+    def silence_current(self) -> bool:
+        """The newest open WebSocket stops answering pings (events still flow); later ones answer again.
+
+        Returns False when no connection is open.
+        """
+        connection = self._current()
+        if connection is None:
+            return False
+        connection.silent = True
+        return True
+
+    def sends_for(self, transport_id: str) -> list[Send]:
+        """Every transmission of the pushed event ``transport_id``: re-sends, and sends on a later connection."""
+        push = self._pushes.get(transport_id)
+        return list(push.sent) if push is not None else []
 
     @property
     def open_connections(self) -> int:
@@ -440,6 +476,7 @@ class FakeFeishu:
         size = -(-len(push.payload) // push.fragments)
         chunks = [push.payload[i * size:(i + 1) * size] for i in range(push.fragments)]
         push.sends += 1
+        push.sent.append(Send(connection.number, time.monotonic()))
         for seq, chunk in enumerate(chunks):
             frame = Frame(SeqID=seq, LogID=0, service=connection.service_id, method=DATA, payload=chunk)
             for key, value in (
@@ -471,11 +508,16 @@ class FakeFeishu:
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
+        self.connections_opened += 1
+        self.connection_times.append(time.monotonic())
         connection = _Connection(
-            ws, request.transport, request.query.get("device_id", ""), int(request.query.get("service_id", "0"))
+            ws,
+            request.transport,
+            request.query.get("device_id", ""),
+            int(request.query.get("service_id", "0")),
+            number=self.connections_opened,
         )
         self._connections.append(connection)
-        self.connections_opened += 1
         queued, self._queued = self._queued, []
         for push in queued:
             if not await self._send_push(push):
@@ -488,12 +530,12 @@ class FakeFeishu:
             headers = {h.key: h.value for h in frame.headers}
             if frame.method == CONTROL and headers.get("type") == "ping":
                 connection.pings += 1
-                if not self.silent:
+                if not self.silent and not connection.silent:
                     await ws.send_bytes(self._pong(frame.service).SerializeToString())
             elif frame.method == DATA:
                 transport_id = headers.get("message_id", "")
                 code = int(json.loads(frame.payload or b"{}").get("code", 0))
-                self.acks.append(Ack(transport_id, code, headers.get("biz_rt"), time.monotonic()))
+                self.acks.append(Ack(transport_id, code, headers.get("biz_rt"), time.monotonic(), connection.number))
                 push = self._pushes.get(transport_id)
                 if push is not None and code == 200:
                     push.acked.set()
