@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
 import json
 import logging
@@ -38,7 +37,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,8 +134,6 @@ class Options:
     """Bound on the measured run (traffic, faults and waiting for the last answers)."""
     settle_s: float = 30.0
     """How long, at most, to wait for the last answers after the last question was sent."""
-    shared_http_client: bool = False
-    """Diagnostic: lark-oapi's async REST calls share one HTTP client (see ``shared_lark_http_client``)."""
 
 
 # the world on the fake's side (runs on the fake's own event loop) -----------------------------------
@@ -459,56 +456,6 @@ def analyse(fake: FakeFeishu, log: DriveLog, options: Options) -> dict[str, Any]
 
 
 # the bot's side --------------------------------------------------------------------------------------
-class _BorrowedClient:
-    """``async with`` hands out the shared client and leaves it open."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    async def __aenter__(self) -> Any:
-        return self._client
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-
-class _HttpxWithSharedClient:
-    """Stands in for the ``httpx`` module inside lark-oapi's transport: ``AsyncClient()`` is the shared one."""
-
-    def __init__(self, httpx_module: Any, client: Any) -> None:
-        self._httpx = httpx_module
-        self._client = client
-
-    def AsyncClient(self, *args: Any, **kwargs: Any) -> _BorrowedClient:
-        return _BorrowedClient(self._client)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._httpx, name)
-
-
-@contextlib.asynccontextmanager
-async def shared_lark_http_client(enabled: bool) -> AsyncIterator[None]:
-    """Diagnostic, off by default: what the adapter would gain from one long-lived HTTP client.
-
-    lark-oapi 1.x builds a new ``httpx.AsyncClient`` for every async call (``Transport.aexecute``), and each
-    one creates a TLS context (the CA bundle is parsed) on the event loop: tens of milliseconds of blocked
-    loop per REST call, even for plain-HTTP URLs. With ``enabled`` the calls share one client for the run.
-    """
-    if not enabled:
-        yield
-        return
-    import httpx
-    from lark_oapi.core.http import transport
-
-    client = httpx.AsyncClient()
-    transport.httpx = _HttpxWithSharedClient(httpx, client)  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        transport.httpx = httpx  # type: ignore[attr-defined]
-        await client.aclose()
-
-
 def bot_environment(options: Options, fake: FakeFeishu, model_dir: Path, data_dir: Path) -> dict[str, str]:
     env = {
         "PEEKBOT_MODEL": str(model_dir),
@@ -565,7 +512,7 @@ async def _run_bot(options: Options, fake: FakeFeishu, fake_loop: LoopThread, mo
     app = Application(settings, engine=TransformersEngine(settings.engine), adapters=[FeishuAdapter(settings)])
     lag = LoopLagProbe()
     queue = QueueProbe(app.engine.stats)
-    async with shared_lark_http_client(options.shared_http_client), app:
+    async with app:
         lag.start()
         queue.start()
         try:
@@ -721,8 +668,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="bound on the measured run in seconds (default 130)")
     parser.add_argument("--json", type=Path, default=None, help="write the JSON result here instead of stdout")
     parser.add_argument("--svg", type=Path, default=None, help="write a timeline chart here")
-    parser.add_argument("--shared-http-client", action="store_true",
-                        help="diagnostic: lark-oapi's async calls share one HTTP client instead of one per call")
     parser.add_argument("--verbose", action="store_true", help="log the bot's INFO messages")
     return parser.parse_args(argv)
 
@@ -734,7 +679,6 @@ def options_from(args: argparse.Namespace) -> Options:
         ping_interval_s=args.ping_interval, pong_timeout_s=args.pong_timeout, max_new_tokens=args.max_new_tokens,
         max_batch_size=args.max_batch_size, queue_limit=args.queue_limit,
         cpu_threads=args.cpu_threads or None, device=args.device, model=args.model, timeout_s=args.timeout,
-        shared_http_client=args.shared_http_client,
     )
 
 

@@ -35,15 +35,30 @@ class Tasks:
         return task
 
 
-def make_reply(fake: FakeFeishu, settings: FeishuSettings) -> tuple[FeishuReply, str]:
+@pytest.fixture
+async def clients() -> AsyncIterator[list[FeishuRest]]:
+    """Every ``FeishuRest`` a test starts; closed at its end."""
+    started: list[FeishuRest] = []
+    yield started
+    for rest in started:
+        await rest.close()
+
+
+async def make_reply(
+    fake: FakeFeishu, settings: FeishuSettings, clients: list[FeishuRest]
+) -> tuple[FeishuReply, str]:
     question = fake.add_message(chat_id="oc_dm", msg_type="text", content={"text": "what is this?"})
-    reply = FeishuReply(FeishuRest(settings), question.message_id, settings=settings, in_thread=False,
-                        spawn=Tasks().spawn)
+    rest = FeishuRest(settings)
+    await rest.start()
+    clients.append(rest)
+    reply = FeishuReply(rest, question.message_id, settings=settings, in_thread=False, spawn=Tasks().spawn)
     return reply, question.message_id
 
 
-async def test_progress_then_streamed_answer_in_one_card(monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu) -> None:
-    reply, question = make_reply(fake, feishu_settings(monkeypatch, fake))
+async def test_progress_then_streamed_answer_in_one_card(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu, clients: list[FeishuRest]
+) -> None:
+    reply, question = await make_reply(fake, feishu_settings(monkeypatch, fake), clients)
     await reply.start_progress(None)
     assert list(fake.reactions[question].values()) == ["Typing"]
     assert fake.reply_texts(question) == ["Looking at it…"]
@@ -67,9 +82,9 @@ async def test_progress_then_streamed_answer_in_one_card(monkeypatch: pytest.Mon
 
 
 async def test_rate_limited_card_edits_still_deliver_the_final_answer(
-    monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu
+    monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu, clients: list[FeishuRest]
 ) -> None:
-    reply, question = make_reply(fake, feishu_settings(monkeypatch, fake))
+    reply, question = await make_reply(fake, feishu_settings(monkeypatch, fake), clients)
     await reply.start_progress()
     fake.fail("PUT", r"/cardkit/v1/cards/.+/content$", times=4)
     fake.fail("PATCH", r"/cardkit/v1/cards/.+/settings$", times=1)
@@ -84,9 +99,9 @@ async def test_rate_limited_card_edits_still_deliver_the_final_answer(
 
 
 async def test_without_cardkit_the_reply_is_an_edited_card_message(
-    monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu
+    monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu, clients: list[FeishuRest]
 ) -> None:
-    reply, question = make_reply(fake, feishu_settings(monkeypatch, fake))
+    reply, question = await make_reply(fake, feishu_settings(monkeypatch, fake), clients)
     fake.fail("POST", r"/cardkit/v1/cards$", status=400, code=99991672, message="Access denied: cardkit:card:write")
     await reply.start_progress()
     fake.fail("PATCH", rf"/im/v1/messages/{fake.replies_to(question)[0].message_id}$", times=2)
@@ -100,9 +115,11 @@ async def test_without_cardkit_the_reply_is_an_edited_card_message(
     assert message.edits >= 1
 
 
-async def test_long_answers_are_split_into_several_messages(monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu) -> None:
+async def test_long_answers_are_split_into_several_messages(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu, clients: list[FeishuRest]
+) -> None:
     settings = feishu_settings(monkeypatch, fake, FEISHU_MAX_REPLY_CHARS="500")
-    reply, question = make_reply(fake, settings)
+    reply, question = await make_reply(fake, settings, clients)
     await reply.start_progress()
     paragraphs = [f"Paragraph {i}: " + "lorem ipsum " * 15 for i in range(8)]
     answer = "\n\n".join(p.strip() for p in paragraphs)
@@ -114,17 +131,19 @@ async def test_long_answers_are_split_into_several_messages(monkeypatch: pytest.
 
 
 async def test_failure_is_shown_in_the_card_and_typing_removed(
-    monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu
+    monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu, clients: list[FeishuRest]
 ) -> None:
-    reply, question = make_reply(fake, feishu_settings(monkeypatch, fake))
+    reply, question = await make_reply(fake, feishu_settings(monkeypatch, fake), clients)
     await reply.start_progress()
     await reply.fail("Sorry, the GPU ran out of memory.")
     assert fake.reply_texts(question) == ["⚠️ Sorry, the GPU ran out of memory."]
     assert fake.reactions[question] == {}
 
 
-async def test_rate_limited_reply_is_retried_not_dropped(monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu) -> None:
-    reply, question = make_reply(fake, feishu_settings(monkeypatch, fake))
+async def test_rate_limited_reply_is_retried_not_dropped(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu, clients: list[FeishuRest]
+) -> None:
+    reply, question = await make_reply(fake, feishu_settings(monkeypatch, fake), clients)
     fake.fail("POST", r"/reply$", times=2)
     await reply.finish("/help text")
     assert fake.reply_texts(question) == ["/help text"]
@@ -139,8 +158,10 @@ def test_split_answer_and_progress_text() -> None:
     assert progress_text(1) == "Queued — 1 question ahead of yours."
 
 
-async def test_revoked_tenant_token_is_renewed(monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu) -> None:
-    reply, question = make_reply(fake, feishu_settings(monkeypatch, fake))
+async def test_revoked_tenant_token_is_renewed(
+    monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu, clients: list[FeishuRest]
+) -> None:
+    reply, question = await make_reply(fake, feishu_settings(monkeypatch, fake), clients)
     await reply.start_progress()
     fake.revoke_tokens()
     await reply.finish("answer after a new token")

@@ -11,7 +11,7 @@ from typing import Any
 from adapters.feishu.connection import FatalConnectionError, InboundFrame, LongConnection
 from adapters.feishu.events import Addressed, BoundedSet, EventTranslator, merge_files, parse_event
 from adapters.feishu.replies import FeishuReply
-from adapters.feishu.rest import BotIdentity, FeishuApiError, FeishuRest
+from adapters.feishu.rest import BotIdentity, DownloadTooLarge, FeishuApiError, FeishuRest
 from bot.errors import FileAccessDenied, FileTooLarge, UnsupportedFile
 from bot.settings import Settings
 from bot.types import AdapterHealth, FileRef, IncomingMessage, MessageHandler
@@ -58,9 +58,11 @@ class FeishuAdapter:
             raise FeishuStartupError("Feishu is not configured: set FEISHU_APP_ID and FEISHU_APP_SECRET.")
         self._handler = handler
         self._rest = FeishuRest(self._feishu)
+        await self._rest.start()
         try:
             self.identity = await self._rest.bot_info()
         except FeishuApiError as exc:
+            await self._close_rest()
             raise FeishuStartupError(
                 f"Feishu refused to tell the bot who it is ({exc}). Check FEISHU_APP_ID, FEISHU_APP_SECRET and "
                 f"FEISHU_DOMAIN ({self._feishu.domain}), and that the app has the bot capability enabled."
@@ -74,6 +76,7 @@ class FeishuAdapter:
             await self._connection.start()
         except FatalConnectionError as exc:
             self._connection = None
+            await self._close_rest()
             raise FeishuStartupError(str(exc)) from exc
 
     async def stop(self) -> None:
@@ -86,7 +89,13 @@ class FeishuAdapter:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        await self._close_rest()
         self._handler = None
+
+    async def _close_rest(self) -> None:
+        rest, self._rest = self._rest, None
+        if rest is not None:
+            await rest.close()
 
     async def reconnect(self) -> None:
         if self._connection is not None:
@@ -121,7 +130,11 @@ class FeishuAdapter:
         if self._rest is None:
             raise FileAccessDenied(f"I couldn't download “{name}” because I'm not connected to Feishu right now.")
         try:
-            download = await self._rest.download(message_id, file.file_id, kind)
+            download = await self._rest.download(message_id, file.file_id, kind, max_bytes=limit)
+        except DownloadTooLarge as exc:
+            if exc.size is not None:
+                raise FileTooLarge(f"“{name}” is {_size_text(exc.size)}; the limit is {_size_text(limit)}.") from exc
+            raise FileTooLarge(f"“{name}” is larger than the limit of {_size_text(limit)}.") from exc
         except FeishuApiError as exc:
             if exc.status in (401, 403) or exc.code in PERMISSION_CODES:
                 raise FileAccessDenied(

@@ -1,43 +1,62 @@
-"""The Feishu/Lark REST API through lark-oapi's async calls, with rate-limit backoff.
+"""The Feishu/Lark REST API: lark-oapi request and response models, sent through one long-lived HTTP client.
 
-lark-oapi fetches the tenant token with a blocking HTTP call when its cache is empty; ``_ensure_token``
-warms that cache on a worker thread so the event loop (and the long connection's heartbeat) never stalls.
+lark-oapi builds the requests (``ReplyMessageRequest`` …), fetches and caches the tenant token and parses the
+answers, but its async calls open a new ``httpx.AsyncClient`` per call, and building one (a TLS context, the CA
+bundle parsed) blocks the event loop for tens of milliseconds. ``LarkTransport`` sends the same request objects
+through one client that lives from ``FeishuRest.start()`` to ``close()``. The token is fetched by lark-oapi's
+``TokenManager`` (a blocking call) on a worker thread, so the loop and the long connection's heartbeat never stall.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import httpx
 import lark_oapi as lark
 from lark_oapi.api.cardkit.v1 import (
     ContentCardElementRequest,
     ContentCardElementRequestBody,
+    ContentCardElementResponse,
     CreateCardRequest,
     CreateCardRequestBody,
+    CreateCardResponse,
     SettingsCardRequest,
     SettingsCardRequestBody,
+    SettingsCardResponse,
 )
 from lark_oapi.api.im.v1 import (
     CreateMessageReactionRequest,
     CreateMessageReactionRequestBody,
+    CreateMessageReactionResponse,
     DeleteMessageReactionRequest,
+    DeleteMessageReactionResponse,
     Emoji,
     GetMessageRequest,
     GetMessageResourceRequest,
+    GetMessageResourceResponse,
+    GetMessageResponse,
     Message,
     PatchMessageRequest,
     PatchMessageRequestBody,
+    PatchMessageResponse,
     ReplyMessageRequest,
     ReplyMessageRequestBody,
+    ReplyMessageResponse,
 )
 from lark_oapi.core.exception import ObtainAccessTokenException
+from lark_oapi.core.json import JSON
+from lark_oapi.core.model import Config, RawResponse
 from lark_oapi.core.token import TokenManager
+from lark_oapi.core.utils import Files
+from lark_oapi.core.utils.user_agent import build_user_agent
 
 from bot.settings import FeishuSettings
 
@@ -46,8 +65,16 @@ logger = logging.getLogger(__name__)
 RATE_LIMIT_CODE = 99991400
 TOKEN_INVALID_CODES = frozenset({99991661, 99991663, 99991664, 99991665})
 TRANSIENT_ATTEMPTS = 3
+MAX_CONNECTIONS = 32
+"""Concurrent requests to Feishu; Feishu's own limits (5 QPS per chat for messages) bind long before."""
+MAX_IDLE_CONNECTIONS = 16
+IDLE_CONNECTION_EXPIRY_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+MAX_ERROR_BODY_BYTES = 64 * 1024
+"""How much of a failed download's (JSON error) body is read."""
 
 R = TypeVar("R", bound=lark.BaseResponse)
+Exchange = Callable[[str | None], Awaitable[R]]
 
 
 class FeishuApiError(Exception):
@@ -63,6 +90,19 @@ class FeishuApiError(Exception):
 
 class FeishuRateLimited(FeishuApiError):
     """Still rate limited after the longest wait allowed."""
+
+
+class DownloadTooLarge(Exception):
+    """A download was refused for its size. ``size`` is the announced size, when the server sent one."""
+
+    def __init__(self, limit: int, size: int | None) -> None:
+        super().__init__(f"download over the limit of {limit} bytes (announced size: {size})")
+        self.limit = limit
+        self.size = size
+
+
+class TransportClosed(RuntimeError):
+    """A call after ``close()`` (or before ``start()``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +133,7 @@ def _status(response: lark.BaseResponse) -> int | None:
 
 
 def _read_error(response: lark.BaseResponse) -> None:
-    """Fill ``code``/``msg`` from a JSON error body the SDK left unread (binary downloads skip it)."""
+    """Fill ``code``/``msg`` from a JSON error body the parser left unread (binary downloads skip it)."""
     if response.code is not None or response.raw is None or not response.raw.content:
         return
     try:
@@ -105,14 +145,180 @@ def _read_error(response: lark.BaseResponse) -> None:
         response.msg = str(body.get("msg") or "")
 
 
+def _is_success(status: int) -> bool:
+    return 200 <= status < 300
+
+
+def _raw(response: httpx.Response, content: bytes) -> RawResponse:
+    raw = RawResponse()
+    raw.status_code = response.status_code
+    raw.headers = dict(response.headers)  # httpx gives lower-case names
+    raw.content = content
+    return raw
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def parse_response(raw: RawResponse, response_type: type[R]) -> R:
+    """lark-oapi's model of an answer, as its own async calls build it.
+
+    A typed answer is always JSON (a successful answer that is not raises ``ValueError``: a transient failure);
+    a failed answer that is not JSON (a gateway's error page) keeps only its status. A raw ``BaseRequest`` that
+    succeeds may answer anything.
+    """
+    status = raw.status_code or 0
+    content = raw.content or b""
+    content_type = raw.headers.get("content-type", "")
+    if response_type is lark.BaseResponse and not content_type.startswith("application/json"):
+        response = response_type()
+        response.code = 0 if _is_success(status) else None
+    else:
+        try:
+            response = JSON.unmarshal(str(content, "utf-8"), response_type)
+        except ValueError:
+            if _is_success(status):
+                raise
+            response = response_type()
+    response.raw = raw
+    return response
+
+
+class LarkTransport:
+    """Sends lark-oapi ``BaseRequest`` objects (path, query, headers, JSON body or files) over one shared client.
+
+    The URL, headers and body are made the way lark-oapi's ``Transport.aexecute`` makes them; the caller
+    supplies the tenant token for requests that need one.
+    """
+
+    def __init__(self, config: Config, *, timeout_s: float) -> None:
+        self._config = config
+        self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+        self._user_agent = build_user_agent(source=config.source, extra_tags=config.extra_ua_tags)
+
+    @property
+    def started(self) -> bool:
+        return self._client is not None and not self._closed
+
+    async def start(self) -> None:
+        """Create the client (on a worker thread: creating one reads the CA bundle)."""
+        if self._client is not None or self._closed:
+            return
+        limits = httpx.Limits(
+            max_connections=MAX_CONNECTIONS,
+            max_keepalive_connections=MAX_IDLE_CONNECTIONS,
+            keepalive_expiry=IDLE_CONNECTION_EXPIRY_S,
+        )
+        client = await asyncio.to_thread(httpx.AsyncClient, timeout=self._timeout, limits=limits)
+        if self._closed:  # closed while it was being made
+            await client.aclose()
+            return
+        self._client = client
+
+    async def close(self) -> None:
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _live_client(self) -> httpx.AsyncClient:
+        if self._client is None or self._closed:
+            raise TransportClosed("the Feishu client is not running")
+        return self._client
+
+    def url(self, request: lark.BaseRequest) -> str:
+        uri = request.uri or ""
+        for key, value in (request.paths or {}).items():
+            uri = uri.replace(":" + key, urllib.parse.quote("" if value is None else str(value), safe=""))
+        if uri.startswith(("http://", "https://")):
+            return uri
+        return self._config.domain + uri
+
+    def headers(self, request: lark.BaseRequest, token: str | None) -> dict[str, str]:
+        headers = dict(request.headers or {})
+        headers["User-Agent"] = self._user_agent
+        if request.token_types:
+            if lark.AccessTokenType.TENANT not in request.token_types:
+                raise TypeError("only tenant-token requests are supported")
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def body(self, request: lark.BaseRequest, headers: dict[str, str]) -> dict[str, Any]:
+        """httpx arguments for the body: multipart when the request carries files, else JSON."""
+        if request.files is None:  # an upload's body holds its file objects; lark-oapi moves them out the same way
+            request.files = Files.extract_files(request.body) or None
+        if request.files:
+            for file in request.files.values():
+                if isinstance(file, io.IOBase) and file.seekable():
+                    file.seek(0)  # a retry sends the whole file again
+            data = json.loads(JSON.marshal(request.body)) if request.body is not None else None
+            return {"files": request.files, "data": data}
+        if request.body is None:
+            return {}
+        if not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        return {"content": JSON.marshal(request.body).encode("utf-8")}
+
+    async def send(self, request: lark.BaseRequest, token: str | None) -> RawResponse:
+        client = self._live_client()
+        headers = self.headers(request, token)
+        body = self.body(request, headers)
+        method = request.http_method.name if request.http_method is not None else "GET"
+        response = await client.request(method, self.url(request), headers=headers, params=request.queries, **body)
+        return _raw(response, response.content)
+
+    async def download(
+        self, request: lark.BaseRequest, token: str | None, *, max_bytes: int | None
+    ) -> GetMessageResourceResponse:
+        """Stream a resource; more than ``max_bytes`` raises ``DownloadTooLarge`` without reading the rest."""
+        client = self._live_client()
+        headers = self.headers(request, token)
+        method = request.http_method.name if request.http_method is not None else "GET"
+        async with client.stream(method, self.url(request), headers=headers, params=request.queries) as response:
+            if not _is_success(response.status_code):
+                error_body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    error_body += chunk
+                    if len(error_body) >= MAX_ERROR_BODY_BYTES:
+                        break
+                return parse_response(_raw(response, bytes(error_body)), GetMessageResourceResponse)
+            announced = _content_length(response)
+            if max_bytes is not None and announced is not None and announced > max_bytes:
+                raise DownloadTooLarge(max_bytes, announced)
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if max_bytes is not None and len(data) > max_bytes:
+                    raise DownloadTooLarge(max_bytes, announced)
+            raw = _raw(response, bytes(data))
+        result = GetMessageResourceResponse()
+        result.code = 0
+        result.file = io.BytesIO(raw.content or b"")
+        disposition = raw.headers.get("content-disposition")
+        result.file_name = Files.parse_file_name({"Content-Disposition": disposition} if disposition else {})
+        result.raw = raw
+        return result
+
+
 class FeishuRest:
-    """The calls the adapter needs. Every call retries rate limits (bounded) and brief network failures."""
+    """The calls the adapter needs. Every call retries rate limits (bounded) and brief network failures.
+
+    Use ``async with FeishuRest(settings) as rest`` (or ``start()`` and ``close()``): the HTTP client lives
+    between the two.
+    """
 
     def __init__(self, settings: FeishuSettings) -> None:
         if not settings.app_id or settings.app_secret is None:
             raise ValueError("FEISHU_APP_ID and FEISHU_APP_SECRET must both be set")
         self._settings = settings
-        self.client = (
+        client = (
             lark.Client.builder()
             .app_id(settings.app_id)
             .app_secret(settings.app_secret.get_secret_value())
@@ -121,23 +327,43 @@ class FeishuRest:
             .log_level(lark.LogLevel.WARNING)
             .build()
         )
+        assert client.config is not None
+        self._config: Config = client.config
+        self._transport = LarkTransport(self._config, timeout_s=settings.rest_timeout_s)
         self._token_lock = asyncio.Lock()
+
+    # lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._transport.start()
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
 
     # token ---------------------------------------------------------------------------------------
     @property
     def _token_key(self) -> str:
         return f"self_tenant_token:{self._settings.app_id}"  # the key lark-oapi's TokenManager caches under
 
-    async def _ensure_token(self) -> None:
-        if TokenManager.cache.get(self._token_key):
-            return
-        config = self.client.config
-        assert config is not None
+    async def _tenant_token(self) -> str:
+        """The cached tenant token, or a new one fetched by lark-oapi on a worker thread."""
+        token = TokenManager.cache.get(self._token_key)
+        if token:
+            return token
         async with self._token_lock:
-            if TokenManager.cache.get(self._token_key):
-                return
+            token = TokenManager.cache.get(self._token_key)
+            if token:
+                return token
             try:
-                await asyncio.to_thread(TokenManager.get_self_tenant_token, config)
+                return await asyncio.to_thread(TokenManager.get_self_tenant_token, self._config)
             except ObtainAccessTokenException as exc:
                 raise FeishuApiError(
                     "getting the tenant access token", code=getattr(exc, "code", None), message=str(exc)
@@ -150,18 +376,31 @@ class FeishuRest:
 
     # the retry loop ------------------------------------------------------------------------------
     async def call(
-        self, what: str, send: Callable[[], Awaitable[R]], *, max_wait_s: float | None = None
+        self, what: str, request: lark.BaseRequest, response_type: type[R], *, max_wait_s: float | None = None
     ) -> R:
-        """Run ``send`` until it succeeds; rate limits wait (up to ``max_wait_s`` in total) and retry."""
+        """Send ``request`` until it succeeds; rate limits wait (up to ``max_wait_s`` in total) and retry."""
+
+        async def exchange(token: str | None) -> R:
+            return parse_response(await self._transport.send(request, token), response_type)
+
+        return await self._retrying(what, request, exchange, max_wait_s=max_wait_s)
+
+    async def _retrying(
+        self, what: str, request: lark.BaseRequest, exchange: Exchange[R], *, max_wait_s: float | None = None
+    ) -> R:
         max_wait = self._settings.rate_limit_max_wait_s if max_wait_s is None else max_wait_s
         delay = self._settings.rate_limit_backoff_s
         waited = 0.0
         transient_failures = 0
         token_refreshed = False
         while True:
-            await self._ensure_token()
+            if not self._transport.started:
+                raise FeishuApiError(what, code=None, message="the Feishu client is not running")
+            token = await self._tenant_token() if request.token_types else None
             try:
-                response = await send()
+                response = await exchange(token)
+            except TransportClosed as exc:
+                raise FeishuApiError(what, code=None, message=str(exc)) from exc
             except (httpx.HTTPError, ValueError) as exc:  # network failure, or a body that is not JSON
                 transient_failures += 1
                 if transient_failures >= TRANSIENT_ATTEMPTS or waited + delay > max_wait:
@@ -211,17 +450,14 @@ class FeishuRest:
     # calls ---------------------------------------------------------------------------------------
     async def bot_info(self) -> BotIdentity:
         """The bot's own identity (``GET /open-apis/bot/v3/info``; ``bot`` sits at the top level)."""
-
-        def request() -> lark.BaseRequest:
-            return (
-                lark.BaseRequest.builder()
-                .http_method(lark.HttpMethod.GET)
-                .uri("/open-apis/bot/v3/info")
-                .token_types({lark.AccessTokenType.TENANT})
-                .build()
-            )
-
-        response = await self.call("reading the bot's identity", lambda: self.client.arequest(request()))
+        request = (
+            lark.BaseRequest.builder()
+            .http_method(lark.HttpMethod.GET)
+            .uri("/open-apis/bot/v3/info")
+            .token_types({lark.AccessTokenType.TENANT})
+            .build()
+        )
+        response = await self.call("reading the bot's identity", request, lark.BaseResponse)
         body: dict[str, Any] = {}
         if response.raw is not None and response.raw.content:
             body = json.loads(response.raw.content)
@@ -233,17 +469,18 @@ class FeishuRest:
 
     async def get_message(self, message_id: str, *, max_wait_s: float | None = None) -> Message | None:
         request = GetMessageRequest.builder().message_id(message_id).build()
-        response = await self.call(
-            f"reading message {message_id}", lambda: self.client.im.v1.message.aget(request), max_wait_s=max_wait_s
-        )
+        response = await self.call(f"reading message {message_id}", request, GetMessageResponse, max_wait_s=max_wait_s)
         items = response.data.items if response.data is not None else None
         return items[0] if items else None
 
-    async def download(self, message_id: str, file_key: str, kind: str) -> Download:
+    async def download(self, message_id: str, file_key: str, kind: str, *, max_bytes: int | None = None) -> Download:
+        """A message's image or file. More than ``max_bytes`` raises ``DownloadTooLarge`` before it is all read."""
         request = GetMessageResourceRequest.builder().message_id(message_id).file_key(file_key).type(kind).build()
-        response = await self.call(
-            f"downloading {kind} {file_key}", lambda: self.client.im.v1.message_resource.aget(request)
-        )
+
+        async def exchange(token: str | None) -> GetMessageResourceResponse:
+            return await self._transport.download(request, token, max_bytes=max_bytes)
+
+        response = await self._retrying(f"downloading {kind} {file_key}", request, exchange)
         data = response.file.read() if response.file is not None else b""
         return Download(data=data, content_type=_header(response, "content-type") or "", file_name=response.file_name)
 
@@ -255,7 +492,7 @@ class FeishuRest:
         if uuid:
             body = body.uuid(uuid)
         request = ReplyMessageRequest.builder().message_id(message_id).request_body(body.build()).build()
-        response = await self.call(f"replying to {message_id}", lambda: self.client.im.v1.message.areply(request))
+        response = await self.call(f"replying to {message_id}", request, ReplyMessageResponse)
         new_id = response.data.message_id if response.data is not None else None
         if not new_id:
             raise FeishuApiError(f"replying to {message_id}", code=response.code, message="no message_id in the answer")
@@ -264,9 +501,7 @@ class FeishuRest:
     async def patch_message(self, message_id: str, content: str, *, max_wait_s: float | None = None) -> None:
         body = PatchMessageRequestBody.builder().content(content).build()
         request = PatchMessageRequest.builder().message_id(message_id).request_body(body).build()
-        await self.call(
-            f"updating message {message_id}", lambda: self.client.im.v1.message.apatch(request), max_wait_s=max_wait_s
-        )
+        await self.call(f"updating message {message_id}", request, PatchMessageResponse, max_wait_s=max_wait_s)
 
     async def add_reaction(self, message_id: str, emoji_type: str) -> str | None:
         body = CreateMessageReactionRequestBody.builder().reaction_type(
@@ -274,20 +509,18 @@ class FeishuRest:
         ).build()
         request = CreateMessageReactionRequest.builder().message_id(message_id).request_body(body).build()
         response = await self.call(
-            f"reacting to {message_id}", lambda: self.client.im.v1.message_reaction.acreate(request), max_wait_s=10.0
+            f"reacting to {message_id}", request, CreateMessageReactionResponse, max_wait_s=10.0
         )
         return response.data.reaction_id if response.data is not None else None
 
     async def delete_reaction(self, message_id: str, reaction_id: str) -> None:
         request = DeleteMessageReactionRequest.builder().message_id(message_id).reaction_id(reaction_id).build()
-        await self.call(
-            f"removing a reaction from {message_id}", lambda: self.client.im.v1.message_reaction.adelete(request)
-        )
+        await self.call(f"removing a reaction from {message_id}", request, DeleteMessageReactionResponse)
 
     async def create_card(self, card: dict[str, Any]) -> str:
         body = CreateCardRequestBody.builder().type("card_json").data(json.dumps(card, ensure_ascii=False)).build()
         request = CreateCardRequest.builder().request_body(body).build()
-        response = await self.call("creating a card", lambda: self.client.cardkit.v1.card.acreate(request))
+        response = await self.call("creating a card", request, CreateCardResponse)
         card_id = response.data.card_id if response.data is not None else None
         if not card_id:
             raise FeishuApiError("creating a card", code=response.code, message="no card_id in the answer")
@@ -301,9 +534,7 @@ class FeishuRest:
             ContentCardElementRequest.builder().card_id(card_id).element_id(element_id).request_body(body).build()
         )
         await self.call(
-            f"streaming into card {card_id}",
-            lambda: self.client.cardkit.v1.card_element.acontent(request),
-            max_wait_s=max_wait_s,
+            f"streaming into card {card_id}", request, ContentCardElementResponse, max_wait_s=max_wait_s
         )
 
     async def set_card_settings(self, card_id: str, settings: dict[str, Any], sequence: int) -> None:
@@ -314,5 +545,4 @@ class FeishuRest:
             .build()
         )
         request = SettingsCardRequest.builder().card_id(card_id).request_body(body).build()
-        await self.call(f"closing card {card_id}", lambda: self.client.cardkit.v1.card.asettings(request))
-
+        await self.call(f"closing card {card_id}", request, SettingsCardResponse)
