@@ -25,6 +25,8 @@ from html import escape
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bot.stats import percentile
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -79,15 +81,6 @@ def plan_faults(
 
 
 # figures -------------------------------------------------------------------------------------------
-def percentile(values: Iterable[float], fraction: float) -> float | None:
-    """Nearest-rank percentile (``fraction`` in 0..1); ``None`` without values."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 

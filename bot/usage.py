@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 
 from bot.engine import Usage
 from bot.errors import UserFacingError
+from bot.stats import percentile
 from bot.types import IncomingMessage
 
 logger = logging.getLogger(__name__)
@@ -70,15 +70,6 @@ def note_engine_usage(usage: Usage) -> None:
     trace = _current_trace.get()
     if trace is not None:
         trace.engine_usage = usage
-
-
-def percentile(values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile (``fraction`` in 0..1); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))
-    return ordered[index]
 
 
 def channel_of(message: IncomingMessage) -> str:

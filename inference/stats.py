@@ -6,12 +6,13 @@ Thread-safe: the worker thread records, the event loop reads.
 from __future__ import annotations
 
 import bisect
-import math
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from bot.stats import percentile
 
 OUTCOMES = ("answered", "failed", "busy", "timeout", "cancelled", "oom", "unavailable")
 
@@ -27,15 +28,6 @@ def cumulative_histogram(values: Iterable[float], bounds: Iterable[float] = LATE
     histogram = {f"{bound:g}": bisect.bisect_right(ordered, bound) for bound in bounds}
     histogram["+Inf"] = len(ordered)
     return histogram
-
-
-def percentile(values: Iterable[float], fraction: float) -> float | None:
-    """Nearest-rank percentile (``fraction`` in 0..1); ``None`` for no values."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 class _TimedSamples:
