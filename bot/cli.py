@@ -35,6 +35,7 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.console import ConsoleAdapter
     from bot.app import Application
 
+    settings.core.http_port = 0  # a terminal session serves no health endpoints (and must not clash with `run`)
     console = ConsoleAdapter(settings)
     files = [*args.image, *args.file]
     question = " ".join(args.question).strip()
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "chat":
         if args.demo:
             settings.engine.model = str(_demo_model(settings))
+            settings.engine.max_new_tokens = min(settings.engine.max_new_tokens, 64)  # random text: keep it short
             print(DEMO_WARNING, file=sys.stderr)
         try:
             return asyncio.run(_chat(settings, args))
