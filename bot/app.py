@@ -8,7 +8,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, Self
 
-from bot.commands import BUILTIN_COMMANDS, Command, parse_command
+from bot.commands import BUILTIN_COMMANDS, Command, looks_like_command, parse_command
 from bot.conversations import ConversationMemory
 from bot.dedupe import SeenKeys
 from bot.engine import Engine
@@ -149,7 +149,7 @@ class Application:
         for key in keys:
             self.seen.add(key)
         self.counters["accepted"] += 1
-        if message.is_command or message.text.startswith("/"):
+        if message.is_command or looks_like_command(message.text):
             self._spawn(self._run_command(message, reply), message)
         else:
             self._spawn(self._run_question(message, reply), message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ class Command:
     summary: str
     handler: CommandHandler
     admin_only: bool = False
+
+
+def looks_like_command(text: str) -> bool:
+    """``/status`` or ``/reconnect slack`` — but not a question that starts with a path like ``/usr/bin/x``."""
+    if not text.startswith("/"):
+        return False
+    name, _ = parse_command(text)
+    return re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", name) is not None
 
 
 def parse_command(text: str) -> tuple[str, str]:

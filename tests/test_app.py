@@ -162,3 +162,10 @@ async def test_stop_drains_an_answer_in_flight(settings: Settings, screenshot: P
     await asyncio.sleep(0)  # the question is scheduled, not answered yet
     await app.stop()
     assert reply.done.is_set() and reply.error is None and reply.final
+
+
+async def test_a_question_that_starts_with_a_path_is_not_a_command(running, screenshot: Path) -> None:
+    app, _, engine = running
+    reply = await ask(app, message("/usr/bin/python crashes with this error, why?", local_image(screenshot)))
+    assert reply.error is None and "don't know the command" not in (reply.final or "")
+    assert engine.requests[-1].question.startswith("/usr/bin/python")
