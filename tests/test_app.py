@@ -11,22 +11,7 @@ from PIL import Image
 
 from bot.app import PAUSED_REPLY, Application
 from bot.settings import Settings
-from tests.helpers import LocalFilesAdapter, RecordingReply, local_image, message
-
-
-class RecordingEngine:
-    """The real engine, plus a list of the requests it was given."""
-
-    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
-        self.inner = inner
-        self.requests: list = []
-
-    def submit(self, request):  # type: ignore[no-untyped-def]
-        self.requests.append(request)
-        return self.inner.submit(request)
-
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        return getattr(self.inner, name)
+from tests.helpers import LocalFilesAdapter, RecordingEngine, RecordingReply, local_image, message
 
 
 @pytest.fixture

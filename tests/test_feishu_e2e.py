@@ -20,6 +20,7 @@ from adapters.feishu import FeishuAdapter
 from bot.app import Application
 from bot.settings import Settings
 from tests.fake_feishu import FakeFeishu, feishu_environment
+from tests.helpers import RecordingEngine
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -27,19 +28,6 @@ ADMIN = "ou_admin"
 PROGRESS_PREFIXES = ("Looking at it", "Queued —")
 
 
-class RecordingEngine:
-    """The real engine, plus the requests it was given."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.requests: list[Any] = []
-
-    def submit(self, request: Any) -> Any:
-        self.requests.append(request)
-        return self.inner.submit(request)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from bot.app import Application
 from bot.settings import Settings
 from bot.types import AdapterHealth
 from tests.fake_slack import FakeSlack
+from tests.helpers import RecordingEngine
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,19 +42,6 @@ def pdf(pages: int = 1) -> bytes:
     return buffer.getvalue()
 
 
-class RecordingEngine:
-    """The real engine, plus the requests it was given."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.requests: list[Any] = []
-
-    def submit(self, request: Any) -> Any:
-        self.requests.append(request)
-        return self.inner.submit(request)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @dataclass
