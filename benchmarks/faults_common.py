@@ -164,22 +164,36 @@ def count_answers(outcomes: Sequence[QuestionOutcome]) -> dict[str, Any]:
 
 
 # probes (run in the bot's event loop) --------------------------------------------------------------
-class LoopLagProbe:
-    """How late the event loop wakes a sleeper: a direct measure of what delays acks and heartbeats."""
+class _PeriodicProbe:
+    """A background task on the running loop, started by ``start`` and cancelled by ``stop``."""
 
-    def __init__(self, interval_s: float = 0.05) -> None:
+    name = "probe"
+
+    def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
-        self.lags_s: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag-probe")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class LoopLagProbe(_PeriodicProbe):
+    """How late the event loop wakes a sleeper: a direct measure of what delays acks and heartbeats."""
+
+    name = "loop-lag-probe"
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        super().__init__(interval_s)
+        self.lags_s: list[float] = []
 
     async def _run(self) -> None:
         while True:
@@ -195,23 +209,15 @@ class QueueSample:
     in_flight: int
 
 
-class QueueProbe:
+class QueueProbe(_PeriodicProbe):
     """Samples the engine's queue (``stats().queue_depth``/``in_flight``) to show that it stayed saturated."""
 
+    name = "queue-probe"
+
     def __init__(self, stats: Callable[[], Any], interval_s: float = 0.25) -> None:
+        super().__init__(interval_s)
         self._stats = stats
-        self.interval_s = interval_s
         self.samples: list[QueueSample] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="queue-probe")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         while True:
