@@ -1,0 +1,222 @@
+"""The state store's interface: dedupe keys, the job journal, conversations, documents, audit and cache.
+
+One embedded SQLite file (``bot.store.sqlite``) implements all of it; a shared store for several replicas
+(``bot.store.redis``) implements the parts replicas must agree on (dedupe, jobs, conversations, cache) and
+keeps the rest in the local SQLite file. Every method is async; implementations never block the event loop.
+Nothing here stores image bytes or file contents: only hashes, page text and message metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class JobState(StrEnum):
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    ANSWERED = "answered"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.ANSWERED, JobState.FAILED)
+
+
+@dataclass(slots=True)
+class Job:
+    """One accepted question (or command) in the journal.
+
+    ``message`` is the serialised ``IncomingMessage`` (bot.store.codec), enough to answer it again after a
+    restart: files are fetched again from the platform. ``reply_state`` is what the adapter needs to keep
+    editing the same reply (e.g. the placeholder's id); it is opaque to the core.
+    """
+
+    job_id: str
+    platform: str
+    conversation: str
+    user: str
+    message: str
+    state: JobState = JobState.ACCEPTED
+    reply_state: dict[str, str] = field(default_factory=dict)
+    attempts: int = 0
+    owner: str = ""
+    lease_until: float = 0.0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    error: str = ""
+
+
+class DedupeStore(Protocol):
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        """Atomically remember ``key`` for ``ttl_s``; False when it was already there (a duplicate)."""
+
+    async def expire_keys(self) -> int:
+        """Forget expired keys; returns how many."""
+
+
+class JobJournal(Protocol):
+    async def accept(self, job: Job, owner: str, lease_s: float) -> bool:
+        """Insert a new job leased to ``owner``; False when a job with that id exists (a duplicate)."""
+
+    async def mark(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        reply_state: dict[str, str] | None = None,
+        error: str = "",
+    ) -> None:
+        """Move a job to ``state`` (running / answered / failed); ``reply_state`` replaces the stored one."""
+
+    async def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> None:
+        """Extend ``owner``'s leases on unfinished jobs."""
+
+    async def take_over(self, owner: str, lease_s: float, *, include_live: bool = False) -> list[Job]:
+        """Claim unfinished jobs whose lease ran out (all unfinished jobs when ``include_live``).
+
+        Each returned job is now leased to ``owner`` with ``attempts`` incremented. A job is handed to one
+        caller only, even with several processes calling at once.
+        """
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def unfinished(self) -> list[Job]: ...
+
+    async def expire_jobs(self, older_than_s: float) -> int:
+        """Delete finished jobs older than ``older_than_s``; returns how many."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTurn:
+    role: str  # "user" | "assistant"
+    text: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file seen in a conversation: the serialised FileRef (bot.store.codec) and its content hash."""
+
+    file_ref: str
+    content_hash: str
+    created_at: float
+
+
+class ConversationStore(Protocol):
+    async def add_turn(self, conversation: str, role: str, text: str) -> None: ...
+
+    async def turns(self, conversation: str, limit: int) -> list[StoredTurn]:
+        """The last ``limit`` turns, oldest first."""
+
+    async def add_file(self, conversation: str, file_ref: str, content_hash: str) -> None:
+        """Remember a file posted in the conversation (idempotent per content hash)."""
+
+    async def files(self, conversation: str, limit: int) -> list[StoredFile]:
+        """The newest ``limit`` files, oldest first."""
+
+    async def reset(self, conversation: str) -> bool:
+        """Forget turns, files, documents and cached answers of the conversation; True if there was any."""
+
+    async def expire_conversations(self, older_than_s: float) -> int:
+        """Delete conversations idle for longer than ``older_than_s``; returns how many."""
+
+
+@dataclass(frozen=True, slots=True)
+class PageHit:
+    document_id: str
+    page: int  # 1-based
+    score: float
+    snippet: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    document_id: str  # the content hash of the file
+    conversation: str
+    name: str
+    page_count: int
+    file_ref: str
+    indexed_pages: int = 0
+
+
+class DocumentIndex(Protocol):
+    async def add_document(self, info: DocumentInfo) -> None:
+        """Register a document in a conversation (idempotent)."""
+
+    async def documents(self, conversation: str) -> list[DocumentInfo]: ...
+
+    async def put_page(self, document_id: str, page: int, text: str, *, page_hash: str, source: str) -> None:
+        """Store a page's searchable text; ``source`` is ``text-layer`` or ``transcribed``."""
+
+    async def indexed_pages(self, document_id: str) -> set[int]: ...
+
+    async def transcription(self, page_hash: str) -> str | None:
+        """A cached model transcription of a page image with this content hash, from any document."""
+
+    async def search(self, document_ids: Sequence[str], query: str, limit: int) -> list[PageHit]:
+        """Full-text search (SQLite FTS5, bm25) over the pages of the given documents, best first."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One question's outcome. No content: lengths and hashes only."""
+
+    job_id: str
+    platform: str
+    user: str
+    conversation: str
+    image_hashes: tuple[str, ...]
+    question_chars: int
+    answer_chars: int
+    latency_s: float
+    outcome: str  # answered | failed | refused | cached | rate_limited …
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSummary:
+    since: float
+    questions: int
+    by_outcome: dict[str, int]
+    by_platform: dict[str, int]
+    top_users: list[tuple[str, int]]
+    mean_latency_s: float | None
+    p95_latency_s: float | None
+
+
+class AuditLog(Protocol):
+    async def record(self, record: AuditRecord) -> None: ...
+
+    async def summary(self, since: float, top: int = 5) -> AuditSummary: ...
+
+    async def count_for_user(self, user: str, since: float, outcomes: Sequence[str] = ("answered", "cached")) -> int:
+        """Questions of ``user`` since ``since`` (daily quota)."""
+
+    async def expire_audit(self, older_than_s: float) -> int: ...
+
+
+class AnswerCache(Protocol):
+    async def get_answer(self, conversation: str, key: str) -> str | None: ...
+
+    async def put_answer(self, conversation: str, key: str, answer: str, ttl_s: float) -> None: ...
+
+
+class Store(Protocol):
+    """The whole store: one object per process, opened at start and closed at stop."""
+
+    dedupe: DedupeStore
+    jobs: JobJournal
+    conversations: ConversationStore
+    documents: DocumentIndex
+    audit: AuditLog
+    cache: AnswerCache
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def describe(self) -> str:
+        """Where the state lives, for ``status`` and logs (never a password)."""

@@ -1,0 +1,579 @@
+"""A Redis-backed store for several replicas of the bot (``PEEKBOT_STORE_URL=redis://host:6379/0``).
+
+Replicas must agree on what was already seen (dedupe keys), on who answers which question (the job journal
+and its leases), on each conversation's turns and files, and on cached answers: those live in Redis.
+Documents (page text and the full-text index) and the audit log stay in each replica's LOCAL SQLite file:
+page text is a cache that any replica can rebuild from the conversation's files, and every replica keeps
+the audit of the questions it answered.
+
+Keys (all under ``key_prefix``):
+
+- ``dedupe:<key>``: a string with a TTL (``SET NX PX``).
+- ``job:<id>``: a hash per job; ``jobs:unfinished``: sorted set of unfinished job ids scored by lease expiry;
+  ``jobs:finished``: sorted set of finished job ids scored by finish time (finished jobs also get a TTL).
+  Accepting, marking, renewing and taking over run as Lua scripts with the server's clock, so two replicas
+  never take the same job and clock drift between hosts does not matter.
+- ``conv:<conversation>:turns`` (list, capped), ``conv:<conversation>:files`` (hash keyed by content hash),
+  ``conv:<conversation>:answers`` (set of cached answer keys), ``conv:<conversation>:answer:<key>`` (string
+  with a TTL); ``conversations``: sorted set of conversations scored by last activity. Activity refreshes
+  the conversation keys' TTL, so an idle conversation disappears even when nothing calls the expiry job.
+
+The take-over script reads job hashes whose names it builds from the prefix, so use a single Redis server
+(or a primary with replicas/Sentinel), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from bot.store.base import AuditLog, DocumentIndex, Job, JobState, StoredFile, StoredTurn
+
+try:
+    from redis import asyncio as aioredis
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError("PEEKBOT_STORE_URL=redis://… needs the Redis client: pip install 'peekbot[redis]'") from exc
+
+if TYPE_CHECKING:
+    from bot.store.sqlite import SQLiteStore
+
+log = logging.getLogger(__name__)
+
+_SECRET_QUERY_KEYS = {"password", "pass", "passwd", "secret", "token"}
+
+
+class StoreUnavailable(RuntimeError):
+    """The shared store cannot be reached or refused the connection."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` without secrets: a password (or lone user-info) becomes ``***``; so does a ``password=`` query."""
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{host}"
+        elif parts.username:
+            netloc = f"***@{host}"
+        else:
+            netloc = host
+        query = urlencode(
+            [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in parse_qsl(parts.query, True)],
+            safe="*",
+        )
+        shown = f"{parts.scheme}://{netloc}{parts.path}"
+        return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    except ValueError:
+        return "<unparseable Redis URL>"
+
+
+def _secrets_in(url: str) -> list[str]:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    found = [parts.password, parts.username if parts.password is None else None]
+    found += [v for k, v in parse_qsl(parts.query, True) if k.lower() in _SECRET_QUERY_KEYS]
+    secrets = [s for s in found if s]
+    return sorted({*secrets, *(unquote(s) for s in secrets)}, key=len, reverse=True)
+
+
+def _scrub(text: str, url: str) -> str:
+    for secret in _secrets_in(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+# --- Lua scripts (server clock; every one is atomic) -------------------------------------------------------
+
+_LUA_PRELUDE = """
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function fmt(x) return string.format('%.6f', x) end
+local function finished(state) return state == 'answered' or state == 'failed' end
+"""
+
+# KEYS: job hash, unfinished zset, finished zset.
+# ARGV: job id, owner, lease_s, created_at ('' = now), finished ttl ms, field/value pairs…
+_ACCEPT = (
+    _LUA_PRELUDE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local t = now()
+local lease = t + tonumber(ARGV[3])
+local created = ARGV[4]
+if created == '' then created = fmt(t) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'lease_until', fmt(lease), 'created_at', created, 'updated_at', fmt(t))
+if finished(redis.call('HGET', KEYS[1], 'state')) then
+  redis.call('ZADD', KEYS[3], fmt(t), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+else
+  redis.call('ZADD', KEYS[2], fmt(lease), ARGV[1])
+end
+return 1
+"""
+)
+
+# KEYS: job hash, unfinished zset, finished zset.
+# ARGV: job id, new state, '1' when reply_state is given, reply_state JSON, error, finished ttl ms.
+_MARK = (
+    _LUA_PRELUDE
+    + """
+local current = redis.call('HGET', KEYS[1], 'state')
+if not current then return 0 end
+local t = now()
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', fmt(t), 'error', ARGV[5])
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'reply_state', ARGV[4]) end
+if finished(ARGV[2]) then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], fmt(t), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+elseif finished(current) then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'lease_until'), ARGV[1])
+end
+return 1
+"""
+)
+
+# KEYS: unfinished zset, then one job hash per id. ARGV: owner, lease_s, then the ids (same order as KEYS[2..]).
+_RENEW = (
+    _LUA_PRELUDE
+    + """
+local lease = fmt(now() + tonumber(ARGV[2]))
+local renewed = 0
+for i = 2, #KEYS do
+  local fields = redis.call('HMGET', KEYS[i], 'owner', 'state')
+  if fields[1] == ARGV[1] and fields[2] and not finished(fields[2]) then
+    redis.call('HSET', KEYS[i], 'lease_until', lease)
+    redis.call('ZADD', KEYS[1], lease, ARGV[i + 1])
+    renewed = renewed + 1
+  end
+end
+return renewed
+"""
+)
+
+# KEYS: unfinished zset. ARGV: owner, lease_s, '1' to include live leases, job key prefix.
+# Returns the claimed jobs' hashes (flat field/value arrays).
+_TAKE_OVER = (
+    _LUA_PRELUDE
+    + """
+local t = now()
+local upto = fmt(t)
+if ARGV[3] == '1' then upto = '+inf' end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', upto)
+local lease = fmt(t + tonumber(ARGV[2]))
+local claimed = {}
+for _, id in ipairs(ids) do
+  local key = ARGV[4] .. id
+  local state = redis.call('HGET', key, 'state')
+  if (not state) or finished(state) then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    redis.call('HSET', key, 'owner', ARGV[1], 'lease_until', lease, 'updated_at', fmt(t))
+    redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('ZADD', KEYS[1], lease, id)
+    claimed[#claimed + 1] = redis.call('HGETALL', key)
+  end
+end
+return claimed
+"""
+)
+
+# KEYS: files hash. ARGV: content hash, file ref, created_at, max files.
+# Each entry remembers its insertion number (counter in the reserved field '#seq') so files keep their order.
+_ADD_FILE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+local seq = redis.call('HINCRBY', KEYS[1], '#seq', 1)
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({file_ref = ARGV[2], created_at = ARGV[3], seq = seq}))
+local excess = redis.call('HLEN', KEYS[1]) - 1 - tonumber(ARGV[4])
+if excess > 0 then
+  local all = redis.call('HGETALL', KEYS[1])
+  local entries = {}
+  for i = 1, #all, 2 do
+    if all[i] ~= '#seq' then entries[#entries + 1] = {all[i], cjson.decode(all[i + 1]).seq} end
+  end
+  table.sort(entries, function(a, b) return a[2] < b[2] end)
+  for i = 1, excess do redis.call('HDEL', KEYS[1], entries[i][1]) end
+end
+return 1
+"""
+_SEQ_FIELD = "#seq"
+
+
+class _Keys:
+    """Key names under one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.job_prefix = f"{prefix}job:"
+        self.unfinished = f"{prefix}jobs:unfinished"
+        self.finished = f"{prefix}jobs:finished"
+        self.conversations = f"{prefix}conversations"
+
+    def dedupe(self, key: str) -> str:
+        return f"{self.prefix}dedupe:{key}"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.job_prefix}{job_id}"
+
+    def turns(self, conversation: str) -> str:
+        return f"{self.prefix}conv:{conversation}:turns"
+
+    def files(self, conversation: str) -> str:
+        return f"{self.prefix}conv:{conversation}:files"
+
+    def answer_index(self, conversation: str) -> str:
+        return f"{self.prefix}conv:{conversation}:answers"
+
+    def answer(self, conversation: str, key: str) -> str:
+        return f"{self.prefix}conv:{conversation}:answer:{key}"
+
+
+def _job_to_fields(job: Job) -> list[str]:
+    fields = {
+        "job_id": job.job_id,
+        "platform": job.platform,
+        "conversation": job.conversation,
+        "user": job.user,
+        "message": job.message,
+        "state": JobState(job.state).value,
+        "reply_state": json.dumps(job.reply_state),
+        "attempts": str(job.attempts),
+        "error": job.error,
+    }
+    return [item for pair in fields.items() for item in pair]
+
+
+def _job_from_hash(raw: dict[str, str] | Sequence[str]) -> Job:
+    data = raw if isinstance(raw, dict) else dict(zip(raw[::2], raw[1::2], strict=True))
+    return Job(
+        job_id=data["job_id"],
+        platform=data.get("platform", ""),
+        conversation=data.get("conversation", ""),
+        user=data.get("user", ""),
+        message=data.get("message", ""),
+        state=JobState(data.get("state", JobState.ACCEPTED.value)),
+        reply_state=json.loads(data.get("reply_state") or "{}"),
+        attempts=int(data.get("attempts") or 0),
+        owner=data.get("owner", ""),
+        lease_until=float(data.get("lease_until") or 0.0),
+        created_at=float(data.get("created_at") or 0.0),
+        updated_at=float(data.get("updated_at") or 0.0),
+        error=data.get("error", ""),
+    )
+
+
+class _Part:
+    """Shared access to the open client for the store's parts."""
+
+    def __init__(self, owner: RedisStore) -> None:
+        self._owner = owner
+        self._keys = owner.keys
+
+    @property
+    def _redis(self) -> aioredis.Redis:
+        return self._owner.client
+
+
+class RedisDedupe(_Part):
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        return bool(await self._redis.set(self._keys.dedupe(key), "1", nx=True, px=_ms(ttl_s)))
+
+    async def expire_keys(self) -> int:
+        """Redis forgets expired keys by itself: nothing to do, nothing counted."""
+        return 0
+
+
+class RedisJobJournal(_Part):
+    def __init__(self, owner: RedisStore) -> None:
+        super().__init__(owner)
+        self._accept = owner.register(_ACCEPT)
+        self._mark = owner.register(_MARK)
+        self._renew = owner.register(_RENEW)
+        self._take_over = owner.register(_TAKE_OVER)
+
+    async def accept(self, job: Job, owner: str, lease_s: float) -> bool:
+        keys = [self._keys.job(job.job_id), self._keys.unfinished, self._keys.finished]
+        created = f"{job.created_at:.6f}" if job.created_at else ""
+        args = [job.job_id, owner, repr(float(lease_s)), created, _ms(self._owner.finished_job_ttl_s)]
+        return bool(await self._accept(keys=keys, args=[*args, *_job_to_fields(job)]))
+
+    async def mark(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        reply_state: dict[str, str] | None = None,
+        error: str = "",
+    ) -> None:
+        keys = [self._keys.job(job_id), self._keys.unfinished, self._keys.finished]
+        args = [
+            job_id,
+            JobState(state).value,
+            "0" if reply_state is None else "1",
+            json.dumps(reply_state or {}),
+            error,
+            _ms(self._owner.finished_job_ttl_s),
+        ]
+        if not await self._mark(keys=keys, args=args):
+            log.warning("job %s is not in the journal (expired?); state %s not recorded", job_id, state)
+
+    async def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> None:
+        if not job_ids:
+            return
+        keys = [self._keys.unfinished, *(self._keys.job(job_id) for job_id in job_ids)]
+        await self._renew(keys=keys, args=[owner, repr(float(lease_s)), *job_ids])
+
+    async def take_over(self, owner: str, lease_s: float, *, include_live: bool = False) -> list[Job]:
+        args = [owner, repr(float(lease_s)), "1" if include_live else "0", self._keys.job_prefix]
+        claimed = await self._take_over(keys=[self._keys.unfinished], args=args)
+        jobs = sorted((_job_from_hash(raw) for raw in claimed), key=lambda job: (job.created_at, job.job_id))
+        if jobs:
+            log.info("took over %d unfinished job(s) as %s", len(jobs), owner)
+        return jobs
+
+    async def get(self, job_id: str) -> Job | None:
+        raw = await self._redis.hgetall(self._keys.job(job_id))
+        return _job_from_hash(raw) if raw else None
+
+    async def unfinished(self) -> list[Job]:
+        ids = await self._redis.zrange(self._keys.unfinished, 0, -1)
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self._keys.job(job_id))
+            hashes = await pipe.execute()
+        jobs = [_job_from_hash(raw) for raw in hashes if raw]
+        return sorted((job for job in jobs if not job.state.finished), key=lambda job: (job.created_at, job.job_id))
+
+    async def expire_jobs(self, older_than_s: float) -> int:
+        seconds, micros = await self._redis.time()  # finish times come from the server's clock
+        cutoff = seconds + micros / 1e6 - older_than_s
+        ids = await self._redis.zrangebyscore(self._keys.finished, "-inf", cutoff)
+        if not ids:
+            return 0
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for job_id in ids:
+                pipe.zrem(self._keys.finished, job_id)
+            for job_id in ids:
+                pipe.delete(self._keys.job(job_id))
+            results = await pipe.execute()
+        return sum(1 for removed in results[: len(ids)] if removed)
+
+
+class RedisConversations(_Part):
+    async def add_turn(self, conversation: str, role: str, text: str) -> None:
+        turn = json.dumps({"role": role, "text": text, "created_at": time.time()})
+        key = self._keys.turns(conversation)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, turn)
+            pipe.ltrim(key, -self._owner.max_turns, -1)
+            self._owner.touch_conversation(pipe, conversation)
+            await pipe.execute()
+
+    async def turns(self, conversation: str, limit: int) -> list[StoredTurn]:
+        if limit <= 0:
+            return []
+        raw = await self._redis.lrange(self._keys.turns(conversation), -limit, -1)
+        turns = [json.loads(item) for item in raw]
+        return [StoredTurn(role=t["role"], text=t["text"], created_at=float(t["created_at"])) for t in turns]
+
+    def __init__(self, owner: RedisStore) -> None:
+        super().__init__(owner)
+        self._add_file = owner.register(_ADD_FILE)
+
+    async def add_file(self, conversation: str, file_ref: str, content_hash: str) -> None:
+        key = self._keys.files(conversation)
+        await self._add_file(keys=[key], args=[content_hash, file_ref, repr(time.time()), self._owner.max_files])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self._owner.touch_conversation(pipe, conversation)
+            await pipe.execute()
+
+    async def _all_files(self, conversation: str) -> list[StoredFile]:
+        raw = await self._redis.hgetall(self._keys.files(conversation))
+        entries = {content_hash: json.loads(value) for content_hash, value in raw.items() if content_hash != _SEQ_FIELD}
+        ordered = sorted(entries.items(), key=lambda item: int(item[1]["seq"]))
+        return [StoredFile(e["file_ref"], content_hash, float(e["created_at"])) for content_hash, e in ordered]
+
+    async def files(self, conversation: str, limit: int) -> list[StoredFile]:
+        if limit <= 0:
+            return []
+        return (await self._all_files(conversation))[-limit:]
+
+    async def _delete(self, conversation: str) -> int:
+        """Delete the conversation's keys; returns how many existed."""
+        answers = await self._redis.smembers(self._keys.answer_index(conversation))
+        keys = [
+            self._keys.turns(conversation),
+            self._keys.files(conversation),
+            self._keys.answer_index(conversation),
+            *(self._keys.answer(conversation, key) for key in answers),
+        ]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*keys)
+            pipe.zrem(self._keys.conversations, conversation)
+            deleted, _ = await pipe.execute()
+        return int(deleted)
+
+    async def reset(self, conversation: str) -> bool:
+        shared = await self._delete(conversation)
+        local = await self._owner.local.conversations.reset(conversation)
+        return shared > 0 or local
+
+    async def expire_conversations(self, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        idle = await self._redis.zrangebyscore(self._keys.conversations, "-inf", cutoff)
+        for conversation in idle:
+            await self._delete(conversation)
+        await self._owner.local.conversations.expire_conversations(older_than_s)
+        return len(idle)
+
+
+class RedisAnswerCache(_Part):
+    async def get_answer(self, conversation: str, key: str) -> str | None:
+        value = await self._redis.get(self._keys.answer(conversation, key))
+        return None if value is None else str(value)
+
+    async def put_answer(self, conversation: str, key: str, answer: str, ttl_s: float) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.answer(conversation, key), answer, px=_ms(ttl_s))
+            pipe.sadd(self._keys.answer_index(conversation), key)
+            self._owner.touch_conversation(pipe, conversation)
+            await pipe.execute()
+
+
+class RedisStore:
+    """The shared store for several replicas; documents and audit stay in each replica's local SQLite file.
+
+    ``url`` is a ``redis://`` / ``rediss://`` / ``unix://`` URL (a password in it is never logged or shown);
+    ``local`` is this replica's own SQLite store (documents' page text and full-text index, audit log).
+    """
+
+    single_process = False
+    """Other replicas share the journal: at start, take over only jobs whose lease ran out."""
+
+    def __init__(
+        self,
+        url: str,
+        local: SQLiteStore,
+        key_prefix: str = "peekbot:",
+        *,
+        connect_timeout_s: float = 3.0,
+        command_timeout_s: float = 10.0,
+        finished_job_ttl_s: float = 7 * 24 * 3600.0,
+        conversation_ttl_s: float = 30 * 24 * 3600.0,
+        max_turns: int = 200,
+        max_files: int = 200,
+    ) -> None:
+        self.url = url
+        self.local = local
+        self.keys = _Keys(key_prefix)
+        self.connect_timeout_s = connect_timeout_s
+        self.command_timeout_s = command_timeout_s
+        self.finished_job_ttl_s = finished_job_ttl_s
+        self.conversation_ttl_s = conversation_ttl_s
+        self.max_turns = max_turns
+        self.max_files = max_files
+        self._client: aioredis.Redis | None = None
+        self._scripts: list[tuple[str, Any]] = []
+        self.dedupe = RedisDedupe(self)
+        self.jobs = RedisJobJournal(self)
+        self.conversations = RedisConversations(self)
+        self.cache = RedisAnswerCache(self)
+        self.documents: DocumentIndex = local.documents
+        self.audit: AuditLog = local.audit
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise StoreUnavailable(f"the Redis store at {redact_url(self.url)} is not open")
+        return self._client
+
+    def register(self, source: str) -> Any:
+        """A Lua script callable as ``await script(keys=…, args=…)`` once the store is open."""
+        index = len(self._scripts)
+        self._scripts.append((source, None))
+
+        async def call(keys: Sequence[str], args: Sequence[Any]) -> Any:
+            script = self._scripts[index][1]
+            if script is None:
+                script = self.client.register_script(source)
+                self._scripts[index] = (source, script)
+            return await script(keys=list(keys), args=list(args))
+
+        return call
+
+    def touch_conversation(self, pipe: Any, conversation: str) -> None:
+        """Queue on ``pipe``: record activity and refresh the TTL of the conversation's keys."""
+        ttl_ms = _ms(self.conversation_ttl_s)
+        pipe.zadd(self.keys.conversations, {conversation: time.time()})
+        for key in (
+            self.keys.turns(conversation),
+            self.keys.files(conversation),
+            self.keys.answer_index(conversation),
+        ):
+            pipe.pexpire(key, ttl_ms)
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        where = redact_url(self.url)
+        try:
+            client = aioredis.from_url(
+                self.url,
+                decode_responses=True,
+                socket_connect_timeout=self.connect_timeout_s,
+                socket_timeout=self.command_timeout_s,
+                health_check_interval=30,
+            )
+        except (ValueError, RedisError) as exc:
+            raise StoreUnavailable(f"Invalid Redis URL {where}: {_scrub(str(exc), self.url)}") from None
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                await client.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            await client.aclose()
+            detail = _scrub(str(exc) or type(exc).__name__, self.url)
+            raise StoreUnavailable(f"Can't reach Redis at {where}: {detail}") from None
+        self._client = client
+        self._scripts = [(source, None) for source, _ in self._scripts]
+        try:
+            await self.local.open()
+        except BaseException:
+            await self._close_client()
+            raise
+        log.info("store: %s", self.describe())
+
+    async def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def close(self) -> None:
+        try:
+            await self._close_client()
+        finally:
+            await self.local.close()
+
+    def describe(self) -> str:
+        return (
+            f"Redis {redact_url(self.url)} (prefix {self.keys.prefix!r}) for dedupe, jobs, conversations and "
+            f"cache; documents and audit in this replica's {self.local.describe()}"
+        )
