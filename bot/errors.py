@@ -113,3 +113,19 @@ class EngineUnavailable(EngineError):
 
     def __init__(self, reason: str = "the model is not running") -> None:
         super().__init__(f"Sorry, I can't answer right now: {reason}.")
+
+
+class TooManyPending(Busy):
+    """One user already has as many questions queued or running as allowed; this one was not queued."""
+
+    kind = "too_many_pending"
+
+    def __init__(self, pending: int, limit: int) -> None:
+        question = "question" if limit == 1 else "questions"
+        EngineError.__init__(
+            self,
+            f"You already have {limit} {question} waiting; I'll take more once some are answered.",
+            detail=f"{pending} pending, limit {limit}",
+        )
+        self.queue_depth = pending
+        self.queue_limit = limit

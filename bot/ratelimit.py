@@ -1,0 +1,202 @@
+"""Per-user rate limit (token bucket), daily quota, and the polite sentences that explain them.
+
+Admins are exempt from both when an ``exempt`` predicate is given (e.g. ``CoreSettings.is_admin``).
+
+Example::
+
+    limiter = RateLimiter(access.rate_limit_per_minute, access.rate_limit_burst, exempt=core.is_admin)
+    quota = QuotaChecker(access.daily_quota, store.audit.count_for_user, zone(access.quota_timezone),
+                         exempt=core.is_admin)
+    if (wait := limiter.try_acquire(user.key)) is not None:
+        await reply.fail(rate_limit_reply(wait))
+    elif (reset_in := await quota.check(user.key)) is not None:
+        await reply.fail(quota_reply(access.daily_quota, reset_in))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from datetime import time as day_time
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Exempt = Callable[[str], bool]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """A token bucket per user key: ``burst`` questions at once, refilled at ``per_minute`` per minute.
+
+    ``per_minute <= 0`` turns it off. Memory stays bounded: buckets that have refilled completely are
+    forgotten (a fresh bucket is full, so nothing changes for the user), and at most ``max_users`` buckets
+    are kept (the least recently used go first).
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        burst: int,
+        clock: Clock = time.monotonic,
+        *,
+        exempt: Exempt | None = None,
+        max_users: int = 100_000,
+    ) -> None:
+        self.per_minute = per_minute
+        self.burst = max(int(burst), 1)
+        self._rate = per_minute / 60.0  # tokens per second
+        self._clock = clock
+        self._exempt = exempt
+        self._max_users = max(max_users, 1)
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self._rate > 0
+
+    def __len__(self) -> int:
+        """Users currently remembered."""
+        return len(self._buckets)
+
+    def try_acquire(self, user_key: str) -> float | None:
+        """Take one token: None when allowed, else the seconds until the next token."""
+        if not self.enabled or (self._exempt is not None and self._exempt(user_key)):
+            return None
+        now = self._clock()
+        self._forget_idle(now)
+        bucket = self._buckets.pop(user_key, None)
+        if bucket is None:
+            bucket = _Bucket(float(self.burst), now)
+        else:
+            bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self._rate)
+            bucket.updated = now
+        self._buckets[user_key] = bucket  # most recently used last
+        while len(self._buckets) > self._max_users:
+            self._buckets.popitem(last=False)
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return None
+        wait = (1.0 - bucket.tokens) / self._rate
+        logger.info("rate limit: %s must wait %.1f s", user_key, wait)
+        return wait
+
+    def _forget_idle(self, now: float) -> None:
+        refill_s = self.burst / self._rate
+        while self._buckets:
+            bucket = next(iter(self._buckets.values()))
+            if now - bucket.updated < refill_s:
+                break
+            self._buckets.popitem(last=False)
+
+
+CountSince = Callable[[str, float], Awaitable[int]]
+
+
+class QuotaChecker:
+    """At most ``daily_quota`` questions per user per local day (midnight in ``tz``; None: server time).
+
+    ``count(user_key, since)`` returns the user's questions since an epoch time: the audit log's
+    ``count_for_user``. ``daily_quota <= 0`` turns it off. If the count fails, the question is let through
+    (the quota is a soft limit; an outage of the store must not silence the bot) and a warning is logged.
+    """
+
+    def __init__(
+        self,
+        daily_quota: int,
+        count: CountSince,
+        tz: tzinfo | None = None,
+        *,
+        clock: Clock = time.time,
+        exempt: Exempt | None = None,
+    ) -> None:
+        self.daily_quota = daily_quota
+        self._count = count
+        self._tz = tz
+        self._clock = clock
+        self._exempt = exempt
+
+    @property
+    def enabled(self) -> bool:
+        return self.daily_quota > 0
+
+    async def check(self, user_key: str, *, pending: int = 0) -> float | None:
+        """None when the user may ask, else the seconds until the quota resets (local midnight).
+
+        ``pending`` counts the user's accepted but unanswered questions, which the audit log cannot see yet.
+        """
+        if not self.enabled or (self._exempt is not None and self._exempt(user_key)):
+            return None
+        now = self._clock()
+        start, end = self.day_bounds(now)
+        try:
+            used = await self._count(user_key, start)
+        except Exception:
+            logger.warning("daily quota: could not count questions of %s; letting this one through", user_key,
+                           exc_info=True)
+            return None
+        if used + pending < self.daily_quota:
+            return None
+        logger.info("daily quota: %s used %d (+%d pending) of %d", user_key, used, pending, self.daily_quota)
+        return max(end - now, 0.0)
+
+    def day_bounds(self, now: float) -> tuple[float, float]:
+        """Epoch times of the local midnights that start and end the day containing ``now``."""
+        if self._tz is None:  # naive datetimes are the server's local time, DST included
+            today = datetime.fromtimestamp(now).date()
+            start = datetime.combine(today, day_time.min)
+            end = datetime.combine(today + timedelta(days=1), day_time.min)
+        else:
+            today = datetime.fromtimestamp(now, self._tz).date()
+            start = datetime.combine(today, day_time.min, tzinfo=self._tz)
+            end = datetime.combine(today + timedelta(days=1), day_time.min, tzinfo=self._tz)
+        return start.timestamp(), end.timestamp()
+
+
+def zone(name: str) -> tzinfo | None:
+    """The IANA zone named (``AccessSettings.quota_timezone``), or None for the server's local time."""
+    if not name:
+        return None
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def about(seconds: float) -> str:
+    """A rough human duration, never shorter than the real one below an hour: ``40 seconds``, ``a minute``,
+    ``5 minutes``, ``3 hours``."""
+    whole = max(math.ceil(seconds), 1)
+    if whole == 1:
+        return "a second"
+    if whole < 10:
+        return f"{whole} seconds"
+    if whole < 60:
+        rounded = math.ceil(whole / 5) * 5
+        return "a minute" if rounded == 60 else f"{rounded} seconds"
+    minutes = math.ceil(whole / 60)
+    if minutes < 60:
+        return "a minute" if minutes == 1 else f"{minutes} minutes"
+    hours = max(round(whole / 3600), 1)
+    return "an hour" if hours == 1 else f"{hours} hours"
+
+
+def rate_limit_reply(wait_s: float) -> str:
+    return f"You're asking faster than I can keep up — please wait about {about(wait_s)} and ask again."
+
+
+def quota_reply(daily_quota: int, reset_in_s: float) -> str:
+    questions = "question" if daily_quota == 1 else "questions"
+    return (
+        f"You've used today's {daily_quota} {questions}. "
+        f"Your quota resets at midnight (in about {about(reset_in_s)})."
+    )
