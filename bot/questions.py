@@ -1,37 +1,130 @@
-"""Answering one question: gather its images and documents, ask the engine, stream the reply."""
+"""Answering one question: gather its images and documents, fit the thread's context, ask the engine, stream.
+
+What a question is sent, in order of priority: the person's own new files and question; pages chosen from long
+documents (bot.library); then the thread's newest earlier images and newest earlier turns, within an estimated
+token budget (``PEEKBOT_CONTEXT_TOKEN_BUDGET``). Older turns and images are left out first, and the answer says so.
+File bytes and pictures live only for this request; what is reported back (``AnsweredQuestion``) is hashes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from bot.engine import Engine, GenerationRequest
+from bot.engine import ChatTurn, Engine, GenerationRequest
 from bot.errors import InputError, UserFacingError
+from bot.library import DocumentLibrary, DocumentPages, LongDocument
 from bot.settings import Settings
 from bot.types import Adapter, FileRef, IncomingMessage, ReplyHandle
 from bot.usage import note_engine_usage
 
+if TYPE_CHECKING:
+    from bot.store.base import Store
+    from inference.images import PreparedImage
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_QUESTION = "What does this show? Point out anything that looks wrong, such as errors or warnings."
+PIXELS_PER_IMAGE_TOKEN = 28 * 28
+"""Qwen2.5-VL makes one token per 28×28 pixels, Qwen3-VL per 32×32: the smaller patch is the safe estimate."""
+IMAGE_OVERHEAD_TOKENS = 2  # <|vision_start|> … <|vision_end|>
+CHARS_PER_TOKEN = 3
+TURN_OVERHEAD_TOKENS = 4  # <|im_start|>role\n … <|im_end|>\n
 
 
 @dataclass(slots=True)
 class GatheredInput:
-    images: list = field(default_factory=list)  # PIL images, ready for the engine
+    """Everything read for one question. ``images`` is filled by ``fit_context`` with what the model gets."""
+
+    images: list = field(default_factory=list)  # PIL images, ready for the engine, in order
     notes: list[str] = field(default_factory=list)  # user-facing remarks (pages read, tiles, skipped files)
+    files_seen: list[tuple[FileRef, str]] = field(default_factory=list)
+    """Each fetched file and the sha256 of its bytes (for the conversation store)."""
+    image_hashes: list[str] = field(default_factory=list)
+    """Content hashes of the pictures sent to the model."""
+    own: list[PreparedImage] = field(default_factory=list)
+    """Pictures of the message's own files."""
+    context: list[PreparedImage] = field(default_factory=list)
+    """Pictures of earlier files in the conversation, oldest first."""
+    context_sources: list[FileRef] = field(default_factory=list)
+    """The file each ``context`` picture came from."""
+    documents: list[LongDocument] = field(default_factory=list)
+    """Long documents (more pages than one question carries): searched, not sent whole."""
 
 
-async def gather_inputs(message: IncomingMessage, adapter: Adapter, settings: Settings) -> GatheredInput:
-    """Fetch and decode the message's own files (errors go to the user) and its context files (best effort)."""
-    from inference.images import load_attachment  # PIL/pypdfium2 only; imported lazily to keep start-up light
+@dataclass(slots=True)
+class AnsweredQuestion:
+    """What ``answer_question`` did, for the conversation store and the audit log (no file contents)."""
 
-    limit = settings.images.max_images_per_question
+    question: str
+    answer: str
+    image_hashes: list[str] = field(default_factory=list)
+    files_seen: list[tuple[FileRef, str]] = field(default_factory=list)
+    cached: bool = False
+    pages_used: list[tuple[str, list[int]]] = field(default_factory=list)
+    """(document name, pages) sent with the question."""
+
+
+# ---------------------------------------------------------------------------------------------- gathering
+
+
+def _file_key(file: FileRef) -> tuple[str, str]:
+    return (file.platform, file.file_id)
+
+
+def context_files_for(message: IncomingMessage, conversation_files: Sequence[FileRef]) -> list[FileRef]:
+    """Earlier files of the conversation, oldest first: the store's, then the adapter's, each once."""
+    seen = {_file_key(f) for f in message.files}
+    ordered: list[FileRef] = []
+    for file in [*conversation_files, *message.context_files]:
+        key = _file_key(file)
+        if key not in seen:
+            seen.add(key)
+            ordered.append(file)
+    return ordered
+
+
+async def gather_inputs(
+    message: IncomingMessage,
+    adapter: Adapter,
+    settings: Settings,
+    *,
+    library: DocumentLibrary | None = None,
+    conversation_files: Sequence[FileRef] = (),
+) -> GatheredInput:
+    """Fetch and decode the message's own files (errors go to the user) and earlier files (best effort).
+
+    Without a ``library`` every PDF is read as today (its first pages); with one, a PDF too long for one question
+    becomes a document of the conversation. ``images`` is left empty: ``fit_context`` chooses what is sent.
+    """
+    from inference.images import load_attachment, sniff_kind  # PIL/pypdfium2 only; imported lazily
+
     gathered = GatheredInput()
+    hashes_read: set[str] = set()
+    conversation = str(message.conversation)
 
-    async def load(file: FileRef) -> list:
+    async def load(file: FileRef) -> list[PreparedImage]:
         data = await adapter.fetch(file)
+        content_hash = hashlib.sha256(data).hexdigest()
+        gathered.files_seen.append((file, content_hash))
+        if content_hash in hashes_read:  # the same file posted twice: read it once
+            return []
+        hashes_read.add(content_hash)
+        if library is not None and data and sniff_kind(data, file.name, file.mime_type) == "pdf":
+            from inference.documents import pdf_page_count
+
+            page_count = await asyncio.to_thread(pdf_page_count, data, name=file.name)
+            if library.is_long(page_count):
+                document = await library.open_document(
+                    file, data, conversation=conversation, page_count=page_count, content_hash=content_hash
+                )
+                gathered.documents.append(document)
+                return []
         attachment = await asyncio.to_thread(
             load_attachment,
             data,
@@ -42,22 +135,115 @@ async def gather_inputs(message: IncomingMessage, adapter: Adapter, settings: Se
             min_pixels=settings.engine.min_pixels,
         )
         gathered.notes.extend(attachment.notes)
-        return [prepared.image for prepared in attachment.images]
+        return list(attachment.images)
 
     for file in message.files:  # the user's own uploads: any problem is reported to them
-        gathered.images.extend(await load(file))
-    for file in message.context_files:  # earlier images in the thread: skip what cannot be read
-        if len(gathered.images) >= limit:
-            break
+        gathered.own.extend(await load(file))
+    for file in context_files_for(message, conversation_files):  # earlier files: skip what cannot be read
         try:
-            gathered.images.extend(await load(file))
+            pictures = await load(file)
         except UserFacingError as exc:
             logger.info("skipped a context file: %s", exc)
-    if len(gathered.images) > limit:
-        gathered.notes.append(f"I looked at the first {limit} of {len(gathered.images)} images.")
-        # Keep the newest images (the user's own uploads come first, so keep from the start).
-        del gathered.images[limit:]
+            continue
+        gathered.context.extend(pictures)
+        gathered.context_sources.extend(file for _ in pictures)
     return gathered
+
+
+# ---------------------------------------------------------------------------------------------- token budget
+
+
+def image_tokens(width: int, height: int) -> int:
+    """Estimated prompt tokens of one picture (conservative: the 28-pixel patch)."""
+    return math.ceil(width * height / PIXELS_PER_IMAGE_TOKEN) + IMAGE_OVERHEAD_TOKENS
+
+
+def text_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN) + TURN_OVERHEAD_TOKENS
+
+
+def _prepared_tokens(prepared: PreparedImage) -> int:
+    return image_tokens(prepared.image.width, prepared.image.height)
+
+
+def _exchanges(history: Sequence[ChatTurn]) -> list[list[ChatTurn]]:
+    """Turns grouped so each group starts at a question: dropped together, no answer without its question."""
+    groups: list[list[ChatTurn]] = []
+    for turn in history:
+        if turn.role == "user" or not groups:
+            groups.append([turn])
+        else:
+            groups[-1].append(turn)
+    return groups
+
+
+@dataclass(slots=True)
+class ContextFit:
+    context: list[PreparedImage]
+    """Earlier pictures kept, oldest first."""
+    history: list[ChatTurn]
+    dropped_images: int
+    dropped_turns: int
+
+    def note(self) -> str | None:
+        parts = []
+        if self.dropped_images:
+            parts.append(f"{self.dropped_images} older image{'s' if self.dropped_images != 1 else ''}")
+        if self.dropped_turns:
+            parts.append(f"{self.dropped_turns} earlier message{'s' if self.dropped_turns != 1 else ''}")
+        if not parts:
+            return None
+        return f"I left out {' and '.join(parts)} from this thread to stay within my limits."
+
+
+def fit_context(
+    *,
+    fixed_tokens: int,
+    context: Sequence[PreparedImage],
+    history: Sequence[ChatTurn],
+    budget_tokens: int,
+    image_slots: int,
+) -> ContextFit:
+    """Keep the newest earlier pictures and turns that fit next to what must be sent (``fixed_tokens``).
+
+    Pictures and exchanges are taken newest first, one of each in turn; a kind stops at its first item that
+    does not fit, so what is left out is always the oldest.
+    """
+    remaining = budget_tokens - fixed_tokens
+    exchanges = _exchanges(history)
+    kept_images: list[PreparedImage] = []
+    kept_exchanges: list[list[ChatTurn]] = []
+    image_index, exchange_index = len(context) - 1, len(exchanges) - 1
+    images_open, turns_open = True, True
+    while (images_open and image_index >= 0) or (turns_open and exchange_index >= 0):
+        if images_open and image_index >= 0:
+            cost = _prepared_tokens(context[image_index])
+            if len(kept_images) < image_slots and cost <= remaining:
+                kept_images.append(context[image_index])
+                remaining -= cost
+                image_index -= 1
+            else:
+                images_open = False
+        if turns_open and exchange_index >= 0:
+            cost = sum(text_tokens(turn.text) for turn in exchanges[exchange_index])
+            if cost <= remaining:
+                kept_exchanges.append(exchanges[exchange_index])
+                remaining -= cost
+                exchange_index -= 1
+            else:
+                turns_open = False
+    kept_images.reverse()
+    kept_exchanges.reverse()
+    kept_history = [turn for exchange in kept_exchanges for turn in exchange]
+    return ContextFit(
+        context=kept_images,
+        history=kept_history,
+        dropped_images=len(context) - len(kept_images),
+        dropped_turns=len(history) - len(kept_history),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- answering
 
 
 def compose_final(answer: str, notes: list[str]) -> str:
@@ -65,6 +251,14 @@ def compose_final(answer: str, notes: list[str]) -> str:
     if not notes:
         return answer
     return answer + "\n\n" + "\n".join(f"_{note}_" for note in notes)
+
+
+def answer_cache_key(question: str, files_seen: Sequence[tuple[FileRef, str]]) -> str:
+    """Identical question on identical files (by content), in the same order."""
+    digest = hashlib.sha256(question.strip().encode())
+    for _, content_hash in files_seen:
+        digest.update(b"\0" + content_hash.encode())
+    return digest.hexdigest()
 
 
 async def answer_question(
@@ -75,25 +269,127 @@ async def answer_question(
     engine: Engine,
     settings: Settings,
     history: list,
-) -> tuple[str, str]:
-    """Run one question end to end. Returns (question, answer) on success; raises UserFacingError."""
+    library: DocumentLibrary | None = None,
+    conversation_files: Sequence[FileRef] = (),
+    store: Store | None = None,
+) -> AnsweredQuestion:
+    """Run one question end to end; raises UserFacingError.
+
+    ``history`` is the conversation's earlier turns, oldest first; ``conversation_files`` are files the store
+    remembers from the conversation beyond the adapter's ``context_files``. With a ``store``, long documents are
+    searched through ``store.documents`` (unless a ``library`` is given) and answers are cached in ``store.cache``.
+    """
     question = message.text
     if len(question) > settings.core.max_question_chars:
         raise InputError(
             f"Your question is {len(question):,} characters long; the limit is {settings.core.max_question_chars:,}."
         )
-    gathered = await gather_inputs(message, adapter, settings)
-    if not question and not gathered.images:
+    if library is None and store is not None:
+        library = DocumentLibrary(store.documents, engine, settings)
+    gathered = await gather_inputs(
+        message, adapter, settings, library=library, conversation_files=conversation_files
+    )
+    if not question and not gathered.own and not gathered.context and not gathered.documents:
         raise InputError("Send me a screenshot, photo or PDF with a question, or type /help.")
-    question = question or DEFAULT_QUESTION
+    asked = question or DEFAULT_QUESTION
+    conversation = str(message.conversation)
+
+    cache_key = answer_cache_key(asked, gathered.files_seen) if store is not None and gathered.files_seen else None
+    if cache_key is not None:
+        cached = await _cached_answer(store, conversation, cache_key)
+        if cached is not None:
+            logger.info("answered from cache (%d files)", len(gathered.files_seen))
+            await reply.finish(cached)
+            return AnsweredQuestion(asked, cached, files_seen=gathered.files_seen, cached=True,
+                                    image_hashes=[h for _, h in gathered.files_seen])
+
+    request, pages = await _build_request(message, asked, gathered, history, settings=settings, library=library)
+    answer = await _stream_answer(request, reply, engine)
+    notes = list(gathered.notes)
+    used = pages.used_note()
+    if used:
+        notes.append(used)
+    final = compose_final(answer, notes)
+    if cache_key is not None and answer.strip():
+        await _cache_answer(store, conversation, cache_key, final, settings)
+    await reply.finish(final)
+    return AnsweredQuestion(
+        question=asked,
+        answer=answer,
+        image_hashes=gathered.image_hashes,
+        files_seen=gathered.files_seen,
+        pages_used=[(document.label, list(numbers)) for document, numbers in pages.pages],
+    )
+
+
+async def _build_request(
+    message: IncomingMessage,
+    asked: str,
+    gathered: GatheredInput,
+    history: Sequence[ChatTurn],
+    *,
+    settings: Settings,
+    library: DocumentLibrary | None,
+) -> tuple[GenerationRequest, DocumentPages]:
+    """Choose document pages and fit the thread's context; fills ``gathered.images``/``image_hashes``/``notes``."""
+    limit = max(1, settings.images.max_images_per_question)
+    own = gathered.own
+    if len(own) > limit:
+        gathered.notes.append(f"I looked at the first {limit} of {len(own)} images.")
+        own = own[:limit]
+    pages = DocumentPages()
+    if library is not None and gathered.documents:
+        pages = await library.pages_for_question(gathered.documents, message.text, max_images=limit - len(own))
+    context = gathered.context
+    slots = limit - len(own) - len(pages.images)
+    if library is not None and 0 < slots < len(context):
+        # More earlier images than fit: search them like a document's pages instead of keeping only the newest.
+        image_set = await library.open_image_set(
+            context, conversation=str(message.conversation), newest_file=gathered.context_sources[-1]
+        )
+        pages.extend(
+            await library.pages_for_question([image_set], message.text, max_images=slots, max_pages=slots)
+        )
+        context = []
+    gathered.notes.extend(pages.notes)
+    fixed = (
+        text_tokens(settings.engine.system_prompt or "")
+        + text_tokens(asked)
+        + sum(_prepared_tokens(p) for p in [*own, *pages.images])
+    )
+    fit = fit_context(
+        fixed_tokens=fixed,
+        context=context,
+        history=list(history),
+        budget_tokens=settings.engine.context_token_budget,
+        image_slots=limit - len(own) - len(pages.images),
+    )
+    note = fit.note()
+    if note:
+        gathered.notes.append(note)
+    sent = [*fit.context, *own, *pages.images]
+    gathered.images = [p.image for p in sent]
+    gathered.image_hashes = [p.sha256 for p in sent]
+    prompt = asked
+    line = pages.prompt_line(pictures_before=len(sent) - len(pages.images))
+    if line:
+        prompt = f"{asked}\n\n({line})"
+    logger.info(
+        "context for question: %d own, %d document, %d earlier pictures (%d left out), %d turns (%d left out)",
+        len(own), len(pages.images), len(fit.context), fit.dropped_images, len(fit.history), fit.dropped_turns,
+    )
     request = GenerationRequest(
-        question=question,
+        question=prompt,
         images=gathered.images,
-        history=history,
+        history=fit.history,
         system_prompt=settings.engine.system_prompt,
         max_new_tokens=settings.engine.max_new_tokens,
         timeout_s=settings.engine.request_timeout_s,
     )
+    return request, pages
+
+
+async def _stream_answer(request: GenerationRequest, reply: ReplyHandle, engine: Engine) -> str:
     stream = engine.submit(request)
     note_engine_usage(stream.usage)
     logger.info("queued engine request %s (%d images, %d ahead)", stream.request_id, len(request.images),
@@ -108,6 +404,22 @@ async def answer_question(
     except asyncio.CancelledError:
         stream.cancel()
         raise
-    final = compose_final(answer, gathered.notes)
-    await reply.finish(final)
-    return question, answer
+    return answer
+
+
+async def _cached_answer(store: Store, conversation: str, key: str) -> str | None:
+    try:
+        return await store.cache.get_answer(conversation, key)
+    except Exception:
+        logger.exception("answer cache lookup failed")
+        return None
+
+
+async def _cache_answer(store: Store, conversation: str, key: str, answer: str, settings: Settings) -> None:
+    ttl_s = getattr(settings.core, "answer_cache_ttl_s", 24 * 3600.0)
+    if ttl_s <= 0:
+        return
+    try:
+        await store.cache.put_answer(conversation, key, answer, ttl_s)
+    except Exception:
+        logger.exception("could not cache the answer")

@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pypdfium2 as pdfium
@@ -233,3 +234,87 @@ def load_pdf(data: bytes, *, name: str, settings: ImageSettings, budget: PixelBu
         notes.insert(0, pages_note)
     logger.debug("pdf read pages=%d drawn=%s pictures=%d text_pages=%d", total, read, len(images), len(page_texts))
     return Attachment(name=name, kind="pdf", images=images, notes=notes, page_count=total, page_texts=page_texts)
+
+
+# ---------------------------------------------------------------------------------------------- document pages
+# Documents too long for one question are read page by page: page count and text layer first (cheap), then
+# only the pages a question needs are drawn.
+
+
+def pdf_page_count(data: bytes, *, name: str = "") -> int:
+    """The number of pages; raises ``DocumentRejected``/``EncryptedDocument`` like ``load_pdf``."""
+    with PDFIUM_LOCK:
+        pdf = _open(data, name)
+        try:
+            return len(pdf)
+        finally:
+            pdf.close()
+
+
+def pdf_page_texts(data: bytes, pages: Sequence[int], *, name: str = "") -> dict[int, str]:
+    """The text layer of each 1-based page in ``pages`` ("" for a page without one or that cannot be opened)."""
+    texts: dict[int, str] = {}
+    with PDFIUM_LOCK:
+        pdf = _open(data, name)
+        try:
+            total = len(pdf)
+            for number in pages:
+                if not 1 <= number <= total:
+                    continue
+                try:
+                    page = pdf[number - 1]
+                except pdfium.PdfiumError:
+                    logger.info("pdf page failed to load page=%d", number)
+                    texts[number] = ""
+                    continue
+                try:
+                    texts[number] = _page_text(page)
+                finally:
+                    page.close()
+        finally:
+            pdf.close()
+    return texts
+
+
+def render_pdf_pages(
+    data: bytes,
+    pages: Sequence[int],
+    *,
+    name: str,
+    settings: ImageSettings,
+    budget: PixelBudget,
+    source_sha: str,
+    deadline: float | None = None,
+) -> list[PreparedImage]:
+    """Draw the given 1-based pages, in the given order, each within the pixel budget (tiled when very long).
+
+    Pages that cannot be drawn are left out (their numbers are missing from the result's ``page`` fields);
+    drawing stops at ``deadline`` (default: ``pdf_time_budget_s`` from now). The text layer is attached.
+    """
+    job_deadline = deadline if deadline is not None else time.monotonic() + settings.pdf_time_budget_s
+    job = _Job(name, settings, budget, source_sha, job_deadline)
+    images: list[PreparedImage] = []
+    with PDFIUM_LOCK:
+        pdf = _open(data, name)
+        try:
+            total = len(pdf)
+            for number in pages:
+                if not 1 <= number <= total or time.monotonic() >= job.deadline:
+                    continue
+                try:
+                    page = pdf[number - 1]
+                except pdfium.PdfiumError:
+                    logger.info("pdf page failed to load page=%d", number)
+                    continue
+                try:
+                    images.extend(_picture(page, number, _page_text(page), job))
+                except _PageSkipped as skipped:
+                    logger.info("pdf page skipped page=%d: %s", number, skipped.note)
+                except _OutOfTime:
+                    logger.info("pdf time budget spent at page=%d", number)
+                    break
+                finally:
+                    page.close()
+        finally:
+            pdf.close()
+    return images

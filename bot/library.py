@@ -1,0 +1,451 @@
+"""Long documents: every page gets searchable text once, and each question is sent only the pages it needs.
+
+A PDF with more pages than one question can carry becomes a *document*, identified by the sha256 of its bytes;
+so do a thread's earlier images when there are more than one question can carry (an *image set*, one page per
+image). A page's text comes from the PDF text layer or, for a scanned page or an image, from the model's own
+transcription of the picture (cached by the picture's content hash, so no picture is transcribed twice).
+Full-text search (``DocumentIndex.search``) picks the pages for a question; only those are drawn and sent.
+File bytes and pictures live only for the request; the index keeps hashes and page text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from bot.engine import Engine, GenerationRequest
+from bot.errors import UserFacingError
+from bot.settings import Settings
+from bot.store.base import DocumentIndex, DocumentInfo
+from bot.store.codec import encode_file
+from bot.types import FileRef
+
+if TYPE_CHECKING:
+    from inference.images import PixelBudget, PreparedImage
+
+logger = logging.getLogger(__name__)
+
+TRANSCRIBE_PROMPT = (
+    "Transcribe all text on this page exactly as written, line by line, as plain text. "
+    "Include headings, table cells and labels. Write nothing else. If the page has no text, "
+    "describe what it shows in one sentence."
+)
+TRANSCRIBE_SYSTEM_PROMPT = "You read document pages and write out their text faithfully."
+MIN_TEXT_LAYER_CHARS = 16
+"""A page whose text layer has fewer non-blank characters is treated as scanned (its picture is transcribed)."""
+TRANSCRIBE_CONCURRENCY = 4
+"""Page transcriptions in flight at once (they share engine batches)."""
+SEARCH_CANDIDATES = 3
+RELEVANCE_FLOOR = 0.25
+_STOP_WORDS_TEXT = """
+a about all an and any are as at be been but by can could did do does for from had has have he her here his how i
+if in into is it its me my no not of on or our please she should show so some tell than that the their them then
+there these they this those to us was we were what when where which who whom whose why will with would you your
+"""
+STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
+"""Words too common to pick a page by (English); a question of only these gets the default pages."""
+"""Search hits scoring below this fraction of the best hit are not sent (they share only common words)."""
+"""Search hits fetched per page wanted, so duplicates and out-of-range pages can be skipped."""
+
+
+@dataclass(frozen=True, slots=True)
+class LongDocument:
+    """A document fetched for one question: a PDF's ``data`` or an image set's ``pictures`` (request-only)."""
+
+    file: FileRef
+    data: bytes
+    document_id: str
+    name: str
+    page_count: int
+    pictures: tuple[PreparedImage, ...] = ()
+
+    @property
+    def is_image_set(self) -> bool:
+        return bool(self.pictures)
+
+    @property
+    def label(self) -> str:
+        return self.name or "the document"
+
+    @property
+    def unit(self) -> str:
+        return "image" if self.is_image_set else "page"
+
+    def progress_note(self, done: int, total: int) -> str:
+        if self.is_image_set:
+            return f"I've read {done} of {self.label} so far; ask again to search more."
+        return f"I've indexed {done} of {total} pages of {self.label} so far; ask again to search more."
+
+
+@dataclass(slots=True)
+class DocumentPages:
+    """The pages chosen for a question, drawn, plus what to tell the model and the person who asked."""
+
+    images: list[PreparedImage] = field(default_factory=list)
+    pages: list[tuple[LongDocument, list[int]]] = field(default_factory=list)
+    """Per document, the pages drawn, in picture order."""
+    notes: list[str] = field(default_factory=list)
+    """Remarks for the answer (pages not yet indexed, pages beyond the search limit)."""
+
+    def prompt_line(self, pictures_before: int) -> str:
+        """Tells the model which pages the pictures are, e.g. "The pictures are pages 27, 3 of report.pdf, …"."""
+        if not self.images:
+            return ""
+        listed = _list_pages(self.pages, with_word=True)
+        many = len(self.images) > 1
+        if pictures_before:
+            subject = f"The last {len(self.images)} pictures are" if many else "The last picture is"
+        else:
+            subject = "The pictures are" if many else "The picture is"
+        tiled = ""
+        if len(self.images) > self._page_total:
+            tiled = " Long pages are cut into several pictures, top to bottom."
+        order = ", in that order" if many else ""
+        return f"{subject} {listed}{order}.{tiled}"
+
+    def used_note(self) -> str:
+        """"Pages used: 27, 3 of report.pdf." for the end of the answer."""
+        if not self.pages:
+            return ""
+        units = {document.unit for document, _ in self.pages}
+        if len(units) > 1:
+            return f"Used {_list_pages(self.pages, with_word=True, separator='; ')}."
+        return f"{units.pop().capitalize()}s used: {_list_pages(self.pages, with_word=False, separator='; ')}."
+
+    def extend(self, other: DocumentPages) -> None:
+        """Append another choice's pictures (they follow this one's in the request)."""
+        self.images.extend(other.images)
+        self.pages.extend(other.pages)
+        self.notes.extend(other.notes)
+
+    @property
+    def _page_total(self) -> int:
+        return sum(len(pages) for _, pages in self.pages)
+
+
+def _list_pages(
+    groups: Sequence[tuple[LongDocument, list[int]]], *, with_word: bool, separator: str = ", then "
+) -> str:
+    parts = []
+    for document, pages in groups:
+        numbers = ", ".join(str(page) for page in pages)
+        word = f"{document.unit}{'s' if len(pages) > 1 else ''} " if with_word else ""
+        parts.append(f"{word}{numbers} of {document.label}")
+    return separator.join(parts)
+
+
+def page_hash(document_id: str, page: int) -> str:
+    """A stable hash for a page identified by its document's content hash and its number."""
+    return hashlib.sha256(f"{document_id}:p{page}".encode()).hexdigest()
+
+
+def picture_hash(images: Sequence[PreparedImage]) -> str:
+    """The content hash of a drawn page (all its tiles): the key of the transcription cache."""
+    digest = hashlib.sha256()
+    for prepared in images:
+        image = prepared.image
+        digest.update(f"{image.mode}:{image.width}x{image.height};".encode())
+        digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def search_words(question: str) -> str:
+    """The question's words worth searching for: punctuation and common English words removed."""
+    return " ".join(word for word in re.findall(r"\w+", question) if word.lower() not in STOP_WORDS)
+
+
+def has_text_layer(text: str) -> bool:
+    return sum(1 for ch in text if not ch.isspace()) >= MIN_TEXT_LAYER_CHARS
+
+
+class DocumentLibrary:
+    """Indexes long documents in a ``DocumentIndex`` and chooses the pages each question is sent."""
+
+    def __init__(self, index: DocumentIndex, engine: Engine, settings: Settings) -> None:
+        self.index = index
+        self.engine = engine
+        self.settings = settings
+
+    # -- which files are documents --------------------------------------------------------------------------
+    @property
+    def pages_per_question(self) -> int:
+        images = self.settings.images
+        return max(1, min(images.doc_pages_per_question, images.max_images_per_question))
+
+    def is_long(self, page_count: int) -> bool:
+        """True when a PDF of this many pages does not fit one question (so it is searched instead)."""
+        images = self.settings.images
+        return page_count > max(1, min(images.pdf_max_pages, images.max_images_per_question))
+
+    async def open_document(
+        self, file: FileRef, data: bytes, *, conversation: str, page_count: int, content_hash: str = ""
+    ) -> LongDocument:
+        """Register the document in the conversation (idempotent) and return it for this request."""
+        from inference.images import clean_name
+
+        document = LongDocument(
+            file=file,
+            data=data,
+            document_id=content_hash or hashlib.sha256(data).hexdigest(),
+            name=clean_name(file.name),
+            page_count=page_count,
+        )
+        await self.index.add_document(
+            DocumentInfo(
+                document_id=document.document_id,
+                conversation=conversation,
+                name=document.name,
+                page_count=page_count,
+                file_ref=encode_file(file),
+            )
+        )
+        return document
+
+    async def open_image_set(
+        self, pictures: Sequence[PreparedImage], *, conversation: str, newest_file: FileRef
+    ) -> LongDocument:
+        """The thread's earlier pictures (oldest first) as one searchable set; registered in the conversation."""
+        identity = hashlib.sha256(("image-set:" + ",".join(p.sha256 for p in pictures)).encode()).hexdigest()
+        document = LongDocument(
+            file=newest_file,
+            data=b"",
+            document_id=identity,
+            name=f"the {len(pictures)} earlier images in this thread",
+            page_count=len(pictures),
+            pictures=tuple(pictures),
+        )
+        await self.index.add_document(
+            DocumentInfo(
+                document_id=identity,
+                conversation=conversation,
+                name=document.name,
+                page_count=document.page_count,
+                file_ref=encode_file(newest_file),
+            )
+        )
+        return document
+
+    # -- answering ------------------------------------------------------------------------------------------
+    async def pages_for_question(
+        self, documents: Sequence[LongDocument], question: str, *, max_images: int, max_pages: int | None = None
+    ) -> DocumentPages:
+        """Index what is not indexed yet (within this question's allowance), search, and draw the best pages.
+
+        At most ``max_pages`` pages (default ``doc_pages_per_question``) and ``max_images`` pictures. An empty
+        ``question`` (or one the search finds nothing for) gets a PDF's first pages or an image set's newest images.
+        """
+        result = DocumentPages()
+        if not documents or max_images < 1:
+            return result
+        deadline = time.monotonic() + self.settings.images.pdf_time_budget_s
+        allowance = [max(0, self.settings.images.transcribe_pages_per_question)]
+        for document in documents:
+            result.notes.extend(await self._index(document, allowance, deadline))
+        wanted = min(max_pages if max_pages is not None else self.pages_per_question, max_images)
+        picks = await self._pick(documents, question, wanted)
+        await self._draw(picks, max_images, result)
+        logger.info(
+            "document pages chosen documents=%d pages=%s pictures=%d",
+            len(documents),
+            [(d.document_id[:12], pages) for d, pages in result.pages],
+            len(result.images),
+        )
+        return result
+
+    async def _pick(
+        self, documents: Sequence[LongDocument], question: str, wanted: int
+    ) -> list[tuple[LongDocument, int]]:
+        by_id = {d.document_id: d for d in documents}
+        picks: list[tuple[LongDocument, int]] = []
+        seen: set[tuple[str, int]] = set()
+        query = search_words(question)
+        if query:
+            hits = await self.index.search(list(by_id), query, wanted * SEARCH_CANDIDATES)
+            floor = hits[0].score * RELEVANCE_FLOOR if hits and hits[0].score > 0 else float("-inf")
+            for hit in hits:
+                if hit.score < floor:  # matched only on common words, far behind the best page
+                    break
+                document = by_id.get(hit.document_id)
+                key = (hit.document_id, hit.page)
+                if document is None or key in seen or not 1 <= hit.page <= document.page_count:
+                    continue
+                seen.add(key)
+                picks.append((document, hit.page))
+                if len(picks) >= wanted:
+                    break
+        if picks:
+            return picks
+        # Nothing found: a PDF's first pages, an image set's newest images, taking from each document in turn.
+        step = 0
+        while len(picks) < wanted and any(step < d.page_count for d in documents):
+            for document in documents:
+                if step < document.page_count and len(picks) < wanted:
+                    picks.append((document, document.page_count - step if document.is_image_set else step + 1))
+            step += 1
+        return picks
+
+    async def _draw(self, picks: list[tuple[LongDocument, int]], max_images: int, result: DocumentPages) -> None:
+        """Draw the picks grouped by document (documents in order of their best page), within ``max_images``."""
+        from inference.documents import render_pdf_pages
+
+        grouped: dict[str, tuple[LongDocument, list[int]]] = {}
+        for document, page in picks:
+            grouped.setdefault(document.document_id, (document, []))[1].append(page)
+        deadline = time.monotonic() + self.settings.images.pdf_time_budget_s
+        for document, pages in grouped.values():
+            room = max_images - len(result.images)
+            if room < 1:
+                break
+            if document.is_image_set:
+                pages.sort()  # earlier images keep their order in the thread
+                drawn = [replace(document.pictures[page - 1], page=page) for page in pages]
+            else:
+                drawn = await asyncio.to_thread(
+                    render_pdf_pages,
+                    document.data,
+                    pages,
+                    name=document.name,
+                    settings=self.settings.images,
+                    budget=self._budget(),
+                    source_sha=document.document_id,
+                    deadline=deadline,
+                )
+            used: list[int] = []
+            for page in pages:
+                pictures = [p for p in drawn if p.page == page]
+                if not pictures or len(pictures) > max_images - len(result.images):
+                    continue
+                result.images.extend(pictures)
+                used.append(page)
+            if used:
+                result.pages.append((document, used))
+
+    # -- indexing -------------------------------------------------------------------------------------------
+    async def _index(self, document: LongDocument, allowance: list[int], deadline: float) -> list[str]:
+        """Give every page searchable text once; returns notes for the answer."""
+        from inference.documents import pdf_page_texts
+
+        notes: list[str] = []
+        searchable = min(document.page_count, max(1, self.settings.images.pdf_max_text_pages))
+        if searchable < document.page_count:
+            notes.append(f"I search only the first {searchable} of {document.page_count} pages of {document.label}.")
+        indexed = await self.index.indexed_pages(document.document_id)
+        missing = [page for page in range(1, searchable + 1) if page not in indexed]
+        if not missing:
+            return notes
+        texts: dict[int, str] = {}
+        if not document.is_image_set:
+            texts = await asyncio.to_thread(pdf_page_texts, document.data, missing, name=document.name)
+        scanned: list[int] = []
+        for page in missing:
+            text = texts.get(page, "")
+            if has_text_layer(text):
+                key = page_hash(document.document_id, page)
+                await self.index.put_page(document.document_id, page, text, page_hash=key, source="text-layer")
+            else:
+                scanned.append(page)
+        logger.info(
+            "document indexing document=%s pages=%d text_layer=%d scanned=%d",
+            document.document_id[:12], document.page_count, len(missing) - len(scanned), len(scanned),
+        )
+        left = await self._transcribe_pages(document, scanned, allowance, deadline)
+        if left:
+            notes.append(document.progress_note(searchable - left, searchable))
+        return notes
+
+    async def _transcribe_pages(
+        self, document: LongDocument, pages: list[int], allowance: list[int], deadline: float
+    ) -> int:
+        """Transcribe scanned pages (cache first) within the allowance; returns how many remain unindexed."""
+        queue = list(pages)
+        while queue and time.monotonic() < deadline:
+            chunk = queue[:TRANSCRIBE_CONCURRENCY]
+            drawn = await self._draw_for_transcription(document, chunk, deadline)
+            to_transcribe: list[tuple[int, str, list[PreparedImage]]] = []
+            finished: list[int] = []
+            for page in chunk:
+                pictures = drawn.get(page)
+                if pictures is None:  # out of time before this page
+                    break
+                if not pictures:  # the page cannot be drawn: index it as empty so it is not retried
+                    await self._put_transcribed(document, page, "", page_hash(document.document_id, page))
+                    finished.append(page)
+                    continue
+                content_hash = picture_hash(pictures)
+                cached = await self.index.transcription(content_hash)
+                if cached is not None:
+                    await self._put_transcribed(document, page, cached, content_hash)
+                    finished.append(page)
+                elif allowance[0] > 0:
+                    allowance[0] -= 1
+                    to_transcribe.append((page, content_hash, pictures))
+            results = await asyncio.gather(*(self._transcribe(pictures) for _, _, pictures in to_transcribe))
+            failed = False
+            for (page, content_hash, _), text in zip(to_transcribe, results, strict=True):
+                if text is None:
+                    failed = True
+                    continue
+                await self._put_transcribed(document, page, text, content_hash)
+                finished.append(page)
+            queue = [page for page in queue if page not in finished]
+            if failed or not finished or allowance[0] <= 0:
+                break
+        return len(queue)
+
+    async def _draw_for_transcription(
+        self, document: LongDocument, pages: list[int], deadline: float
+    ) -> dict[int, list[PreparedImage]]:
+        """Pictures per page; a page that could not be drawn maps to []; pages after the deadline are absent."""
+        from inference.documents import render_pdf_pages
+
+        if document.is_image_set:
+            return {page: [document.pictures[page - 1]] for page in pages}
+        drawn = await asyncio.to_thread(
+            render_pdf_pages,
+            document.data,
+            pages,
+            name=document.name,
+            settings=self.settings.images,
+            budget=self._budget(),
+            source_sha=document.document_id,
+            deadline=deadline,
+        )
+        by_page: dict[int, list[PreparedImage]] = {}
+        for prepared in drawn:
+            if prepared.page is not None:
+                by_page.setdefault(prepared.page, []).append(prepared)
+        if time.monotonic() < deadline:
+            for page in pages:
+                by_page.setdefault(page, [])
+        return by_page
+
+    async def _transcribe(self, pictures: list[PreparedImage]) -> str | None:
+        """The model's transcription of one page; None when the engine could not do it now."""
+        request = GenerationRequest(
+            question=TRANSCRIBE_PROMPT,
+            images=[p.image for p in pictures],
+            system_prompt=TRANSCRIBE_SYSTEM_PROMPT,
+            max_new_tokens=self.settings.images.transcribe_max_new_tokens,
+            timeout_s=self.settings.engine.request_timeout_s,
+        )
+        try:
+            stream = self.engine.submit(request)
+            return (await stream.text()).strip()
+        except UserFacingError as exc:
+            logger.warning("page transcription failed (%s): %s", exc.kind, exc)
+            return None
+
+    async def _put_transcribed(self, document: LongDocument, page: int, text: str, content_hash: str) -> None:
+        await self.index.put_page(document.document_id, page, text, page_hash=content_hash, source="transcribed")
+
+    def _budget(self) -> PixelBudget:
+        from inference.images import PixelBudget
+
+        engine = self.settings.engine
+        return PixelBudget(max_pixels=engine.max_pixels, min_pixels=min(engine.min_pixels, engine.max_pixels), factor=1)
