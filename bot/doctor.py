@@ -58,9 +58,7 @@ def _check_platforms(settings: Settings) -> Iterator[Check]:
 
 def _check_model(settings: Settings) -> Check:
     if settings.core.backend == "openai":
-        if not settings.core.openai_base_url:
-            return Check("model", "FAIL", "PEEKBOT_BACKEND=openai needs PEEKBOT_OPENAI_BASE_URL")
-        return Check("model", "OK", f"remote backend at {settings.core.openai_base_url}")
+        return _check_remote_model(settings)
     model = settings.engine.model
     local = Path(model).expanduser()
     if local.is_dir():
@@ -87,6 +85,25 @@ def _check_model(settings: Settings) -> Check:
     return Check("model", "OK", f"{model} ({model_type})")
 
 
+def _check_remote_model(settings: Settings) -> Check:
+    """``PEEKBOT_BACKEND=openai``: the settings the remote backend needs (the server itself is not contacted)."""
+    from urllib.parse import urlsplit
+
+    from inference.remote import configuration_problem
+
+    core = settings.core
+    problem = configuration_problem(core)
+    if problem:
+        return Check("model", "FAIL", problem)
+    key = "API key set" if core.openai_api_key and core.openai_api_key.get_secret_value() else "no API key"
+    detail = (f"remote OpenAI-compatible server {core.openai_base_url}, model {core.openai_model}, {key}, "
+              f"{core.openai_max_concurrency} answers at a time")
+    if not urlsplit(core.openai_base_url or "").path.rstrip("/").endswith("/v1"):
+        return Check("model", "WARN", detail + "; the URL does not end in /v1, where vLLM, SGLang and LMDeploy serve "
+                     "the API (the bot posts to <PEEKBOT_OPENAI_BASE_URL>/chat/completions)")
+    return Check("model", "OK", detail)
+
+
 def _check_gpu(settings: Settings) -> Iterator[Check]:
     from inference.devices import cuda_devices, optional_packages, torch_version
 
@@ -106,5 +123,8 @@ def _check_gpu(settings: Settings) -> Iterator[Check]:
 
 def run_checks(settings: Settings) -> list[Check]:
     checks = [_check_data_dir(settings), *_check_platforms(settings), _check_model(settings)]
-    checks.extend(_check_gpu(settings))
+    if settings.core.backend == "openai":
+        checks.append(Check("gpu", "OK", "not needed here: the model runs on the remote server"))
+    else:
+        checks.extend(_check_gpu(settings))
     return checks

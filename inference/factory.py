@@ -12,15 +12,21 @@ if TYPE_CHECKING:
 
 
 def create_engine(settings: Settings) -> Engine:
-    """``PEEKBOT_BACKEND=transformers`` → the in-process engine (not started yet: call ``start()``)."""
+    """The engine for ``PEEKBOT_BACKEND`` (not started yet: call ``start()``).
+
+    ``transformers``: the model runs in this process. ``openai``: a remote OpenAI-compatible server runs it
+    (``PEEKBOT_OPENAI_BASE_URL`` and ``PEEKBOT_OPENAI_MODEL`` must be set); torch is not loaded for it.
+    """
     backend = settings.core.backend
     if backend == "transformers":
         from inference.engine import TransformersEngine
 
         return TransformersEngine(settings.engine)
     if backend == "openai":
-        raise EngineUnavailable(
-            "the remote OpenAI-compatible backend (PEEKBOT_BACKEND=openai) is not part of this build yet; "
-            "set PEEKBOT_BACKEND=transformers to run the model in this process"
-        )
-    raise EngineUnavailable(f"PEEKBOT_BACKEND={backend!r} is unknown; use transformers")
+        from inference.remote import OpenAIEngine, configuration_problem
+
+        problem = configuration_problem(settings.core)
+        if problem:
+            raise EngineUnavailable(problem)
+        return OpenAIEngine(settings.core, settings.engine)
+    raise EngineUnavailable(f"PEEKBOT_BACKEND={backend!r} is unknown; use transformers or openai")

@@ -167,8 +167,8 @@ async def test_deadline_exceeded_while_still_queued(tiny_qwen3_dir):
 # ----------------------------------------------------------------------- OOM ladder
 
 
-class _GenerateRecorder:
-    """Wraps the real ``generate`` and raises CUDA OOM where a GPU would (the only mocked part)."""
+class _DecodeRecorder:
+    """Wraps the engine's real batch decode and raises CUDA OOM where a GPU would (the only mocked part)."""
 
     def __init__(self, real, should_fail, tokenizer=None) -> None:
         self.real = real
@@ -176,17 +176,16 @@ class _GenerateRecorder:
         self.should_fail = should_fail
         self.calls: list[tuple[int, list[int]]] = []  # (rows, image tokens per image)
 
-    def __call__(self, **kwargs):
+    def __call__(self, rows, max_new_tokens, on_step):
         import torch
 
-        grid = kwargs.get("image_grid_thw")
-        tokens = [int(row.prod()) // 4 for row in grid] if grid is not None else []
-        rows = kwargs["input_ids"].shape[0]
-        self.calls.append((rows, tokens))
-        prompt = self.tokenizer.decode(kwargs["input_ids"].flatten().tolist()) if self.tokenizer else ""
-        if self.should_fail(rows, tokens, prompt):
+        tokens = [int(grid.prod()) // 4 for row in rows if row.image_grid_thw is not None
+                  for grid in row.image_grid_thw]
+        self.calls.append((len(rows), tokens))
+        prompt = "".join(self.tokenizer.decode(list(row.input_ids)) for row in rows) if self.tokenizer else ""
+        if self.should_fail(len(rows), tokens, prompt):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.real(**kwargs)
+        return self.real(rows, max_new_tokens, on_step)
 
 
 async def _ask_three(engine, big_size=(320, 256)):
@@ -198,11 +197,11 @@ async def _ask_three(engine, big_size=(320, 256)):
 
 
 async def test_oom_ladder_splits_then_lowers_pixel_budget(tiny_qwen3_dir):
-    model = load_tiny(str(tiny_qwen3_dir)).model
-    # Batches of several rows never fit; a single image fits below 40 image tokens.
-    recorder = _GenerateRecorder(model.generate, lambda rows, tokens, _: rows > 1 or any(t > 40 for t in tokens))
     async with running_engine(tiny_qwen3_dir, max_batch_size=4) as engine:
-        with mock.patch.object(model, "generate", recorder):
+        # Batches of several rows never fit; a single image fits below 40 image tokens.
+        recorder = _DecodeRecorder(engine._decoder.decode,
+                                   lambda rows, tokens, _: rows > 1 or any(t > 40 for t in tokens))
+        with mock.patch.object(engine._decoder, "decode", recorder):
             small, big = await _ask_three(engine)
             answers = [await asyncio.wait_for(s.text(), WAIT_S) for s in [*small, big]]
         stats = engine.stats()
@@ -219,11 +218,11 @@ async def test_oom_ladder_splits_then_lowers_pixel_budget(tiny_qwen3_dir):
 
 async def test_oom_that_never_fits_fails_only_that_request(tiny_qwen3_dir):
     loaded = load_tiny(str(tiny_qwen3_dir))
-    model = loaded.model
-    # Several rows never fit, and neither does the big question at any pixel budget.
-    recorder = _GenerateRecorder(model.generate, lambda rows, _, prompt: rows > 1 or "big" in prompt, loaded.tokenizer)
     async with running_engine(tiny_qwen3_dir, max_batch_size=4) as engine:
-        with mock.patch.object(model, "generate", recorder):
+        # Several rows never fit, and neither does the big question at any pixel budget.
+        recorder = _DecodeRecorder(engine._decoder.decode, lambda rows, _, prompt: rows > 1 or "big" in prompt,
+                                   loaded.tokenizer)
+        with mock.patch.object(engine._decoder, "decode", recorder):
             small, big = await _ask_three(engine, big_size=(448, 448))
             for stream in small:
                 assert await asyncio.wait_for(stream.text(), WAIT_S)
@@ -242,33 +241,27 @@ async def test_oom_that_never_fits_fails_only_that_request(tiny_qwen3_dir):
 
 async def test_retry_after_oom_does_not_repeat_streamed_text(tiny_qwen3_dir):
     import torch
-    from transformers import StoppingCriteria
 
-    model = load_tiny(str(tiny_qwen3_dir)).model
     requests = [GenerationRequest(question=q, max_new_tokens=10, min_new_tokens=10) for q in ("Hi there", "Hallo du")]
 
     async with running_engine(tiny_qwen3_dir, max_batch_size=2) as engine:
         reference = [await asyncio.wait_for(engine.submit(r).text(), WAIT_S) for r in requests]
-        real = model.generate
+        real = engine._decoder.decode
         attempts: list[int] = []
 
-        class FailAtStepFour(StoppingCriteria):
-            def __init__(self) -> None:
-                self.steps = 0
+        def decode(rows, max_new_tokens, on_step):
+            attempts.append(len(rows))
+            if len(attempts) > 1:
+                return real(rows, max_new_tokens, on_step)
 
-            def __call__(self, input_ids, scores, **kwargs):
-                self.steps += 1
-                if self.steps == 4:
+            def fail_at_step_four(tokens, step):  # the first (batched) attempt streams three tokens per row
+                if step == 4:
                     raise torch.OutOfMemoryError("CUDA out of memory while growing the KV cache")
-                return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+                return on_step(tokens, step)
 
-        def generate(**kwargs):
-            attempts.append(kwargs["input_ids"].shape[0])
-            if len(attempts) == 1:  # the first (batched) attempt fails after streaming three tokens per row
-                kwargs["stopping_criteria"].append(FailAtStepFour())
-            return real(**kwargs)
+            return real(rows, max_new_tokens, fail_at_step_four)
 
-        with mock.patch.object(model, "generate", generate):
+        with mock.patch.object(engine._decoder, "decode", decode):
             async with paused(engine):
                 streams = [engine.submit(GenerationRequest(question=r.question, max_new_tokens=10, min_new_tokens=10))
                            for r in requests]
@@ -399,7 +392,7 @@ def test_factory_builds_the_configured_backend(monkeypatch, tmp_path):
     assert engine.describe()["model"] == str(tmp_path)
 
     monkeypatch.setenv("PEEKBOT_BACKEND", "openai")
-    with pytest.raises(EngineUnavailable, match="not part of this build"):
+    with pytest.raises(EngineUnavailable, match="needs PEEKBOT_OPENAI_BASE_URL and PEEKBOT_OPENAI_MODEL"):
         create_engine(Settings())
 
 
@@ -441,21 +434,3 @@ def test_counters_keep_recent_windows():
     assert snap.tokens_per_s == 0.0 and snap.generated_tokens == 600
     assert snap.requests_by_outcome["answered"] == 4
     assert percentile([], 0.5) is None and percentile([3, 1, 2], 0.5) == 2
-
-
-def test_end_of_sequence_is_forbidden_per_row_until_its_minimum():
-    import torch
-
-    from inference.engine import _min_tokens_processor_type
-
-    processor = _min_tokens_processor_type()([0, 3, 5], prompt_len=4, eos_ids=[7, 9], device="cpu")
-    scores = torch.zeros(3, 10)
-    scores[:, 7] = 5.0  # every row would pick end-of-sequence
-    after_two = processor(torch.zeros(3, 6, dtype=torch.long), scores.clone())
-    assert after_two.argmax(dim=-1).tolist()[0] == 7
-    assert torch.isinf(after_two[1:, [7, 9]]).all() and not torch.isinf(after_two[0]).any()
-    after_four = processor(torch.zeros(3, 8, dtype=torch.long), scores.clone())
-    assert after_four.argmax(dim=-1).tolist()[:2] == [7, 7]
-    assert torch.isinf(after_four[2, [7, 9]]).all()
-    after_five = processor(torch.zeros(3, 9, dtype=torch.long), scores.clone())
-    assert after_five.argmax(dim=-1).tolist() == [7, 7, 7]
