@@ -8,21 +8,38 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, Self
 
+from bot.access import AccessPolicy
 from bot.commands import BUILTIN_COMMANDS, Command, looks_like_command, parse_command
-from bot.conversations import ConversationMemory
-from bot.dedupe import SeenKeys
-from bot.engine import Engine
+from bot.durability import GAVE_UP_REPLY, JobKeeper
+from bot.engine import ChatTurn, Engine
 from bot.errors import UserFacingError
+from bot.fairness import FairScheduler
 from bot.logs import log_context
 from bot.questions import answer_question
+from bot.ratelimit import QuotaChecker, RateLimiter, quota_reply, rate_limit_reply, zone
 from bot.settings import Settings
-from bot.types import Adapter, AdapterHealth, IncomingMessage, ReplyHandle, Service, User
+from bot.store import open_store
+from bot.store.base import AuditRecord, Job, Store
+from bot.store.codec import decode_file, encode_file
+from bot.types import (
+    Adapter,
+    AdapterHealth,
+    FileRef,
+    IncomingMessage,
+    ReplyHandle,
+    ResumableReplies,
+    Service,
+    User,
+)
 from bot.usage import UsageRecorder
 
 logger = logging.getLogger(__name__)
 
 PAUSED_REPLY = "I'm down for a short maintenance and will be back soon. Please ask again in a little while."
 SHUTTING_DOWN_REPLY = "I'm restarting right now. Please ask again in a minute."
+CONTEXT_TURNS = 12
+"""Turns (questions and answers) of a conversation offered to the model; the budget may drop older ones."""
+CONTEXT_FILES = 16
 
 
 def build_adapters(settings: Settings) -> list[Adapter]:
@@ -40,9 +57,11 @@ def build_adapters(settings: Settings) -> list[Adapter]:
 
 
 class Application:
-    """Start/stop (or ``async with``) the engine, services and adapters; ``handle`` is the adapters' callback.
+    """Start/stop (or ``async with``) the store, engine, services and adapters; ``handle`` is the adapters' callback.
 
-    Start order: engine, services (scheduler, HTTP), adapters. Stop runs in reverse after draining answers.
+    Start order: store, engine, services (scheduler, HTTP), adapters, then journaled jobs left unfinished by an
+    earlier process. Stop runs in reverse after draining answers (bounded); what could not finish stays in the
+    journal for the next start.
     """
 
     def __init__(
@@ -52,6 +71,8 @@ class Application:
         engine: Engine | None = None,
         adapters: Sequence[Adapter] | None = None,
         services: Sequence[Service] | None = None,
+        store: Store | None = None,
+        resume_jobs: bool = True,
     ) -> None:
         self.settings = settings
         if engine is None:
@@ -59,18 +80,33 @@ class Application:
 
             engine = create_engine(settings)
         self.engine: Engine = engine
+        self.store: Store = store if store is not None else open_store(settings)
         chosen = adapters if adapters is not None else build_adapters(settings)
         self.adapters: dict[str, Adapter] = {a.name: a for a in chosen}
         self.commands: dict[str, Command] = {c.name: c for c in BUILTIN_COMMANDS}
-        self.memory = ConversationMemory()
-        self.seen = SeenKeys()
         self.paused = False
         self.started_at = time.time()
-        self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "answered": 0, "failed": 0, "commands": 0}
+        self.counters: dict[str, int] = {
+            "accepted": 0, "duplicates": 0, "answered": 0, "failed": 0, "commands": 0, "refused": 0,
+            "rate_limited": 0, "cached": 0, "resumed": 0,
+        }
         self.usage = UsageRecorder(retention_days=settings.scheduler.usage_retention_days)
         """Every question's outcome, latency and engine figures (``/stats``, ``/metrics``, the status page)."""
+        self.access = AccessPolicy(settings.access, settings.core.admins)
+        self.rate_limiter = RateLimiter(settings.access.rate_limit_per_minute, settings.access.rate_limit_burst)
+        self.quota = QuotaChecker(
+            settings.access.daily_quota, self._questions_since, zone(settings.access.quota_timezone)
+        )
+        self.fair = FairScheduler(
+            slots=max(1, settings.engine.max_batch_size),
+            max_pending_per_user=settings.access.max_pending_per_user,
+        )
+        self.jobs = JobKeeper(self.store, settings.core)
+        self._resume_jobs = resume_jobs
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._accepting = False
+        self._store_open = False
         self._started_adapters: list[Adapter] = []
         self._started_services: list[Service] = []
         if services is None:
@@ -83,22 +119,31 @@ class Application:
     async def start(self) -> None:
         self.started_at = time.time()
         logger.info("starting: engine %s, adapters %s", self.settings.engine.model, sorted(self.adapters) or "none")
-        await self.engine.start()
-        self._accepting = True
         try:
+            await self.store.open()
+            self._store_open = True
+            logger.info("state: %s", self.store.describe())
+            await self.engine.start()
+            self._accepting = True
             for service in self.services:
                 await service.start()
                 self._started_services.append(service)
             for adapter in self.adapters.values():
                 await adapter.start(self.handle)
                 self._started_adapters.append(adapter)
+            # A store used by one process only (SQLite) hands over every unfinished job at start: the process that
+            # held their leases was this bot's previous run. A shared store waits for the leases to run out.
+            if self._resume_jobs:
+                single = bool(getattr(self.store, "single_process", False))
+                await self._resume(await self.jobs.take_over(include_live=single))
+            self._keep(self.jobs.lease_loop(self._resume_one, take_over=self._resume_jobs))
         except BaseException:
             await self.stop()
             raise
         logger.info("started")
 
     async def stop(self) -> None:
-        """Stop intake, let answers in flight finish (bounded), then stop adapters and engine."""
+        """Stop intake, let answers in flight finish (bounded), then stop adapters, engine and store."""
         self._accepting = False
         await self.drain(self.settings.core.drain_timeout_s)
         for adapter in reversed(self._started_adapters):
@@ -113,7 +158,13 @@ class Application:
             except Exception:
                 logger.exception("stopping %s failed", service.name)
         self._started_services.clear()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.engine.stop()
+        if self._store_open:
+            self._store_open = False
+            await self.store.close()
         logger.info("stopped")
 
     async def drain(self, timeout_s: float) -> None:
@@ -126,7 +177,17 @@ class Application:
             task.cancel()
         if still_running:
             await asyncio.gather(*still_running, return_exceptions=True)
-            logger.warning("cancelled %d answers that did not finish in time", len(still_running))
+            logger.warning("left %d unfinished answers for the next start", len(still_running))
+
+    async def wait_idle(self, timeout_s: float = 30.0) -> bool:
+        """Wait until no question or command is being handled (answers delivered and recorded); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while pending := [t for t in self._tasks if not t.done()]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.wait(pending, timeout=remaining)
+        return True
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -135,25 +196,72 @@ class Application:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
+    def _keep(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     # intake --------------------------------------------------------------------------------------
     def is_admin(self, user: User) -> bool:
         return user.platform == "console" or self.settings.core.is_admin(user.key)
 
     async def handle(self, message: IncomingMessage, reply: ReplyHandle) -> bool:
-        """Dedupe and schedule; never waits for the answer. Returns False for a duplicate."""
-        keys = (f"{message.platform}:event:{message.event_id}", f"{message.platform}:msg:{message.message_id}")
-        if any(key in self.seen for key in keys):
+        """Dedupe, check access, journal and schedule; never waits for the answer. False for a duplicate.
+
+        Raises when the journal cannot be written, so that the adapter does not ack and the platform delivers
+        the event again.
+        """
+        ttl = self.settings.core.dedupe_ttl_s
+        fresh = [
+            await self.store.dedupe.claim(f"{message.platform}:event:{message.event_id}", ttl),
+            await self.store.dedupe.claim(f"{message.platform}:msg:{message.message_id}", ttl),
+        ]
+        if not all(fresh):
             self.counters["duplicates"] += 1
             logger.info("duplicate %s ignored", message.message_id)
             return False
-        for key in keys:
-            self.seen.add(key)
-        self.counters["accepted"] += 1
-        if message.is_command or looks_like_command(message.text):
+        is_command = message.is_command or looks_like_command(message.text)
+        refusal = self.access.check(message, is_command=is_command)
+        if refusal is not None:
+            self.counters["refused"] += 1
+            logger.info("refused (%s) for %s", refusal.reason, message.user.key)
+            await self._audit(message, "refused")
+            if not refusal.silent:
+                self._spawn(self._safe_fail(reply, refusal.reply), message)
+            return True
+        if is_command:
+            self.counters["accepted"] += 1
             self._spawn(self._run_command(message, reply), message)
-        else:
-            self._spawn(self._run_question(message, reply), message)
+            return True
+        if not self.is_admin(message.user):
+            limited = await self._limit_reply(message)
+            if limited is not None:
+                self.counters["rate_limited"] += 1
+                await self._audit(message, "rate_limited")
+                self._spawn(self._safe_fail(reply, limited), message)
+                return True
+        job = await self.jobs.accept(message)
+        if job is None:
+            self.counters["duplicates"] += 1
+            return False
+        self.counters["accepted"] += 1
+        if not self._accepting:
+            await self.jobs.release(job)  # stopping: the next start (or another replica) answers it
+            return True
+        self._spawn(self._run_question(message, reply, job), message)
         return True
+
+    async def _limit_reply(self, message: IncomingMessage) -> str | None:
+        wait_s = self.rate_limiter.try_acquire(message.user.key)
+        if wait_s is not None:
+            return rate_limit_reply(wait_s)
+        quota_wait_s = await self.quota.check(message.user.key, pending=self.fair.pending(message.user.key))
+        if quota_wait_s is not None:
+            return quota_reply(self.settings.access.daily_quota, quota_wait_s)
+        return None
+
+    async def _questions_since(self, user: str, since: float) -> int:
+        return await self.store.audit.count_for_user(user, since)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], message: IncomingMessage) -> None:
         ids = {"request_id": message.message_id, "platform": message.platform}
@@ -161,6 +269,26 @@ class Application:
             task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _resume(self, claimed: Sequence[tuple[Job, IncomingMessage | None]]) -> None:
+        for job, message in claimed:
+            if message is not None:
+                await self._resume_one(job, message)
+
+    async def _resume_one(self, job: Job, message: IncomingMessage) -> None:
+        adapter = self.adapters.get(message.platform)
+        if not isinstance(adapter, ResumableReplies):
+            logger.warning("job %s: no adapter %s to answer it; marking it failed", job.job_id, message.platform)
+            await self.jobs.finished(job, answered=False, error=f"no adapter {message.platform}")
+            return
+        reply = adapter.reply_for(message, job.reply_state)
+        self.counters["resumed"] += 1
+        logger.info("resuming job %s (attempt %d)", job.job_id, job.attempts + 1)
+        if self.jobs.exhausted(job):
+            await self._safe_fail(reply, GAVE_UP_REPLY.format(attempts=job.attempts))
+            await self.jobs.finished(job, answered=False, error="too many attempts")
+            return
+        self._spawn(self._run_question(message, reply, job, resumed=True), message)
 
     async def _run_command(self, message: IncomingMessage, reply: ReplyHandle) -> None:
         self.counters["commands"] += 1
@@ -179,42 +307,115 @@ class Application:
             logger.exception("command /%s failed", name)
             await self._safe_fail(reply, f"Sorry, /{name} failed on my side. The logs have the details.")
 
-    async def _run_question(self, message: IncomingMessage, reply: ReplyHandle) -> None:
+    async def _run_question(
+        self, message: IncomingMessage, reply: ReplyHandle, job: Job, *, resumed: bool = False
+    ) -> None:
         adapter = self.adapters.get(message.platform)
+        started = time.monotonic()
+        outcome, answer_chars, image_hashes = "failed", 0, ()
         try:
-            if not self._accepting:
-                await reply.fail(SHUTTING_DOWN_REPLY)
-                return
             if self.paused:
                 await reply.finish(PAUSED_REPLY)
+                outcome = "paused"
+                await self.jobs.finished(job, answered=True)
                 return
             await reply.start_progress(None)
+            await self.jobs.running(job, reply)
             if adapter is None:
                 raise RuntimeError(f"no adapter named {message.platform}")
-            with self.usage.track(message):
-                question, answer = await answer_question(
-                    message,
-                    reply,
-                    adapter=adapter,
-                    engine=self.engine,
-                    settings=self.settings,
-                    history=self.memory.history(message.conversation),
-                )
-            self.memory.record(message.conversation, question, answer)
-            self.counters["answered"] += 1
+            conversation = str(message.conversation)
+            waiting = self.fair.ahead_of_new_turn(message.user.key)
+            if waiting:
+                await reply.start_progress(waiting)
+            async with self.fair.turn(message.user.key):
+                with self.usage.track(message):
+                    result = await answer_question(
+                        message,
+                        reply,
+                        adapter=adapter,
+                        engine=self.engine,
+                        settings=self.settings,
+                        history=await self._history(conversation),
+                        conversation_files=await self._conversation_files(conversation),
+                        store=self.store,
+                    )
+            image_hashes = tuple(result.image_hashes)
+            answer_chars = len(result.answer)
+            outcome = "cached" if result.cached else "answered"
+            self.counters[outcome] += 1
+            await self._remember(conversation, result)
+            await self.jobs.finished(job, answered=True)
         except UserFacingError as exc:
             self.counters["failed"] += 1
             logger.info("answered with an error (%s): %s", exc.kind, exc)
             await self._safe_fail(reply, exc.user_message)
+            await self.jobs.finished(job, answered=False, error=exc.kind)
         except asyncio.CancelledError:
-            self.counters["failed"] += 1
-            await self._safe_fail(reply, SHUTTING_DOWN_REPLY)
+            # Stopping: leave the job for the next start, which continues the same reply.
+            outcome = "interrupted"
+            await self.jobs.release(job)
             raise
         except Exception:
             self.counters["failed"] += 1
             logger.exception("question failed")
             await self._safe_fail(reply, "Sorry, something went wrong on my side. Please try again; if it keeps "
                                   f"happening, tell an admin (reference {message.message_id}).")
+            await self.jobs.finished(job, answered=False, error="internal")
+        finally:
+            if outcome != "interrupted":
+                await self._audit(
+                    message, outcome, latency_s=time.monotonic() - started, image_hashes=image_hashes,
+                    answer_chars=answer_chars, job_id=job.job_id,
+                )
+
+    async def _history(self, conversation: str) -> list[ChatTurn]:
+        turns = await self.store.conversations.turns(conversation, CONTEXT_TURNS)
+        return [ChatTurn("assistant" if t.role == "assistant" else "user", t.text) for t in turns]
+
+    async def _conversation_files(self, conversation: str) -> list[FileRef]:
+        files: list[FileRef] = []
+        for stored in await self.store.conversations.files(conversation, CONTEXT_FILES):
+            try:
+                files.append(decode_file(stored.file_ref))
+            except Exception:
+                logger.warning("skipped an unreadable stored file reference")
+        return files
+
+    async def _remember(self, conversation: str, result: Any) -> None:
+        try:
+            for file, content_hash in result.files_seen:
+                await self.store.conversations.add_file(conversation, encode_file(file), content_hash)
+            await self.store.conversations.add_turn(conversation, "user", result.question)
+            await self.store.conversations.add_turn(conversation, "assistant", result.answer)
+        except Exception:
+            logger.exception("could not store the conversation's turn")
+
+    async def _audit(
+        self,
+        message: IncomingMessage,
+        outcome: str,
+        *,
+        latency_s: float = 0.0,
+        image_hashes: tuple[str, ...] = (),
+        answer_chars: int = 0,
+        job_id: str = "",
+    ) -> None:
+        record = AuditRecord(
+            job_id=job_id or f"{message.platform}:{message.message_id}",
+            platform=message.platform,
+            user=message.user.key,
+            conversation=str(message.conversation),
+            image_hashes=image_hashes,
+            question_chars=len(message.text),
+            answer_chars=answer_chars,
+            latency_s=latency_s,
+            outcome=outcome,
+            created_at=time.time(),
+        )
+        try:
+            await self.store.audit.record(record)
+        except Exception:
+            logger.exception("could not write the audit record")
 
     async def _safe_fail(self, reply: ReplyHandle, text: str) -> None:
         try:

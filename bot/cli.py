@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -31,6 +32,15 @@ def _demo_model(settings: Settings) -> Path:
     return target
 
 
+def _chat_store(settings: Settings):  # type: ignore[no-untyped-def]
+    """A terminal session keeps its own state file and never answers another session's unfinished questions."""
+    from bot.store.sqlite import SQLiteStore
+
+    data_dir = Path(settings.core.data_dir).expanduser()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(data_dir / "chat.db", single_process=False)
+
+
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.console import ConsoleAdapter
     from bot.app import Application
@@ -39,7 +49,7 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     console = ConsoleAdapter(settings)
     files = [*args.image, *args.file]
     question = " ".join(args.question).strip()
-    async with Application(settings, adapters=[console]):
+    async with Application(settings, adapters=[console], store=_chat_store(settings), resume_jobs=False):
         if question or files:
             reply = await console.ask(question, files)
             return 0 if reply.error is None else 1
@@ -82,9 +92,18 @@ async def _run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Application(settings, adapters=adapters):
-        await stop.wait()
-        logger.info("shutting down: draining answers in flight")
+    with contextlib.ExitStack() as stack:
+        if not (settings.core.store_url or "").startswith("redis"):
+            from bot.lock import DataDirBusy, exclusive_data_dir
+
+            try:
+                stack.enter_context(exclusive_data_dir(settings.core.data_dir))
+            except DataDirBusy as exc:
+                print(f"peekbot: {exc}", file=sys.stderr)
+                return 2
+        async with Application(settings, adapters=adapters):
+            await stop.wait()
+            logger.info("shutting down: draining answers in flight")
     return 0
 
 

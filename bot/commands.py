@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot import fmt
+from bot.store.base import AuditSummary
 from bot.types import IncomingMessage
 
 if TYPE_CHECKING:
@@ -133,7 +134,8 @@ async def _stats(app: Application, _message: IncomingMessage, argument: str) -> 
         days = int(argument)
     per_day = app.usage.days(days)
     total = sum(usage.requests for _, usage in per_day)
-    if not total:
+    audit = await app.store.audit.summary(time.time() - days * 86400, top=10)
+    if not total and not audit.questions:
         return f"No questions in the last {days} days."
     failed = sum(usage.failed for _, usage in per_day)
     lines = [f"Usage over the last {days} days: {total} questions, {failed} failed.", "By day (UTC):"]
@@ -143,11 +145,25 @@ async def _stats(app: Application, _message: IncomingMessage, argument: str) -> 
     lines += [f"• {channel}: {count}" for channel, count in app.usage.top("channels", 10, days)]
     lines.append("Top users:")
     lines += [f"• {user}: {count}" for user, count in app.usage.top("users", 10, days)]
+    lines += _audit_lines(audit, days)
     return "\n".join(lines)
 
 
+def _audit_lines(audit: AuditSummary, days: int) -> list[str]:
+    """The journal's view, which survives restarts: every question by outcome, including refusals."""
+    if not audit.questions:
+        return []
+    outcomes = ", ".join(f"{count} {outcome.replace('_', ' ')}" for outcome, count in sorted(audit.by_outcome.items()))
+    lines = [f"Audit log, last {days} days (kept across restarts): {audit.questions} questions — {outcomes}."]
+    if audit.mean_latency_s is not None and audit.p95_latency_s is not None:
+        lines.append(f"Latency: mean {fmt.seconds(audit.mean_latency_s)}, p95 {fmt.seconds(audit.p95_latency_s)}.")
+    if audit.top_users:
+        lines.append("Most active: " + ", ".join(f"{user} ({count})" for user, count in audit.top_users[:5]) + ".")
+    return lines
+
+
 async def _reset(app: Application, message: IncomingMessage, _: str) -> str:
-    forgotten = app.memory.reset(message.conversation)
+    forgotten = await app.store.conversations.reset(str(message.conversation))
     return "Done: I forgot this thread's earlier questions." if forgotten else "There was nothing to forget here."
 
 

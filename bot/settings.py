@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import socket
 import tomllib
 from functools import cached_property
 from pathlib import Path
@@ -79,11 +80,36 @@ class CoreSettings(_Layer):
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_model: str | None = None
+    openai_max_concurrency: int = 8
+    """Answers streamed from the remote server at once; more wait in the queue (``PEEKBOT_QUEUE_LIMIT``)."""
+    openai_connect_timeout_s: float = 10.0
+    openai_stall_timeout_s: float = 60.0
+    """Once an answer streams, no data from the server for this long fails it (the deadline bounds the rest)."""
+    openai_retries: int = 3
+    """Retries after connection errors, 429 and 5xx, only before the first text arrived."""
+    openai_retry_backoff_s: float = 0.5
+    """First retry delay; doubled per retry (a 429's Retry-After wins)."""
+    openai_image_format: Literal["png", "jpeg"] = "png"
+    """How images travel in the data URLs: ``png`` (lossless, screenshots) or ``jpeg`` (smaller, photos)."""
     admins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     max_question_chars: int = 4000
     drain_timeout_s: float = 30.0
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    """Names this process in the job journal's leases (several replicas share one store)."""
+    job_lease_s: float = 60.0
+    """A job whose owner stops renewing its lease for this long is taken over by another process."""
+    max_job_attempts: int = 3
+    """A question that was interrupted this many times (crashes, restarts) is answered with an apology."""
+    dedupe_ttl_s: float = 24 * 3600.0
+    conversation_retention_days: float = 30.0
+    """Turns, files and documents of a conversation idle for longer are deleted."""
+    audit_retention_days: float = 90.0
+    answer_cache_ttl_s: float = 24 * 3600.0
+    """An identical question on identical images in the same conversation is answered from cache this long."""
+    store_synchronous: Literal["normal", "full"] = "normal"
+    """SQLite fsync policy: ``normal`` survives process crashes and kills; ``full`` also power loss (slower)."""
 
     _split_admins = field_validator("admins", mode="before")(_comma_list)
 
@@ -118,6 +144,8 @@ class EngineSettings(_Layer):
     """On stop, how long the running batch may finish before its requests are cancelled."""
     cpu_threads: int | None = None
     """torch intra-op threads (process-wide) when set; 1 avoids thread thrashing on small, shared CPUs."""
+    context_token_budget: int = 12000
+    """Estimated prompt tokens a question may use; older thread turns and images are left out beyond it."""
 
 
 class ImageSettings(_Layer):
@@ -133,6 +161,12 @@ class ImageSettings(_Layer):
     """Pages whose text layer is extracted (for document search); may exceed the pages rendered."""
     pdf_time_budget_s: float = 30.0
     """Wall-clock budget for drawing and reading one PDF; pages past it are skipped with a note."""
+    doc_pages_per_question: int = 4
+    """Pages of a long document (more pages than one question carries) sent with each question."""
+    transcribe_pages_per_question: int = 20
+    """Scanned pages (no text layer) the model transcribes for search per question; the rest wait for later ones."""
+    transcribe_max_new_tokens: int = 384
+    """Length cap of one page transcription."""
 
 
 class SlackSettings(_Layer):
@@ -235,6 +269,59 @@ class SchedulerSettings(_Layer):
     usage_retention_days: int = 30
 
 
+class AccessSettings(_Layer):
+    """Who may ask (allowlists, mode) and how often (rate limit, daily quota, pending questions per user).
+
+    Allowlist entries are ``platform:id`` (``slack:T123``, ``feishu:oc_abc``, ``slack:U42``); an empty list
+    lets everyone in.
+    """
+
+    allowed_workspaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Slack workspaces (team ids) / Feishu tenants (tenant keys)."""
+    allowed_channels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Group channels / chats; direct messages are governed by ``allowed_users`` alone."""
+    allowed_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Users (admins are always allowed)."""
+    access_mode: Literal["dm_only", "mention_only", "everyone"] = "everyone"
+    access_contact: str = ""
+    """Whom refused people should ask for access (e.g. ``#it-help``); empty: "the people who run peekbot"."""
+    rate_limit_per_minute: float = 6.0
+    """Questions per minute per user (token bucket refill); 0 turns the rate limit off."""
+    rate_limit_burst: int = 3
+    """Questions a user may ask at once before the per-minute rate applies."""
+    daily_quota: int = 0
+    """Answered questions per user per day; 0 turns the quota off."""
+    quota_timezone: str = ""
+    """IANA zone whose midnight resets the daily quota (e.g. ``Europe/Berlin``); empty: the server's local time."""
+    max_pending_per_user: int = 10
+    """Unanswered questions one user may have queued or running at once."""
+
+    _split_lists = field_validator("allowed_workspaces", "allowed_channels", "allowed_users", mode="before")(
+        _comma_list
+    )
+
+    @field_validator("allowed_workspaces", "allowed_channels", "allowed_users")
+    @classmethod
+    def _entries_name_their_platform(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            platform, _, ident = entry.partition(":")
+            if not platform or not ident:
+                raise ValueError(f"allowlist entry {entry!r} must be platform:id, e.g. slack:{entry or 'T123'}")
+        return entries
+
+    @field_validator("quota_timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        if name:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)") from exc
+        return name
+
+
 LayerT = TypeVar("LayerT", bound=_Layer)
 
 
@@ -274,3 +361,7 @@ class Settings:
     @cached_property
     def scheduler(self) -> SchedulerSettings:
         return self._load(SchedulerSettings)
+
+    @cached_property
+    def access(self) -> AccessSettings:
+        return self._load(AccessSettings)

@@ -165,6 +165,25 @@ class Adapter(Protocol):
         """Force a fresh connection (watchdog, admin command)."""
 
 
+@runtime_checkable
+class ResumableReplies(Protocol):
+    """An adapter that can re-create the reply handle of a journaled message after a restart.
+
+    ``state`` is what the earlier handle reported through ``resume_state()`` (e.g. the placeholder's id),
+    possibly empty when the process died before the placeholder was posted. The new handle keeps editing
+    the same placeholder when there is one, and otherwise replies where the original handle would have.
+    """
+
+    def reply_for(self, message: IncomingMessage, state: Mapping[str, str]) -> ReplyHandle: ...
+
+
+@runtime_checkable
+class ResumableReply(Protocol):
+    """A reply handle that can say how to continue it in another process (strings only, JSON-safe)."""
+
+    def resume_state(self) -> dict[str, str]: ...
+
+
 class Service(Protocol):
     """A background part of the application (scheduler, HTTP server) with its own lifecycle."""
 

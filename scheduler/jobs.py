@@ -15,12 +15,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bot.engine import EngineStats
+from bot.errors import EngineError
 from bot.ring import Snapshot, SnapshotRing
 from bot.settings import SchedulerSettings
 from bot.types import AdapterHealth
 from scheduler.runner import JobResult, JobSkipped
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from bot.app import Application
 
 logger = logging.getLogger(__name__)
@@ -117,6 +120,9 @@ class EngineLiveness:
         if not stats.ready:
             raise JobSkipped("the engine is not ready")
         timeout = self._settings.liveness_timeout_s
+        ping_server = getattr(self._app.engine, "ping", None)
+        if ping_server is not None:
+            return await self._ping_server(ping_server, timeout)
         started = time.monotonic()
         try:
             await self._app.engine.run_on_worker(_ping, timeout)
@@ -141,6 +147,26 @@ class EngineLiveness:
         self.last_ok_at = time.time()
         return JobResult(f"worker answered in {self.last_round_trip_s * 1000:.1f} ms",
                          {"round_trip_s": self.last_round_trip_s})
+
+    async def _ping_server(self, ping_server: Callable[[float], Awaitable[float]], limit_s: float) -> JobResult:
+        """A remote engine (``PEEKBOT_BACKEND=openai``) is alive while its server answers ``GET /models``."""
+        try:
+            round_trip = await ping_server(limit_s)
+        except (TimeoutError, EngineError) as exc:
+            reason = str(exc) or f"no answer within {limit_s:g} s"
+            self.stuck_count += 1
+            if self.alive is not False:
+                self.stuck_since = time.time()
+            self.alive = False
+            logger.error("the model server does not answer the liveness ping: %s", reason)
+            raise EngineStuck(f"the model server does not answer: {reason}") from exc
+        if self.alive is False:
+            logger.warning("the model server answers again")
+        self.alive = True
+        self.stuck_since = None
+        self.last_ok_at = time.time()
+        self.last_round_trip_s = round_trip
+        return JobResult(f"model server answered in {round_trip * 1000:.1f} ms", {"round_trip_s": round_trip})
 
 
 def stale_reason(health: AdapterHealth, stale_after_s: float) -> str | None:
@@ -200,15 +226,20 @@ class ConnectionWatchdog:
 
 
 class StateExpiry:
-    """Forgets dedupe keys, conversations and per-day usage past their lifetimes."""
+    """Forgets dedupe keys, finished jobs, idle conversations, old audit records and per-day usage."""
 
     def __init__(self, app: Application) -> None:
         self._app = app
 
     async def run(self) -> JobResult:
+        core = self._app.settings.core
+        store = self._app.store
+        day_s = 24 * 3600.0
         figures = {
-            "dedupe_keys": self._app.seen.expire(),
-            "conversations": self._app.memory.expire(),
+            "dedupe_keys": await store.dedupe.expire_keys(),
+            "finished_jobs": await store.jobs.expire_jobs(core.dedupe_ttl_s),
+            "conversations": await store.conversations.expire_conversations(core.conversation_retention_days * day_s),
+            "audit_records": await store.audit.expire_audit(core.audit_retention_days * day_s),
             "usage_days": self._app.usage.expire(),
         }
         detail = ", ".join(f"{count} {what.replace('_', ' ')}" for what, count in figures.items())

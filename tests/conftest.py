@@ -37,3 +37,11 @@ def tiny_qwen25_dir(tiny_models_root: Path) -> Path:
 def tiny_model_dir(request: pytest.FixtureRequest, tiny_models_root: Path) -> Path:
     """Both architectures, one after the other."""
     return _build(tiny_models_root, request.param)
+
+
+@pytest.fixture(autouse=True)
+def _private_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test gets its own state directory (SQLite store) and no rate limit, unless it sets them itself."""
+    monkeypatch.setenv("PEEKBOT_DATA_DIR", str(tmp_path / "state"))
+    # Tests ask many questions quickly as one user; the rate-limit tests switch it back on themselves.
+    monkeypatch.setenv("PEEKBOT_RATE_LIMIT_PER_MINUTE", "0")

@@ -8,6 +8,10 @@ pbbp2 ``Frame``, and the REST calls the adapter makes. Every REST call is record
         event = fake.message_event(msg_type="text", content={"text": "hi"})
         await fake.push_event(event, fragments=3)
         await fake.wait_for(lambda: fake.replies_to(event["event"]["message"]["message_id"]), what="a reply")
+
+By default every event frame goes to the newest connection. ``cluster=True`` is Feishu's cluster mode for an
+app with several connections (e.g. one per replica): each event goes to one live connection drawn at random
+(``seed`` makes the draw repeatable), and a re-push after no ack is drawn again, so it may reach another one.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import re
 import time
 import uuid
@@ -159,6 +164,8 @@ class FakeFeishu:
         client_config: Mapping[str, Any] | None = None,
         ack_timeout_s: float | None = 1.0,
         max_resends: int = 3,
+        cluster: bool = False,
+        seed: int | None = None,
     ) -> None:
         # The SDK caches tenant tokens per app id for the whole process: a fresh id per fake keeps tests apart.
         self.app_id = app_id or f"cli_{uuid.uuid4().hex[:16]}"
@@ -169,6 +176,8 @@ class FakeFeishu:
         self.pong_config: dict[str, Any] | None = None
         self.ack_timeout_s = ack_timeout_s
         self.max_resends = max_resends
+        self.cluster = cluster
+        self._random = random.Random(seed)
         self.silent = False
         self.discovery_failures = 0
         self.discovery_code: tuple[int, str] | None = None
@@ -291,6 +300,11 @@ class FakeFeishu:
         return sum(1 for c in self._connections if not c.ws.closed)
 
     @property
+    def live_connection_numbers(self) -> list[int]:
+        """Numbers (1 = the first ever opened) of the connections events can go to now, oldest first."""
+        return [c.number for c in self._live()]
+
+    @property
     def pings(self) -> int:
         return sum(c.pings for c in self._connections)
 
@@ -394,11 +408,14 @@ class FakeFeishu:
             },
         }
 
-    async def push_event(self, event: Mapping[str, Any], *, fragments: int = 1) -> str:
+    async def push_event(
+        self, event: Mapping[str, Any], *, fragments: int = 1, connection: int | None = None
+    ) -> str:
         """Send an event as a data frame (split into ``fragments`` frames); re-sent until acked.
 
         Returns the transport message id (the frame header ``message_id``). With no connection open the event
-        waits for the next one, as Feishu's backfill does.
+        waits for the next one, as Feishu's backfill does. ``connection`` sends the first copy on the live
+        connection with that number (the usual choice when it is gone); re-pushes are routed as usual.
         """
         push = _Push(
             transport_id=uuid.uuid4().hex,
@@ -406,7 +423,7 @@ class FakeFeishu:
             fragments=max(1, fragments),
         )
         self._pushes[push.transport_id] = push
-        if not await self._send_push(push):
+        if not await self._send_push(push, connection):
             self._queued.append(push)
         if self.ack_timeout_s is not None:
             self._spawn(self._resend_until_acked(push))
@@ -465,12 +482,26 @@ class FakeFeishu:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _live(self) -> list[_Connection]:
+        return [c for c in self._connections if not c.ws.closed and not (c.transport and c.transport.is_closing())]
+
     def _current(self) -> _Connection | None:
-        live = [c for c in self._connections if not c.ws.closed and not (c.transport and c.transport.is_closing())]
+        live = self._live()
         return live[-1] if live else None
 
-    async def _send_push(self, push: _Push) -> bool:
-        connection = self._current()
+    def _route(self, number: int | None = None) -> _Connection | None:
+        """Where an event frame goes: the connection asked for, else a random live one (cluster), else the newest."""
+        live = self._live()
+        if number is not None:
+            chosen = next((c for c in live if c.number == number), None)
+            if chosen is not None:
+                return chosen
+        if self.cluster and live:
+            return self._random.choice(live)
+        return live[-1] if live else None
+
+    async def _send_push(self, push: _Push, number: int | None = None) -> bool:
+        connection = self._route(number)
         if connection is None:
             return False
         size = -(-len(push.payload) // push.fragments)

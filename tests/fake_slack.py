@@ -8,6 +8,11 @@ served only with the bot token; anything else gets Slack's HTML sign-in page.
 
 Faults for tests: drop a connection (abruptly or politely), make one go silent (no pongs, nothing sent:
 a half-open connection), answer a method with 429 + ``Retry-After``.
+
+By default every envelope goes to the newest connection. With ``spread=True`` each envelope goes to one
+open connection of the app drawn at random (``seed`` makes the draw repeatable), as Slack spreads events
+over an app's Socket Mode connections (up to 10, e.g. one per replica); a redelivery is drawn again, so it
+may land on another connection. ``send_event(..., connection=N)`` sends to connection number N.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -92,9 +98,21 @@ class FakeSlack:
     APP_ID = "A0PEEKBOT"
     MAX_TEXT = 4000
 
-    def __init__(self, *, ack_timeout_s: float = 3.0, max_redeliveries: int = 3) -> None:
+    MAX_CONNECTIONS = 10
+    """Slack spreads an app's events over at most this many of its open Socket Mode connections."""
+
+    def __init__(
+        self,
+        *,
+        ack_timeout_s: float = 3.0,
+        max_redeliveries: int = 3,
+        spread: bool = False,
+        seed: int | None = None,
+    ) -> None:
         self.ack_timeout_s = ack_timeout_s
         self.max_redeliveries = max_redeliveries
+        self.spread = spread
+        self._random = random.Random(seed)
         self.api_calls: list[Call] = []
         self.deliveries: dict[str, Delivery] = {}
         self.downloads: list[tuple[str, bool]] = []
@@ -268,9 +286,18 @@ class FakeSlack:
 
     # Socket Mode side ----------------------------------------------------------------------------
     async def send_event(
-        self, event: dict[str, Any], *, retry_attempt: int = 0, event_id: str | None = None
+        self,
+        event: dict[str, Any],
+        *,
+        retry_attempt: int = 0,
+        event_id: str | None = None,
+        connection: int | None = None,
     ) -> str:
-        """Deliver an Events API envelope; returns its envelope id. Unacked ones are redelivered."""
+        """Deliver an Events API envelope; returns its envelope id. Unacked ones are redelivered.
+
+        ``connection`` sends it on the open connection with that number (the usual choice when it is closed);
+        a redelivery is routed as usual.
+        """
         payload = {
             "token": "fake-verification-token",
             "team_id": self.TEAM_ID,
@@ -290,7 +317,7 @@ class FakeSlack:
             ],
             "is_ext_shared_channel": False,
         }
-        return await self._send_envelope("events_api", payload, retry_attempt=retry_attempt)
+        return await self._send_envelope("events_api", payload, retry_attempt=retry_attempt, connection=connection)
 
     async def send_command(
         self,
@@ -364,6 +391,17 @@ class FakeSlack:
     def open_connections(self) -> int:
         return sum(1 for c in self._connections if not c.closed)
 
+    @property
+    def open_connection_numbers(self) -> list[int]:
+        """Numbers (1 = the first ever opened) of the connections open now, oldest first."""
+        return [c.number for c in self._connections if not c.closed]
+
+    def deliveries_of(self, event_id: str) -> list[Delivery]:
+        """Every envelope (first delivery, redeliveries, repeats) that carried the event ``event_id``."""
+        return [
+            d for d in self.deliveries.values() if d.envelope.get("payload", {}).get("event_id") == event_id
+        ]
+
     async def wait_for_connection(self, count: int, timeout: float = 10.0) -> None:
         """Wait until ``count`` connections were opened in total and one of them is open and talking."""
         await self.wait_until(
@@ -379,6 +417,20 @@ class FakeSlack:
                 return connection
         return None
 
+    def _route(self, number: int | None) -> _Connection | None:
+        """The connection an envelope goes to: the one asked for, else a random one (``spread``), else the newest.
+
+        A silent (half-open) connection can be chosen: Slack cannot tell, and the envelope is lost on it.
+        """
+        open_now = [c for c in self._connections if not c.closed]
+        if number is not None:
+            chosen = next((c for c in open_now if c.number == number), None)
+            if chosen is not None:
+                return chosen
+        if self.spread and open_now:
+            return self._random.choice(open_now[-self.MAX_CONNECTIONS:])
+        return self._newest()
+
     async def _send_envelope(
         self,
         kind: str,
@@ -386,6 +438,7 @@ class FakeSlack:
         *,
         retry_attempt: int,
         accepts_response_payload: bool = False,
+        connection: int | None = None,
     ) -> str:
         envelope_id = str(uuid.uuid4())
         envelope = {
@@ -397,14 +450,14 @@ class FakeSlack:
         if kind == "events_api":
             envelope["retry_attempt"] = retry_attempt
             envelope["retry_reason"] = "timeout" if retry_attempt else ""
-        connection = self._newest()
-        delivery = Delivery(envelope_id, envelope, connection.number if connection else None)
+        target = self._route(connection)
+        delivery = Delivery(envelope_id, envelope, target.number if target else None)
         self.deliveries[envelope_id] = delivery
-        if connection is None or connection.silent:
+        if target is None or target.silent:
             delivery.lost = True  # nobody listening, or a half-open connection swallows it
         else:
             try:
-                await connection.ws.send_str(json.dumps(envelope))
+                await target.ws.send_str(json.dumps(envelope))
             except (ConnectionError, RuntimeError):
                 delivery.lost = True
         if kind == "events_api":

@@ -45,7 +45,9 @@ def screenshot(tmp_path: Path) -> Path:
 async def ask(app: Application, msg) -> RecordingReply:  # type: ignore[no-untyped-def]
     reply = RecordingReply()
     assert await app.handle(msg, reply)
-    return await reply.wait()
+    await reply.wait()
+    assert await app.wait_idle(30)  # the turn is recorded once the answer is out
+    return reply
 
 
 async def test_question_with_image_is_answered_and_streamed(running, screenshot: Path) -> None:

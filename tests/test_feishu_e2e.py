@@ -53,6 +53,7 @@ async def world(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
                 "PEEKBOT_MAX_NEW_TOKENS": "8",
                 "PEEKBOT_MAX_PIXELS": str(128 * 128),
                 "PEEKBOT_WARMUP": "false",
+                "PEEKBOT_RATE_LIMIT_PER_MINUTE": "0",
                 "FEISHU_RECONNECT_INITIAL_S": "0.05",
                 "FEISHU_RECONNECT_JITTER_S": "0.05",
             })

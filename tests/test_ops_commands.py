@@ -144,8 +144,12 @@ async def test_stats_counts_questions_by_day_channel_and_user(bot, tmp_path: Pat
     assert len(day_lines) == 1 and ": 4 questions, 1 failed, " in day_lines[0]
     channels = lines[lines.index("Top channels:") + 1 : lines.index("Top users:")]
     assert channels == ["• slack:W1:C-dev: 3", "• feishu:W1:oc_ops: 1"]
-    users = lines[lines.index("Top users:") + 1 :]
+    audit_at = next(i for i, line in enumerate(lines) if line.startswith("Audit log"))
+    users = lines[lines.index("Top users:") + 1 : audit_at]
     assert users == ["• slack:U1: 2", "• feishu:ou_2: 1", "• slack:U3: 1"]
+    # The journal's audit log (kept across restarts) counts the same questions by outcome.
+    assert lines[audit_at] == "Audit log, last 7 days (kept across restarts): 4 questions — 3 answered, 1 failed."
+    assert lines[-1] == "Most active: slack:U1 (2), feishu:ou_2 (1), slack:U3 (1)."
     assert (await command(slack, "/stats 1")).startswith("Usage over the last 1 days: 4 questions")
     assert (await command(slack, "/stats lots")).startswith("Usage: /stats [days]")
 

@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.conversations import ConversationMemory
-from bot.dedupe import SeenKeys
 from bot.engine import GenerationRequest
 from bot.services import maintenance_of
-from bot.types import ConversationKey
 from bot.usage import RequestRecord
 from scheduler import IntervalScheduler, JobResult
 from scheduler.service import CLEANUP, EXPIRY, LIVENESS, SNAPSHOT, WATCHDOG, MaintenanceScheduler
@@ -212,20 +209,22 @@ async def test_stop_cancels_runs_in_progress_but_not_who_asked_for_them() -> Non
 
 
 async def test_expiry_forgets_old_dedupe_keys_conversations_and_usage(monkeypatch, tmp_path, model_dir) -> None:
-    settings = configure(monkeypatch, tmp_path, model_dir)
+    settings = configure(monkeypatch, tmp_path, model_dir, CONVERSATION_RETENTION_DAYS=0.1 / 86400)
     async with running_app(settings, [ControlledAdapter("slack")]) as app:
-        app.seen = SeenKeys(ttl_s=0.05)
-        app.memory = ConversationMemory(ttl_s=0.05)
-        app.seen.add("slack:event:E1")
-        app.seen.add("slack:msg:M1")
-        app.memory.record(ConversationKey("slack", "W1", "C1", "T1"), "q", "a")
+        store = app.store
+        assert await store.dedupe.claim("slack:event:E1", 0.05)
+        assert await store.dedupe.claim("slack:msg:M1", 0.05)
+        await store.conversations.add_turn("slack:W1:C1:T1", "user", "what is this?")
         old = time.time() - 40 * 86400
         app.usage.record(RequestRecord(old, "slack", "slack:W1:C1", "slack:U1", "answered", None, 1.0))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
         run = await _maintenance(app).jobs.run_now(EXPIRY)
         assert run.outcome == "ok"
-        assert dict(run.data) == {"dedupe_keys": 2, "conversations": 1, "usage_days": 1}
-        assert len(app.seen) == 0 and len(app.memory) == 0
+        assert run.data["dedupe_keys"] == 2
+        assert run.data["conversations"] == 1
+        assert run.data["usage_days"] == 1
+        assert await store.conversations.turns("slack:W1:C1:T1", 10) == []
+        assert await store.dedupe.claim("slack:event:E1", 60)  # forgotten, so a new delivery counts again
 
 
 async def test_snapshots_fill_the_ring_while_running(monkeypatch, tmp_path, model_dir) -> None:

@@ -8,7 +8,7 @@ import logging
 import mimetypes
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -67,6 +67,10 @@ class ConsoleReply:
         self.error = text
         self.done.set()
 
+    def resume_state(self) -> dict[str, str]:
+        """A terminal reply has nothing to find again: a new process just writes to its own terminal."""
+        return {}
+
     def _write_through(self, text: str) -> None:
         if text.startswith(self._printed):
             self._out.write(text[len(self._printed) :])
@@ -107,6 +111,10 @@ class ConsoleAdapter:
     async def fetch(self, file: FileRef) -> bytes:
         return await asyncio.to_thread(self._read, Path(file.source["path"]))
 
+    def reply_for(self, message: IncomingMessage, state: Mapping[str, str]) -> ConsoleReply:
+        """A reply for a journaled question: the answer is written to this terminal."""
+        return ConsoleReply(self._out, self._status)
+
     def _read(self, path: Path) -> bytes:
         size = path.stat().st_size
         limit = self._settings.images.max_file_bytes
@@ -144,7 +152,7 @@ class ConsoleAdapter:
         segments += [ImageSegment(ref) if ref.is_image else FileSegment(ref) for ref in refs]
         number = next(self._ids)
         message = IncomingMessage(
-            event_id=f"console-{number}",
+            event_id=f"console-{self._conversation.thread}-{number}",
             message_id=f"{self._conversation.thread}-{number}",
             conversation=self._conversation,
             user=CONSOLE_USER,

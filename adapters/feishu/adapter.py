@@ -1,10 +1,15 @@
-"""The Feishu/Lark adapter: our long connection in, lark-oapi REST out."""
+"""The Feishu/Lark adapter: our long connection in, lark-oapi REST out.
+
+An event frame is acked (code 200) only after the core's handler returned, i.e. after the question was
+journaled. When the handler raises, the frame is answered with code 500 and Feishu sends the event again;
+the connection stays up.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -14,7 +19,7 @@ from adapters.feishu.replies import FeishuReply
 from adapters.feishu.rest import BotIdentity, DownloadTooLarge, FeishuApiError, FeishuRest
 from bot.errors import FileAccessDenied, FileTooLarge, UnsupportedFile
 from bot.settings import Settings
-from bot.types import AdapterHealth, FileRef, IncomingMessage, MessageHandler
+from bot.types import AdapterHealth, FileRef, IncomingMessage, MessageHandler, ReplyHandle
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +154,22 @@ class FeishuAdapter:
         if len(download.data) > limit:
             raise FileTooLarge(f"“{name}” is {_size_text(len(download.data))}; the limit is {_size_text(limit)}.")
         return download.data
+
+    # ResumableReplies ----------------------------------------------------------------------------
+    def reply_for(self, message: IncomingMessage, state: Mapping[str, str]) -> ReplyHandle:
+        """The reply handle for a journaled message; keeps streaming into the card ``state`` names, if any.
+
+        Needs the REST client, i.e. a started adapter.
+        """
+        in_thread = state["in_thread"] == "1" if "in_thread" in state else self._feishu.reply_in_thread
+        return FeishuReply.resumed(
+            self._rest_client(),
+            message.message_id,
+            state,
+            settings=self._feishu,
+            in_thread=in_thread,
+            spawn=self._spawn,
+        )
 
     # intake --------------------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -4,6 +4,10 @@ The card is a CardKit streaming card (``POST /cardkit/v1/cards``, ``PUT …/elem
 increasing ``sequence``, ``PATCH …/settings`` to close it). Where CardKit is unavailable the reply is an
 interactive card message edited with ``PATCH /im/v1/messages/{id}`` (at most 5 edits per second).
 Edits are coalesced (the newest text wins) and never block the caller; the final text always lands.
+
+``resume_state()`` names the card so that another process can finish it (``FeishuReply.resumed``): it checks
+once that the card message still exists (else it replies afresh), and streams with sequence numbers above any
+the first process can have used (CardKit wants them strictly increasing per card).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Self
 
 from adapters.feishu.rest import FeishuApiError, FeishuRateLimited, FeishuRest
 from bot.settings import FeishuSettings
@@ -28,6 +33,13 @@ MIN_PATCH_INTERVAL_S = 0.2  # Feishu allows 5 edits per second per message
 MIN_STREAM_INTERVAL_S = 0.1  # and 10 per second per CardKit card
 MAX_UPDATE_BACKOFF_S = 10.0
 ERROR_PREFIX = "⚠️ "
+STREAMING_CLOSED_CODE = 300309
+"""CardKit's answer to a streaming update after streaming mode ended (CardKit ends it by itself after a while)."""
+SEQUENCE_TICKS_PER_S = 10
+"""A reply pushes at most this many updates per second (MIN_STREAM_INTERVAL_S), so its sequence number never
+runs ahead of this many ticks per second since the card was created (plus a few for progress and closing)."""
+RESUME_SEQUENCE_MARGIN = 1000
+"""Added on resume to cover those few and clock differences between processes (100 s at 10 ticks per second)."""
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
@@ -105,6 +117,52 @@ class FeishuReply:
         self._penalty = 0.0
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        self.card_created_at: float | None = None
+        self._uuid_salt = ""
+        self._check_card = False
+        self._check_lock = asyncio.Lock()
+
+    @classmethod
+    def resumed(
+        cls,
+        rest: FeishuRest,
+        message_id: str,
+        state: Mapping[str, str],
+        *,
+        settings: FeishuSettings,
+        in_thread: bool,
+        spawn: Spawn,
+    ) -> Self:
+        """A handle that continues the reply ``state`` describes (from ``resume_state()`` in another process)."""
+        reply = cls(rest, state.get("message_id") or message_id, settings=settings, in_thread=in_thread, spawn=spawn)
+        # Messages sent from here on are new: the first process's idempotency keys must not swallow them.
+        reply._uuid_salt = uuid.uuid4().hex[:12]
+        reply.card_message_id = state.get("card_message_id") or None
+        reply.card_id = (state.get("card_id") or None) if reply.card_message_id else None
+        reply._check_card = reply.card_message_id is not None
+        reply.card_created_at = _float(state.get("card_created_at"))
+        if reply.card_id is not None:
+            reply._sequence = resume_sequence(_int(state.get("sequence")), reply.card_created_at)
+        if state.get("typing") == "1":
+            reply._typing_added = True
+            reply._reaction_id = state.get("reaction_id") or None
+        return reply
+
+    def resume_state(self) -> dict[str, str]:
+        """What another process needs to finish this reply: the question, the card, the sequence, the reaction."""
+        state = {"message_id": self.message_id, "in_thread": "1" if self._in_thread else "0"}
+        if self.card_message_id is not None:
+            state["card_message_id"] = self.card_message_id
+        if self.card_id is not None:
+            state["card_id"] = self.card_id
+            state["sequence"] = str(self._sequence)
+        if self.card_created_at is not None:
+            state["card_created_at"] = f"{self.card_created_at:.3f}"
+        if self._typing_added:
+            state["typing"] = "1"
+            if self._reaction_id is not None:
+                state["reaction_id"] = self._reaction_id
+        return state
 
     @property
     def _interval(self) -> float:
@@ -113,7 +171,7 @@ class FeishuReply:
 
     def _uuid(self, purpose: str) -> str:
         """An idempotency key: Feishu sends a reply with the same uuid only once."""
-        return hashlib.sha1(f"{self.message_id}:{purpose}".encode()).hexdigest()[:32]
+        return hashlib.sha1(f"{self.message_id}:{purpose}{self._uuid_salt}".encode()).hexdigest()[:32]
 
     # ReplyHandle ---------------------------------------------------------------------------------
     async def start_progress(self, queue_position: int | None = None) -> None:
@@ -121,6 +179,7 @@ class FeishuReply:
             return
         text = progress_text(queue_position)
         try:
+            await self._check_resumed_card()
             if self.card_message_id is None:
                 await asyncio.gather(self._add_typing(), self._open_card(text))
             elif not self._answer_started:
@@ -144,6 +203,29 @@ class FeishuReply:
         await self._close(ERROR_PREFIX + text, error=True)
 
     # internals -----------------------------------------------------------------------------------
+    async def _check_resumed_card(self) -> None:
+        """Once, for a resumed reply: forget the card if its message was deleted, so a fresh one is sent."""
+        if not self._check_card:
+            return
+        async with self._check_lock:
+            if not self._check_card or self.card_message_id is None:
+                return
+            self._check_card = False
+            try:
+                found = await self._rest.get_message(self.card_message_id, max_wait_s=self._settings.update_interval_s)
+            except FeishuApiError as exc:
+                unsure = isinstance(exc, FeishuRateLimited) or exc.code is None or (exc.status or 0) >= 500
+                if unsure:  # no answer about the message itself: assume the card is still there
+                    logger.info("feishu: could not check card message %s: %s", self.card_message_id, exc)
+                    return
+                found = None
+            if found is not None and not found.deleted:
+                return
+            logger.info("feishu: the card message %s for %s is gone; replying afresh", self.card_message_id,
+                        self.message_id)
+            self.card_message_id = self.card_id = None
+            self._shown = None
+
     async def _add_typing(self) -> None:
         if self._typing_added:
             return
@@ -170,6 +252,7 @@ class FeishuReply:
             if self._settings.streaming_cards:
                 try:
                     card_id = await self._rest.create_card(card(text, streaming=True))
+                    created_at = time.time()
                     content = json.dumps({"type": "card", "data": {"card_id": card_id}})
                     self.card_message_id = await self._rest.reply(
                         self.message_id,
@@ -179,6 +262,8 @@ class FeishuReply:
                         uuid=self._uuid("streaming-card"),
                     )
                     self.card_id = card_id
+                    self.card_created_at = created_at
+                    self._sequence = 0
                     self._shown = text
                     return
                 except FeishuApiError as exc:
@@ -200,9 +285,22 @@ class FeishuReply:
         async with self._lock:
             if self.card_id is not None:
                 self._sequence += 1
-                await self._rest.set_card_text(
-                    self.card_id, ANSWER_ELEMENT, text, self._sequence, max_wait_s=max_wait_s
-                )
+                try:
+                    await self._rest.set_card_text(
+                        self.card_id, ANSWER_ELEMENT, text, self._sequence, max_wait_s=max_wait_s
+                    )
+                except FeishuApiError as exc:
+                    if exc.code != STREAMING_CLOSED_CODE:
+                        raise
+                    # Streaming ended by itself (a long answer, or a restart in between): turn it on again.
+                    logger.info("feishu: streaming on card %s had ended; resuming it", self.card_id)
+                    self._sequence += 1
+                    streaming = {"config": {"streaming_mode": True}}
+                    await self._rest.set_card_settings(self.card_id, streaming, self._sequence)
+                    self._sequence += 1
+                    await self._rest.set_card_text(
+                        self.card_id, ANSWER_ELEMENT, text, self._sequence, max_wait_s=max_wait_s
+                    )
             elif self.card_message_id is not None:
                 content = json.dumps(card(text), ensure_ascii=False)
                 await self._rest.patch_message(self.card_message_id, content, max_wait_s=max_wait_s)
@@ -219,6 +317,7 @@ class FeishuReply:
             if self._closed or text is None or text == self._shown:
                 return
             try:
+                await self._check_resumed_card()
                 if self.card_message_id is None:
                     await self._open_card(text)
                 else:
@@ -247,6 +346,7 @@ class FeishuReply:
         self._closed = True
         try:
             await self._stop_flusher()
+            await self._check_resumed_card()
             pieces = [text] if error else split_answer(text, self._settings.max_reply_chars)
             delivered = False
             if self.card_message_id is not None:
@@ -274,3 +374,28 @@ class FeishuReply:
                 await self._rest.set_card_settings(self.card_id, settings, self._sequence)
             except FeishuApiError as exc:  # the card still shows the full text; Feishu ends streaming by itself
                 logger.info("feishu: could not end streaming on card %s: %s", self.card_id, exc)
+
+
+def resume_sequence(stored: int, card_created_at: float | None, now: float | None = None) -> int:
+    """The sequence number a resumed reply continues from: above any the earlier process can have used.
+
+    That process journaled ``stored`` early and kept pushing, at most ``SEQUENCE_TICKS_PER_S`` per second.
+    """
+    elapsed = 0.0
+    if card_created_at is not None:
+        elapsed = max((time.time() if now is None else now) - card_created_at, 0.0)
+    return max(stored, int(elapsed * SEQUENCE_TICKS_PER_S)) + RESUME_SEQUENCE_MARGIN
+
+
+def _int(value: str | None) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except ValueError:
+        return 0
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None

@@ -1,8 +1,12 @@
 """The Slack adapter: Socket Mode in, the core's types out, answers in threads.
 
-Every envelope is acked by Bolt before any of our work starts (events are auto-acked, the slash command
-acks first thing). Our listeners only hand the payload to a task that dedupes, filters, translates and
-calls the core's handler, which itself returns at once.
+An event envelope is acked only after the core's handler returned, i.e. after the question was journaled:
+Bolt runs with ``process_before_response``, so it sends the ack when our listener returns (Bolt's default
+acks events *before* the listener runs). The listener dedupes, filters, translates (a ``files.info`` or
+``conversations.replies`` call at most) and calls the handler, which journals and returns at once. When
+anything there fails, Bolt answers 500 internally and sends no ack, so Slack delivers the event again.
+A copy that arrives while the first is still on its way waits for the first copy's outcome.
+The slash command is acked first thing, as Slack shows the user an error after 3 s.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from bot.types import (
     FileRef,
     IncomingMessage,
     MessageHandler,
+    ReplyHandle,
     TextSegment,
     User,
 )
@@ -41,6 +46,12 @@ from bot.types import (
 logger = logging.getLogger(__name__)
 
 THREAD_HISTORY_LIMIT = 200
+IN_FLIGHT_WAIT_S = 2.0
+"""How long a copy of an event waits for the outcome of the first copy before it is left unacked."""
+
+
+class EventNotTaken(Exception):
+    """The core did not take an event (e.g. its journal failed): the envelope stays unacked."""
 
 
 class _KnownBoltNotices(logging.Filter):
@@ -78,6 +89,7 @@ class SlackAdapter:
         self._bot_token = ""
         self._seen_events = RecentKeys()
         self._seen_messages = RecentKeys()
+        self._in_flight: dict[str, asyncio.Future[bool]] = {}
         self._threads = AnsweredThreads(self._slack.thread_memory)
         self._tasks: set[asyncio.Task[None]] = set()
         self._reply_options = ReplyOptions(
@@ -152,6 +164,50 @@ class SlackAdapter:
         if self._connection is not None:
             await self._connection.reconnect("requested")
 
+    # ResumableReplies ----------------------------------------------------------------------------
+    def reply_for(self, message: IncomingMessage, state: Mapping[str, str]) -> ReplyHandle:
+        """The reply handle for a journaled message, continuing the placeholder named in ``state`` if any.
+
+        Needs the Web API client, i.e. a started adapter.
+        """
+        web = self._require_web()
+        if message.is_command or state.get("kind") == "ephemeral":
+            if self._http is None:
+                raise RuntimeError("the Slack adapter is not started")
+            return EphemeralReply(
+                web,
+                self._http,
+                channel=state.get("channel") or message.conversation.channel,
+                user_id=state.get("user_id") or message.user.user_id,
+                response_url=state.get("response_url") or None,
+                options=self._reply_options,
+            )
+        message_channel, _, message_ts = message.message_id.rpartition(":")
+        channel = state.get("channel") or message.conversation.channel or message_channel
+        question_ts = state.get("question_ts") or message_ts
+        direct = state["direct"] == "1" if "direct" in state else message.chat_type is ChatType.DIRECT
+        reply = self._thread_reply(
+            channel=channel,
+            thread_ts=state.get("thread_ts") or message.conversation.thread or question_ts,
+            question_ts=question_ts,
+            direct=direct,
+        )
+        reply.restore(state)
+        self._threads.add(reply.channel, reply.thread_ts)  # follow-ups there still need no mention
+        return reply
+
+    def _thread_reply(self, *, channel: str, thread_ts: str, question_ts: str, direct: bool) -> ThreadReply:
+        return ThreadReply(
+            self._require_web(),
+            channel=channel,
+            thread_ts=thread_ts,
+            question_ts=question_ts,
+            direct=direct,
+            options=self._reply_options,
+            spawn=self._spawn,
+            assistant_status=self._assistant_status,
+        )
+
     # start-up ------------------------------------------------------------------------------------
     def _tokens(self) -> tuple[str, str]:
         if self._slack.bot_token is None or self._slack.app_token is None:
@@ -207,17 +263,24 @@ class SlackAdapter:
             request_verification_enabled=False,  # Socket Mode: no HTTP signatures
             ssl_check_enabled=False,
             url_verification_enabled=False,
+            process_before_response=True,  # ack when the listener returned, not before it ran
         )
 
         async def on_event(body: dict[str, Any]) -> None:
-            self._spawn(self._process_event(body))
+            await self._process_event(body)
 
         async def on_command(ack: Any, body: dict[str, Any]) -> None:
             await ack()
             self._spawn(self._process_command(body))
 
+        async def on_error(error: Exception) -> None:
+            # Bolt has set the response to 500: the envelope is not acked and Slack sends it again.
+            if not isinstance(error, EventNotTaken):
+                logger.error("slack: an envelope could not be handled; left unacked", exc_info=error)
+
         app.event(re.compile(".*"))(on_event)
         app.command(self._slack.command)(on_command)
+        app.error(on_error)
         return app
 
     # events --------------------------------------------------------------------------------------
@@ -233,39 +296,83 @@ class SlackAdapter:
             logger.error("slack: background task failed", exc_info=task.exception())
 
     async def _process_event(self, body: Mapping[str, Any]) -> None:
+        """Dedupe, filter, translate and hand one event to the core. Returning acks the envelope;
+        ``EventNotTaken`` leaves it unacked (the core failed, or an earlier copy is still on its way)."""
         me, handler = self._me, self._handler
         event = body.get("event")
-        if me is None or handler is None or not isinstance(event, Mapping):
+        if not isinstance(event, Mapping):
             return
+        if me is None or handler is None:
+            raise EventNotTaken("the Slack adapter is stopping")
         event_id = str(body.get("event_id") or "")
-        if event_id and not self._seen_events.claim(event_id):
-            logger.info("slack: event %s delivered again; dropped", event_id)
-            return
-        verdict = events.classify(event, me, self._threads)
-        if not verdict.answer:
-            logger.debug("slack: ignored %s event %s: %s", event.get("type"), event_id, verdict.reason)
-            return
-        message_id = events.message_id(event)
-        if not self._seen_messages.claim(message_id):
-            logger.info("slack: message %s arrived again as %s; dropped", message_id, event.get("type"))
-            return
+        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        claimed: list[tuple[RecentKeys, str]] = []
+        taken = False
         try:
-            message = await self._translate(body, event, me, verdict)
-        except Exception:
-            logger.exception("slack: could not read message %s", message_id)
-            self._seen_messages.release(message_id)
-            self._seen_events.release(event_id)
-            return
-        with log_context(request_id=message_id, platform=self.name, conversation=str(message.conversation)):
-            reply = ThreadReply(
-                self._require_web(),
+            if event_id:
+                if not await self._claim(self._seen_events, event_id, outcome):
+                    logger.info("slack: event %s delivered again; acked", event_id)
+                    taken = True
+                    return
+                claimed.append((self._seen_events, event_id))
+            verdict = events.classify(event, me, self._threads)
+            if not verdict.answer:
+                logger.debug("slack: ignored %s event %s: %s", event.get("type"), event_id, verdict.reason)
+                taken = True
+                return
+            message_id = events.message_id(event)
+            if not await self._claim(self._seen_messages, message_id, outcome):
+                logger.info("slack: message %s arrived again as %s; acked", message_id, event.get("type"))
+                taken = True
+                return
+            claimed.append((self._seen_messages, message_id))
+            await self._hand_over(handler, body, event, me, verdict)
+            taken = True
+        except EventNotTaken:
+            raise
+        except Exception as exc:
+            logger.exception("slack: event %s was not taken; left unacked so that Slack sends it again", event_id)
+            raise EventNotTaken(str(exc)) from exc
+        finally:
+            for keys, key in claimed:
+                if not taken:
+                    keys.release(key)
+                if self._in_flight.get(key) is outcome:
+                    del self._in_flight[key]
+            outcome.set_result(taken)
+
+    async def _claim(self, keys: RecentKeys, key: str, outcome: asyncio.Future[bool]) -> bool:
+        """True when this copy is the one to process (``key`` is then in flight with ``outcome``); False when an
+        earlier copy was taken. Waits while an earlier copy is on its way; raises EventNotTaken if that lasts."""
+        while not keys.claim(key):
+            earlier = self._in_flight.get(key)
+            if earlier is None:
+                return False
+            try:
+                taken = await asyncio.wait_for(asyncio.shield(earlier), IN_FLIGHT_WAIT_S)
+            except TimeoutError:
+                raise EventNotTaken(f"an earlier copy of {key} is still on its way") from None
+            if taken:
+                return False
+            # the earlier copy failed and gave up its claim: this copy tries instead
+        self._in_flight[key] = outcome
+        return True
+
+    async def _hand_over(
+        self,
+        handler: MessageHandler,
+        body: Mapping[str, Any],
+        event: Mapping[str, Any],
+        me: Identity,
+        verdict: events.Verdict,
+    ) -> None:
+        message = await self._translate(body, event, me, verdict)
+        with log_context(request_id=message.message_id, platform=self.name, conversation=str(message.conversation)):
+            reply = self._thread_reply(
                 channel=str(event.get("channel", "")),
                 thread_ts=events.thread_root(event),
                 question_ts=str(event.get("ts", "")),
                 direct=message.chat_type is ChatType.DIRECT,
-                options=self._reply_options,
-                spawn=self._spawn,
-                assistant_status=self._assistant_status,
             )
             logger.info("slack: %s (%s event, %d files, %d earlier files)", verdict.reason, event.get("type"),
                         len(message.files), len(message.context_files))

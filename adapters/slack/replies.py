@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,9 @@ ELLIPSIS = "\u2026"  # ends a streamed answer cut at the message limit
 FENCE = "```"
 
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+
+PLACEHOLDER_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+"""chat.update errors that mean the placeholder can no longer be edited: post a fresh message instead."""
 
 
 def placeholder_text(queue_position: int | None) -> str:
@@ -87,6 +90,10 @@ def _error_code(error: SlackApiError) -> str:
         return str(error.response.get("error", ""))
     except Exception:
         return ""
+
+
+def placeholder_gone(error: SlackApiError) -> bool:
+    return _error_code(error) in PLACEHOLDER_GONE
 
 
 async def call_with_retry(
@@ -165,6 +172,7 @@ class ThreadReply:
         self._assistant_status = assistant_status
         self.placeholder_ts: str | None = None
         self._reacted = False
+        self._reaction = options.reaction
         self._latest: str | None = None  # newest answer text from the core
         self._streamed: str | None = None  # the answer text the placeholder shows now
         self._shown: str | None = None  # what the placeholder message says
@@ -186,8 +194,15 @@ class ThreadReply:
             elif self._latest is None and self._shown != text:
                 try:
                     await self._edit(text, retries=0)
+                except SlackApiError as exc:
+                    if not placeholder_gone(exc):
+                        logger.info("could not show the progress: %s", _error_code(exc))
+                        return
+                    logger.info("the placeholder in %s is gone (%s); posting a new one", self.channel, _error_code(exc))
+                    self.placeholder_ts = None
+                    await self._post_placeholder(text)
                 except Exception as exc:
-                    logger.info("could not show the queue position: %s", exc)
+                    logger.info("could not show the progress: %s", exc)
 
     async def update(self, text: str) -> None:
         """Never blocks: remembers the newest text; a background task edits at most once per interval."""
@@ -205,14 +220,35 @@ class ThreadReply:
     async def fail(self, text: str) -> None:
         await self._deliver_final(f":warning: {text}")
 
+    # ResumableReply ------------------------------------------------------------------------------
+    def resume_state(self) -> dict[str, str]:
+        """Where this reply lives, its placeholder (once posted) and the progress reaction (once added)."""
+        state = {
+            "kind": "thread",
+            "channel": self.channel,
+            "thread_ts": self.thread_ts,
+            "question_ts": self._question_ts,
+            "direct": "1" if self._direct else "0",
+        }
+        if self.placeholder_ts is not None:
+            state["placeholder_ts"] = self.placeholder_ts
+        if self._reacted:
+            state["reaction"] = self._reaction
+        return state
+
+    def restore(self, state: Mapping[str, str]) -> None:
+        """Continue a reply another process started: edit its placeholder, remove its reaction at the end."""
+        self.placeholder_ts = state.get("placeholder_ts") or None
+        if state.get("reaction"):
+            self._reaction = state["reaction"]
+            self._reacted = True
+
     # internals -----------------------------------------------------------------------------------
     async def _react(self) -> None:
-        if not self._options.reaction:
+        if not self._reaction:
             return
         try:
-            await self._web.reactions_add(
-                channel=self.channel, timestamp=self._question_ts, name=self._options.reaction
-            )
+            await self._web.reactions_add(channel=self.channel, timestamp=self._question_ts, name=self._reaction)
             self._reacted = True
         except SlackApiError as exc:
             logger.debug("reactions.add failed: %s", _error_code(exc))
@@ -223,9 +259,7 @@ class ThreadReply:
         if not self._reacted:
             return
         try:
-            await self._web.reactions_remove(
-                channel=self.channel, timestamp=self._question_ts, name=self._options.reaction
-            )
+            await self._web.reactions_remove(channel=self.channel, timestamp=self._question_ts, name=self._reaction)
         except Exception as exc:
             logger.debug("reactions.remove failed: %s", exc)
 
@@ -290,6 +324,10 @@ class ThreadReply:
                     if is_rate_limited(exc):
                         self._next_edit_at = time.monotonic() + retry_after_s(exc)
                         logger.info("chat.update rate limited; next edit in %.1f s", retry_after_s(exc))
+                    elif placeholder_gone(exc) and self.placeholder_ts is not None:
+                        logger.info("the placeholder in %s is gone (%s); posting a new one", self.channel,
+                                    _error_code(exc))
+                        self.placeholder_ts = None  # the next round posts a fresh message
                     else:
                         logger.warning("chat.update failed: %s", _error_code(exc))
                         return
@@ -357,6 +395,12 @@ class EphemeralReply:
         self._response_url = response_url
         self._options = options
         self._finished = False
+
+    def resume_state(self) -> dict[str, str]:
+        state = {"kind": "ephemeral", "channel": self._channel, "user_id": self._user_id}
+        if self._response_url:
+            state["response_url"] = self._response_url
+        return state
 
     async def start_progress(self, queue_position: int | None = None) -> None:
         """A command is answered at once; nothing to show meanwhile."""
