@@ -24,12 +24,14 @@ from bot.store.codec import decode_file, encode_file
 from bot.types import (
     Adapter,
     AdapterHealth,
+    ConversationKey,
     FileRef,
     IncomingMessage,
     ReplyHandle,
     ResumableReplies,
     Service,
     User,
+    UsesConversationDirectory,
 )
 from bot.usage import UsageRecorder
 
@@ -54,6 +56,16 @@ def build_adapters(settings: Settings) -> list[Adapter]:
 
         adapters.append(FeishuAdapter(settings))
     return adapters
+
+
+class StoredConversations:
+    """The conversation directory over the state store: a conversation with stored turns is one the bot answered."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def answered_before(self, conversation: ConversationKey) -> bool:
+        return bool(await self._store.conversations.turns(str(conversation), 1))
 
 
 class Application:
@@ -118,7 +130,10 @@ class Application:
     # lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
         self.started_at = time.time()
-        logger.info("starting: engine %s, adapters %s", self.settings.engine.model, sorted(self.adapters) or "none")
+        described = self.engine.describe()
+        model = described.get("model", self.settings.engine.model)
+        logger.info("starting: %s engine, model %s, adapters %s", described.get("backend", "transformers"), model,
+                    sorted(self.adapters) or "none")
         try:
             await self.store.open()
             self._store_open = True
@@ -129,6 +144,8 @@ class Application:
                 await service.start()
                 self._started_services.append(service)
             for adapter in self.adapters.values():
+                if isinstance(adapter, UsesConversationDirectory):
+                    adapter.use_conversation_directory(StoredConversations(self.store))
                 await adapter.start(self.handle)
                 self._started_adapters.append(adapter)
             # A store used by one process only (SQLite) hands over every unfinished job at start: the process that

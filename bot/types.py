@@ -184,6 +184,24 @@ class ResumableReply(Protocol):
     def resume_state(self) -> dict[str, str]: ...
 
 
+@runtime_checkable
+class ConversationDirectory(Protocol):
+    """What the core knows about conversations, shared by every replica (it reads the state store)."""
+
+    async def answered_before(self, conversation: ConversationKey) -> bool:
+        """True when the bot answered in this conversation (thread) before, in this process or another."""
+
+
+@runtime_checkable
+class UsesConversationDirectory(Protocol):
+    """An adapter that consults the core's conversation directory (e.g. to recognise follow-ups after a restart).
+
+    The core hands it the directory before ``start``.
+    """
+
+    def use_conversation_directory(self, directory: ConversationDirectory) -> None: ...
+
+
 class Service(Protocol):
     """A background part of the application (scheduler, HTTP server) with its own lifecycle."""
 

@@ -2,9 +2,11 @@
 
 An event envelope is acked only after the core's handler returned, i.e. after the question was journaled:
 Bolt runs with ``process_before_response``, so it sends the ack when our listener returns (Bolt's default
-acks events *before* the listener runs). The listener dedupes, filters, translates (a ``files.info`` or
-``conversations.replies`` call at most) and calls the handler, which journals and returns at once. When
-anything there fails, Bolt answers 500 internally and sends no ack, so Slack delivers the event again.
+acks events *before* the listener runs). The listener dedupes, filters (a reply in a thread this process has not
+answered costs one bounded look in the core's conversation directory: the thread may have been answered by an
+earlier run or another replica), translates (a ``files.info`` or ``conversations.replies`` call at most) and calls
+the handler, which journals and returns at once. When anything there fails, Bolt answers 500 internally and sends
+no ack, so Slack delivers the event again.
 A copy that arrives while the first is still on its way waits for the first copy's outcome.
 The slash command is acked first thing, as Slack shows the user an error after 3 s.
 """
@@ -34,6 +36,7 @@ from bot.settings import Settings
 from bot.types import (
     AdapterHealth,
     ChatType,
+    ConversationDirectory,
     ConversationKey,
     FileRef,
     IncomingMessage,
@@ -48,6 +51,8 @@ logger = logging.getLogger(__name__)
 THREAD_HISTORY_LIMIT = 200
 IN_FLIGHT_WAIT_S = 2.0
 """How long a copy of an event waits for the outcome of the first copy before it is left unacked."""
+DIRECTORY_TIMEOUT_S = 1.0
+"""How long a thread reply waits for the conversation directory (it runs before the ack); then it counts as chatter."""
 
 
 class EventNotTaken(Exception):
@@ -91,6 +96,8 @@ class SlackAdapter:
         self._seen_messages = RecentKeys()
         self._in_flight: dict[str, asyncio.Future[bool]] = {}
         self._threads = AnsweredThreads(self._slack.thread_memory)
+        """Threads answered in this process: a fast local cache in front of the conversation directory."""
+        self._directory: ConversationDirectory | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reply_options = ReplyOptions(
             update_interval_s=self._slack.update_interval_s,
@@ -163,6 +170,11 @@ class SlackAdapter:
     async def reconnect(self) -> None:
         if self._connection is not None:
             await self._connection.reconnect("requested")
+
+    # UsesConversationDirectory -------------------------------------------------------------------
+    def use_conversation_directory(self, directory: ConversationDirectory) -> None:
+        """Where to ask whether a thread unknown to this process was answered before (earlier run, other replica)."""
+        self._directory = directory
 
     # ResumableReplies ----------------------------------------------------------------------------
     def reply_for(self, message: IncomingMessage, state: Mapping[str, str]) -> ReplyHandle:
@@ -316,6 +328,8 @@ class SlackAdapter:
                     return
                 claimed.append((self._seen_events, event_id))
             verdict = events.classify(event, me, self._threads)
+            if await self._thread_answered_before(body, event, me, verdict):
+                verdict = events.classify(event, me, self._threads)
             if not verdict.answer:
                 logger.debug("slack: ignored %s event %s: %s", event.get("type"), event_id, verdict.reason)
                 taken = True
@@ -358,6 +372,35 @@ class SlackAdapter:
         self._in_flight[key] = outcome
         return True
 
+    async def _thread_answered_before(
+        self, body: Mapping[str, Any], event: Mapping[str, Any], me: Identity, verdict: events.Verdict
+    ) -> bool:
+        """For a thread reply that would be a follow-up in an answered thread: was this thread answered before,
+        by an earlier run or another replica? One bounded directory lookup; remembered locally when it was."""
+        directory = self._directory
+        if directory is None or not events.may_follow_up_unknown_thread(event, verdict, self._threads):
+            return False
+        conversation = self._conversation(body, event, me)
+        try:
+            answered = await asyncio.wait_for(directory.answered_before(conversation), DIRECTORY_TIMEOUT_S)
+        except TimeoutError:
+            logger.debug("slack: no answer from the conversation directory for %s within %.1f s; taken as chatter",
+                         conversation, DIRECTORY_TIMEOUT_S)
+            return False
+        except Exception:
+            logger.debug("slack: the conversation directory failed for %s; taken as chatter", conversation,
+                         exc_info=True)
+            return False
+        if not answered:
+            return False
+        self._threads.add(str(event.get("channel", "")), events.thread_root(event))
+        return True
+
+    @staticmethod
+    def _conversation(body: Mapping[str, Any], event: Mapping[str, Any], me: Identity) -> ConversationKey:
+        """The conversation of an event, as the core sees it (``IncomingMessage.conversation``)."""
+        return events.conversation(event, str(body.get("team_id") or event.get("team") or me.team_id))
+
     async def _hand_over(
         self,
         handler: MessageHandler,
@@ -388,11 +431,10 @@ class SlackAdapter:
         context: list[FileRef] = []
         if events.is_in_thread(event):
             context = await self._thread_context(event)
-        team_id = str(body.get("team_id") or event.get("team") or me.team_id)
         return IncomingMessage(
             event_id=str(body.get("event_id") or events.message_id(event)),
             message_id=events.message_id(event),
-            conversation=events.conversation(event, team_id),
+            conversation=self._conversation(body, event, me),
             user=events.user(event),
             chat_type=events.chat_type(event),
             segments=events.segments(event, own, me, verdict.mentions_bot),

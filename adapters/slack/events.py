@@ -111,6 +111,20 @@ def classify(event: Mapping[str, Any], me: Identity, answered_threads: AnsweredT
     return Verdict(False, Reason.NOT_ADDRESSED)
 
 
+def may_follow_up_unknown_thread(event: Mapping[str, Any], verdict: Verdict, answered_threads: AnsweredThreads) -> bool:
+    """True when ``event`` was left as chatter only because its thread is not in ``answered_threads``.
+
+    Such a reply would be a follow-up if the bot answered that thread before (in an earlier run, or in another
+    replica): worth one look in the shared conversation directory. Never true for a message outside a thread.
+    """
+    return (
+        verdict.reason is Reason.NOT_ADDRESSED
+        and is_in_thread(event)
+        and not mentioned_users(str(event.get("text") or ""))
+        and not answered_threads.contains(str(event.get("channel")), thread_root(event))
+    )
+
+
 def clean_text(text: str, bot_user_id: str) -> str:
     """Slack mrkdwn → plain text for the model: the bot's own mention removed, links and entities decoded."""
 
