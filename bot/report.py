@@ -74,7 +74,7 @@ class StatusReport:
         if not self.engine.ready:
             reasons.append("the model is not loaded")
         if self.engine_alive is False:
-            reasons.append("the model's worker thread does not answer pings")
+            reasons.append("the engine does not answer its liveness ping (model worker stuck or model server down)")
         for adapter in self.adapters:
             if not adapter.health.connected:
                 detail = f": {adapter.health.detail}" if adapter.health.detail else ""

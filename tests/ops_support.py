@@ -97,7 +97,11 @@ class ControlledAdapter:
         assert self.handler is not None, "the adapter is not started"
         reply = RecordingReply()
         assert await self.handler(self.message(text, *images, **kwargs), reply)
-        return await reply.wait(timeout)
+        await reply.wait(timeout)
+        app = getattr(self.handler, "__self__", None)  # the Application whose ``handle`` we were given
+        if app is not None:
+            assert await app.wait_idle(timeout), "the question was answered but its bookkeeping did not finish"
+        return reply
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_dir: Path, **overrides: object) -> Settings:

@@ -99,7 +99,9 @@ async def test_readyz_flips_when_an_adapter_disconnects_or_the_engine_hangs(serv
     assert maintenance is not None
     assert (await maintenance.jobs.run_now(LIVENESS)).outcome == "failed"
     status, body = await get_json(server, "/readyz")
-    assert status == 503 and body["reasons"] == ["the model's worker thread does not answer pings"]
+    assert status == 503 and body["reasons"] == [
+        "the engine does not answer its liveness ping (model worker stuck or model server down)"
+    ]
     await blocker
     assert (await maintenance.jobs.run_now(LIVENESS)).outcome == "ok"
     assert (await get_json(server, "/readyz"))[0] == 200
