@@ -118,6 +118,7 @@ class Application:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._accepting = False
+        self._ready = False
         self._store_open = False
         self._started_adapters: list[Adapter] = []
         self._started_services: list[Service] = []
@@ -139,6 +140,17 @@ class Application:
             self._store_open = True
             logger.info("state: %s", self.store.describe())
             await self.engine.start()
+            # Claim what an earlier run left unfinished BEFORE intake opens, so a new event accepted in the
+            # meantime is never mistaken for a leftover. A store used by one process only (SQLite) hands over every
+            # unfinished job: their leases belonged to this bot's previous run. A shared store waits for leases to
+            # run out. The claimed jobs are answered once the adapters can reply.
+            leftovers = []
+            if self._resume_jobs:
+                single = bool(getattr(self.store, "single_process", False))
+                leftovers = await self.jobs.take_over(include_live=single)
+            # Leases are renewed from now on (adapters may take a while to connect); orphans of other replicas are
+            # taken over only once the adapters can reply.
+            self._keep(self.jobs.lease_loop(self._resume_one, take_over=lambda: self._resume_jobs and self._ready))
             self._accepting = True
             for service in self.services:
                 await service.start()
@@ -148,12 +160,8 @@ class Application:
                     adapter.use_conversation_directory(StoredConversations(self.store))
                 await adapter.start(self.handle)
                 self._started_adapters.append(adapter)
-            # A store used by one process only (SQLite) hands over every unfinished job at start: the process that
-            # held their leases was this bot's previous run. A shared store waits for the leases to run out.
-            if self._resume_jobs:
-                single = bool(getattr(self.store, "single_process", False))
-                await self._resume(await self.jobs.take_over(include_live=single))
-            self._keep(self.jobs.lease_loop(self._resume_one, take_over=self._resume_jobs))
+            self._ready = True
+            await self._resume(leftovers)
         except BaseException:
             await self.stop()
             raise
@@ -162,6 +170,7 @@ class Application:
     async def stop(self) -> None:
         """Stop intake, let answers in flight finish (bounded), then stop adapters, engine and store."""
         self._accepting = False
+        self._ready = False
         await self.drain(self.settings.core.drain_timeout_s)
         for adapter in reversed(self._started_adapters):
             try:
@@ -229,11 +238,12 @@ class Application:
         the event again.
         """
         ttl = self.settings.core.dedupe_ttl_s
-        fresh = [
-            await self.store.dedupe.claim(f"{message.platform}:event:{message.event_id}", ttl),
-            await self.store.dedupe.claim(f"{message.platform}:msg:{message.message_id}", ttl),
-        ]
-        if not all(fresh):
+        # Short-circuit: a copy that lost the event key must not take the message key, or two replicas racing on
+        # one event could each win one key and both drop it.
+        fresh = await self.store.dedupe.claim(
+            f"{message.platform}:event:{message.event_id}", ttl
+        ) and await self.store.dedupe.claim(f"{message.platform}:msg:{message.message_id}", ttl)
+        if not fresh:
             self.counters["duplicates"] += 1
             logger.info("duplicate %s ignored", message.message_id)
             return False

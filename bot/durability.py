@@ -98,6 +98,10 @@ class JobKeeper:
         jobs = await self._store.jobs.take_over(self.owner, self.lease_s, include_live=include_live)
         claimed: list[tuple[Job, IncomingMessage | None]] = []
         for job in jobs:
+            if job.job_id in self._live:
+                # Our own lease ran out (a stalled loop) while we are still answering it: keep going, once.
+                logger.warning("job %s: lease lapsed while answering; renewed", job.job_id)
+                continue
             try:
                 message: IncomingMessage | None = decode_message(job.message)
             except Exception:
@@ -112,15 +116,19 @@ class JobKeeper:
         return job.attempts >= self._settings.max_job_attempts
 
     async def lease_loop(
-        self, on_orphans: ResumeCallback, *, take_over: bool = True, interval_s: float | None = None
+        self,
+        on_orphans: ResumeCallback,
+        *,
+        take_over: Callable[[], bool] = lambda: True,
+        interval_s: float | None = None,
     ) -> None:
-        """Renew our leases and (with ``take_over``) pick up jobs whose owner stopped renewing theirs."""
+        """Renew our leases and (while ``take_over()``) pick up jobs whose owner stopped renewing theirs."""
         interval = interval_s if interval_s is not None else max(0.5, self.lease_s / 3)
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.renew()
-                if not take_over:
+                if not take_over():
                     continue
                 for job, message in await self.take_over(include_live=False):
                     if message is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ class LocalFilesAdapter:
     def __init__(self) -> None:
         self.handler: MessageHandler | None = None
         self.fetched: list[str] = []
+        self.resumed: list[tuple[IncomingMessage, dict[str, str], RecordingReply]] = []
 
     async def start(self, handler: MessageHandler) -> None:
         self.handler = handler
@@ -91,6 +93,12 @@ class LocalFilesAdapter:
     async def fetch(self, file: FileRef) -> bytes:
         self.fetched.append(file.name)
         return Path(file.source["path"]).read_bytes()
+
+    def reply_for(self, message: IncomingMessage, state: Mapping[str, str]) -> RecordingReply:
+        """The reply handle of a journaled message answered after a restart (kept in ``resumed``)."""
+        reply = RecordingReply()
+        self.resumed.append((message, dict(state), reply))
+        return reply
 
 
 def local_image(path: Path, mime_type: str = "image/png") -> FileRef:
