@@ -688,6 +688,8 @@ class BaselineServer:
         if prepared.pixel_values is not None and prepared.image_grid_thw is not None:
             inputs["pixel_values"] = prepared.pixel_values.to(device)
             inputs["image_grid_thw"] = prepared.image_grid_thw.to(device)
+            # Which tokens are image tokens: without it generate gives them 1-D text positions, not 2-D mRoPE ones.
+            inputs["mm_token_type_ids"] = (input_ids == self.prompts.image_token_id).int()
         clock = _token_clock()
         with torch.inference_mode():
             output = self.loaded.model.generate(

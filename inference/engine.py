@@ -1,11 +1,12 @@
 """The in-process engine: one worker thread owns the model; asyncio callers get text streams.
 
 Flow: ``submit`` (event loop) → bounded FIFO → worker thread forms a batch of the requests waiting
-(up to ``max_batch_size`` rows and ``max_batch_tokens`` padded prompt tokens) → one ``model.generate``
-call, left padded → each step a per-row stopping criterion consumes the new tokens, decodes them
-incrementally and hands the text to each request's stream on its event loop → rows stop at EOS,
-their own ``max_new_tokens``, cancellation or deadline. Image preprocessing runs on a separate
-thread as soon as a request is submitted, so it overlaps the batch that is running.
+(up to ``max_batch_size`` rows and ``max_batch_tokens`` padded prompt tokens) → one greedy decode
+(``inference.decode``: each prompt prefilled alone, all rows decoded together) → each step the new
+tokens are decoded incrementally per row and the text goes, every few tens of milliseconds, to each
+request's stream on its event loop → rows stop at EOS, their own ``max_new_tokens``, cancellation or
+deadline, and leave the batch. Image preprocessing runs on a separate thread as soon as a request is
+submitted, so it overlaps the batch that is running.
 
 On ``torch.OutOfMemoryError`` the batch walks a ladder: free memory → split the batch in halves →
 lower a lone request's pixel budget (halving, a few times) → fail only that request with
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import copy
 import logging
 import threading
 import time
@@ -38,15 +38,19 @@ from inference.memory import free_memory, memory_snapshot
 from inference.stats import EngineCounters
 
 if TYPE_CHECKING:
-    import torch
 
     from bot.settings import EngineSettings
+    from inference.decode import DecodeRow, GreedyDecoder
     from inference.loader import LoadedModel
     from inference.prompts import PreparedPrompt, PromptBuilder
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+STREAM_INTERVAL_S = 0.03
+"""New text reaches the streams at most this often (and whenever a row ends): each delivery wakes the event
+loop, which on a small CPU takes a core from the model's threads at every decoding step."""
 
 MAX_PIXEL_REDUCTIONS = 4
 """How often the OOM ladder halves a lone request's pixel budget before giving up (down to 1/16)."""
@@ -185,16 +189,18 @@ class _Job:
 
 
 class _Outbox:
-    """Stream events gathered during one decoding step, delivered with one wake-up per event loop."""
+    """Stream events gathered over decoding steps, delivered with one wake-up per event loop."""
 
     def __init__(self) -> None:
         self._items: dict[asyncio.AbstractEventLoop, list[tuple[TextStream, str | _End]]] = {}
+        self.flushed_at = time.monotonic()
 
     def put(self, job: _Job, item: str | _End) -> None:
         if job.stream is not None:
             self._items.setdefault(job.loop, []).append((job.stream, item))
 
     def flush(self) -> None:
+        self.flushed_at = time.monotonic()
         items, self._items = self._items, {}
         for loop, events in items.items():
             _post(loop, events)
@@ -223,55 +229,15 @@ class _Row:
         self.token_ids: list[int] = []
 
 
-def _stopping_criteria_type():
-    from transformers import StoppingCriteria
+def _decode_row(prepared: PreparedPrompt, min_new_tokens: int) -> DecodeRow:
+    from inference.decode import DecodeRow
 
-    class RowStoppingCriteria(StoppingCriteria):
-        """Consumes each step's new tokens; returns, per row, whether that row is finished."""
-
-        def __init__(self, engine: TransformersEngine, rows: list[_Row], prompt_len: int) -> None:
-            self.engine = engine
-            self.rows = rows
-            self.prompt_len = prompt_len
-
-        def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-            import torch
-
-            finished = self.engine._advance(self.rows, input_ids[:, -1].tolist(), input_ids.shape[1] - self.prompt_len)
-            return torch.tensor(finished, dtype=torch.bool, device=input_ids.device)
-
-    return RowStoppingCriteria
-
-
-def _min_tokens_processor_type():
-    from transformers import LogitsProcessor
-
-    class RowMinNewTokens(LogitsProcessor):
-        """Forbids end-of-sequence tokens in each row until that row has its own ``min_new_tokens``."""
-
-        def __init__(self, minimums: list[int], prompt_len: int, eos_ids: Sequence[int], device: Any) -> None:
-            import torch
-
-            self.longest_minimum = max(minimums)
-            self.minimums = torch.tensor(minimums, device=device)
-            self.prompt_len = prompt_len
-            self.eos_list = list(eos_ids)
-            self.eos_ids: torch.Tensor | None = None
-
-        def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-            import torch
-
-            generated = input_ids.shape[1] - self.prompt_len
-            if generated >= self.longest_minimum:
-                return scores
-            if self.eos_ids is None:
-                inside = [token for token in self.eos_list if token < scores.shape[-1]]
-                self.eos_ids = torch.tensor(inside, dtype=torch.long, device=scores.device)
-            blocked = (self.minimums > generated)[:, None]
-            scores[:, self.eos_ids] = torch.where(blocked, float("-inf"), scores[:, self.eos_ids])
-            return scores
-
-    return RowMinNewTokens
+    return DecodeRow(
+        input_ids=prepared.input_ids,
+        pixel_values=prepared.pixel_values,
+        image_grid_thw=prepared.image_grid_thw,
+        min_new_tokens=min_new_tokens,
+    )
 
 
 class TransformersEngine:
@@ -291,11 +257,8 @@ class TransformersEngine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._prep_pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._generation_config: Any = None
         self._eos_ids: frozenset[int] = frozenset()
-        self._pad_id = 0
-        self._criteria_type: Any = None
-        self._min_tokens_type: Any = None
+        self._decoder: GreedyDecoder | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -327,8 +290,7 @@ class TransformersEngine:
         logger.info("engine ready: %s", self.describe())
 
     def _setup(self) -> None:
-        from transformers import GenerationConfig
-
+        from inference.decode import GreedyDecoder
         from inference.prompts import PromptBuilder
 
         loaded = self._loaded
@@ -347,30 +309,15 @@ class TransformersEngine:
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if loaded.tokenizer.eos_token_id is not None:
             eos_ids.add(int(loaded.tokenizer.eos_token_id))
-        pad = source.pad_token_id if source.pad_token_id is not None else loaded.tokenizer.pad_token_id
-        if pad is None:
-            pad = min(eos_ids)
+        self._eos_ids = frozenset(eos_ids)
         # Greedy decoding (deterministic answers, and what batching is verified against); the checkpoint's
         # repetition penalty is kept, its sampling settings are not.
-        config = GenerationConfig(
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=sorted(eos_ids),
-            pad_token_id=int(pad),
-            bos_token_id=source.bos_token_id,
+        self._decoder = GreedyDecoder(
+            loaded.model,
+            device=loaded.device,
+            eos_ids=sorted(eos_ids),
             repetition_penalty=source.repetition_penalty or 1.0,
-            use_cache=True,
-            # Neutral values, so the checkpoint's sampling settings are not merged in (and warned about).
-            temperature=1.0,
-            top_p=1.0,
-            top_k=50,
-            typical_p=1.0,
         )
-        self._generation_config = config
-        self._eos_ids = frozenset(eos_ids)
-        self._pad_id = int(pad)
-        self._criteria_type = _stopping_criteria_type()
-        self._min_tokens_type = _min_tokens_processor_type()
 
     async def stop(self, timeout_s: float | None = None) -> None:
         """Stop intake, let the running batch finish (bounded), fail what is left with ``EngineUnavailable``."""
@@ -624,8 +571,8 @@ class TransformersEngine:
         side = self._loaded.patch_size * self._loaded.merge_size * 2
         request = GenerationRequest(question="Hi", images=[Image.new("RGB", (side, side), "white")])
         prepared = self._prompts.prepare(request)
-        inputs = self._batch_inputs([prepared])
-        self._loaded.model.generate(**inputs, generation_config=self._config_for(2))
+        assert self._decoder is not None
+        self._decoder.decode([_decode_row(prepared, 0)], 2, lambda tokens, step: [False])
         logger.info("engine warm-up took %.2f s", time.perf_counter() - started)
 
     def _prepare(self, job: _Job) -> PreparedPrompt | None:
@@ -639,6 +586,7 @@ class TransformersEngine:
         settings = self.settings
         with self._cond:
             candidates = [job for job in self._pending if not job.done][: settings.max_batch_size]
+        self._prepare_newest_here(candidates)
         selected: list[_Job] = []
         longest = 0
         now = time.monotonic()
@@ -672,12 +620,29 @@ class TransformersEngine:
             self._counters.queue_wait(job.usage.queue_wait_s)
         return batch
 
+    def _prepare_newest_here(self, jobs: list[_Job]) -> None:
+        """Prepare on this thread, newest first, the requests whose preprocessing has not started.
+
+        The worker would only wait for them; meanwhile the preprocessing thread works through the oldest, so a
+        burst of questions is prepared on two threads.
+        """
+        for job in reversed(jobs):
+            future = job.prep_future
+            if job.done or job.prepared is not None or future is None:
+                continue
+            if future.running() or future.done():
+                return  # the preprocessing thread got this far (it takes them oldest first)
+            self._await_preparation(job)
+
     def _await_preparation(self, job: _Job) -> PreparedPrompt | None:
         if job.prepared is not None:
             return job.prepared
         assert job.prep_future is not None
         try:
-            job.prepared = job.prep_future.result()
+            if job.prep_future.cancel():  # not started yet: prepare it here instead of waiting idle
+                job.prepared = self._prepare(job)
+            else:
+                job.prepared = job.prep_future.result()
         except concurrent.futures.CancelledError:
             return None
         except Exception as exc:
@@ -766,64 +731,33 @@ class TransformersEngine:
         job.usage.prompt_tokens = job.prepared.prompt_tokens
         return True
 
-    def _batch_inputs(self, prepared: Sequence[PreparedPrompt]) -> dict[str, Any]:
-        """Left-padded ``input_ids``/``attention_mask`` plus the images of all rows, on the model's device."""
-        import torch
-
-        assert self._loaded is not None
-        device = self._loaded.device
-        longest = max(p.prompt_tokens for p in prepared)
-        input_ids = torch.full((len(prepared), longest), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prepared), longest), dtype=torch.long)
-        for row, item in enumerate(prepared):
-            start = longest - item.prompt_tokens
-            input_ids[row, start:] = torch.tensor(item.input_ids, dtype=torch.long)
-            attention_mask[row, start:] = 1
-        inputs: dict[str, Any] = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
-        with_images = [p for p in prepared if p.pixel_values is not None]
-        if with_images:
-            inputs["pixel_values"] = torch.cat([p.pixel_values for p in with_images]).to(device, self._loaded.dtype)
-            inputs["image_grid_thw"] = torch.cat([p.image_grid_thw for p in with_images]).to(device)
-        return inputs
-
-    def _config_for(self, max_new_tokens: int) -> Any:
-        config = copy.deepcopy(self._generation_config)
-        config.max_new_tokens = max_new_tokens
-        return config
-
     def _generate(self, jobs: list[_Job]) -> None:
-        from transformers import LogitsProcessorList, StoppingCriteriaList
-
-        assert self._loaded is not None and self._prompts is not None
-        prepared = [job.prepared for job in jobs]
-        assert all(p is not None for p in prepared)
-        inputs = self._batch_inputs(prepared)  # type: ignore[arg-type]
-        prompt_len = inputs["input_ids"].shape[1]
+        assert self._loaded is not None and self._prompts is not None and self._decoder is not None
+        inputs = []
+        for job in jobs:
+            assert job.prepared is not None
+            inputs.append(_decode_row(job.prepared, job.min_new_tokens))
         rows = [_Row(job, IncrementalDecoder(self._prompts.decode)) for job in jobs]
-        criteria = StoppingCriteriaList([self._criteria_type(self, rows, prompt_len)])
-        processors = LogitsProcessorList()
-        if any(job.min_new_tokens > 0 for job in jobs):
-            processors.append(self._min_tokens_type(
-                [job.min_new_tokens for job in jobs], prompt_len, sorted(self._eos_ids), self._loaded.device))
-        logger.debug("batch of %d, %d padded prompt tokens", len(jobs), prompt_len * len(jobs))
-        self._loaded.model.generate(
-            **inputs,
-            generation_config=self._config_for(max(job.max_new_tokens for job in jobs)),
-            stopping_criteria=criteria,
-            logits_processor=processors,
-        )
+        logger.debug("batch of %d, %d prompt tokens", len(jobs), sum(len(row.input_ids) for row in inputs))
         outbox = _Outbox()
-        for row in rows:
-            if not row.finished:
-                row.finished = True
-                self._complete(row, outbox)
-        outbox.flush()
+        try:
+            self._decoder.decode(
+                inputs,
+                max(job.max_new_tokens for job in jobs),
+                lambda tokens, step: self._advance(rows, tokens, step, outbox),
+            )
+            for row in rows:
+                if not row.finished:
+                    row.finished = True
+                    self._complete(row, outbox)
+        finally:
+            outbox.flush()  # text counted as sent must reach the streams, also when this attempt failed
 
-    def _advance(self, rows: list[_Row], tokens: list[int], step: int) -> list[bool]:
+    def _advance(self, rows: list[_Row], tokens: list[int], step: int, outbox: _Outbox) -> list[bool]:
         """One decoding step for every row: stream the new text, decide which rows are finished."""
         now = time.monotonic()
-        outbox = _Outbox()
         produced = 0
+        ended = False
         for row, token in zip(rows, tokens, strict=True):
             if row.finished:
                 continue
@@ -836,17 +770,18 @@ class TransformersEngine:
                 self._expire(job)
                 continue
             if token in self._eos_ids:
-                row.finished = True
+                row.finished = ended = True
                 self._complete(row, outbox)
                 continue
             row.token_ids.append(token)
             produced += 1
             self._emit(row, row.decoder.push(token), outbox, now)
             if step >= job.max_new_tokens:
-                row.finished = True
+                row.finished = ended = True
                 self._complete(row, outbox)
         self._counters.tokens(produced)
-        outbox.flush()
+        if ended or now - outbox.flushed_at >= STREAM_INTERVAL_S:
+            outbox.flush()
         return [row.finished for row in rows]
 
     def _emit(self, row: _Row, text: str, outbox: _Outbox, now: float) -> None:

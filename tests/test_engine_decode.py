@@ -54,13 +54,14 @@ def _run(decoder, rows, steps, finish_at=None):
     return seen
 
 
-@pytest.mark.parametrize("arch_fixture", ["tiny_qwen25_dir", "tiny_qwen3_dir"])
-def test_decoder_gives_the_tokens_generate_gives(arch_fixture, request):
+@pytest.mark.parametrize(("arch_fixture", "penalty"), [("tiny_qwen25_dir", 1.0), ("tiny_qwen3_dir", 1.0),
+                                                      ("tiny_qwen3_dir", 1.3)])
+def test_decoder_gives_the_tokens_generate_gives(arch_fixture, penalty, request):
     from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor
 
     loaded = load_tiny(str(request.getfixturevalue(arch_fixture)))
     builder, (prepared,) = _prompts(loaded, [(96, 64)])
-    decoder = GreedyDecoder(loaded.model, device=loaded.device, eos_ids=_eos_ids(loaded))
+    decoder = GreedyDecoder(loaded.model, device=loaded.device, eos_ids=_eos_ids(loaded), repetition_penalty=penalty)
     steps = 12
     (ours,) = _run(decoder, [_row(prepared, min_new_tokens=steps)], steps)
 
@@ -70,7 +71,7 @@ def test_decoder_gives_the_tokens_generate_gives(arch_fixture, request):
         output = loaded.model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=prepared.pixel_values,
             image_grid_thw=prepared.image_grid_thw, mm_token_type_ids=(ids == builder.image_token_id).int(),
-            max_new_tokens=steps, do_sample=False, eos_token_id=eos,
+            max_new_tokens=steps, do_sample=False, eos_token_id=eos, repetition_penalty=penalty,
             logits_processor=LogitsProcessorList([MinNewTokensLengthLogitsProcessor(ids.shape[1], steps, eos)]),
         )  # fmt: skip
     assert ours == output[0, ids.shape[1] :].tolist()
