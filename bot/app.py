@@ -10,7 +10,7 @@ from typing import Any, Self
 
 from bot.access import AccessPolicy
 from bot.commands import BUILTIN_COMMANDS, Command, looks_like_command, parse_command
-from bot.durability import GAVE_UP_REPLY, JobKeeper
+from bot.durability import GAVE_UP_REPLY, JobKeeper, job_id_for
 from bot.engine import ChatTurn, Engine
 from bot.errors import UserFacingError
 from bot.fairness import FairScheduler
@@ -234,22 +234,19 @@ class Application:
     async def handle(self, message: IncomingMessage, reply: ReplyHandle) -> bool:
         """Dedupe, check access, journal and schedule; never waits for the answer. False for a duplicate.
 
-        Raises when the journal cannot be written, so that the adapter does not ack and the platform delivers
-        the event again.
+        A question is deduplicated by its journal entry (one job per chat message, created atomically), so nothing
+        is marked seen before it is safely journaled: a crash or a store error before that point leaves the event
+        un-acked, and the platform's redelivery is answered. Commands and refusals, which are not journaled, are
+        deduplicated by their event and message ids. Raises when the store cannot be written, so that the adapter
+        does not ack and the platform delivers the event again.
         """
-        ttl = self.settings.core.dedupe_ttl_s
-        # Short-circuit: a copy that lost the event key must not take the message key, or two replicas racing on
-        # one event could each win one key and both drop it.
-        fresh = await self.store.dedupe.claim(
-            f"{message.platform}:event:{message.event_id}", ttl
-        ) and await self.store.dedupe.claim(f"{message.platform}:msg:{message.message_id}", ttl)
-        if not fresh:
-            self.counters["duplicates"] += 1
-            logger.info("duplicate %s ignored", message.message_id)
-            return False
+        if await self.store.jobs.get(job_id_for(message)) is not None:
+            return self._duplicate(message)
         is_command = message.is_command or looks_like_command(message.text)
         refusal = self.access.check(message, is_command=is_command)
         if refusal is not None:
+            if not await self._first_delivery(message):
+                return self._duplicate(message)
             self.counters["refused"] += 1
             logger.info("refused (%s) for %s", refusal.reason, message.user.key)
             await self._audit(message, "refused")
@@ -257,26 +254,43 @@ class Application:
                 self._spawn(self._safe_fail(reply, refusal.reply), message)
             return True
         if is_command:
+            if not await self._first_delivery(message):
+                return self._duplicate(message)
             self.counters["accepted"] += 1
             self._spawn(self._run_command(message, reply), message)
             return True
         if not self.is_admin(message.user):
             limited = await self._limit_reply(message)
             if limited is not None:
+                if not await self._first_delivery(message):
+                    return self._duplicate(message)
                 self.counters["rate_limited"] += 1
                 await self._audit(message, "rate_limited")
                 self._spawn(self._safe_fail(reply, limited), message)
                 return True
         job = await self.jobs.accept(message)
-        if job is None:
-            self.counters["duplicates"] += 1
-            return False
+        if job is None:  # another delivery of the same message (another event id, another replica) won
+            return self._duplicate(message)
         self.counters["accepted"] += 1
         if not self._accepting:
             await self.jobs.release(job)  # stopping: the next start (or another replica) answers it
             return True
         self._spawn(self._run_question(message, reply, job), message)
         return True
+
+    async def _first_delivery(self, message: IncomingMessage) -> bool:
+        """Claim the event and message ids of something answered without a journal entry."""
+        ttl = self.settings.core.dedupe_ttl_s
+        # Short-circuit: a copy that lost the event key must not take the message key, or two replicas racing on
+        # one event could each win one key and both drop it.
+        return await self.store.dedupe.claim(
+            f"{message.platform}:event:{message.event_id}", ttl
+        ) and await self.store.dedupe.claim(f"{message.platform}:msg:{message.message_id}", ttl)
+
+    def _duplicate(self, message: IncomingMessage) -> bool:
+        self.counters["duplicates"] += 1
+        logger.info("duplicate %s ignored", message.message_id)
+        return False
 
     async def _limit_reply(self, message: IncomingMessage) -> str | None:
         wait_s = self.rate_limiter.try_acquire(message.user.key)

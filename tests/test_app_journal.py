@@ -124,3 +124,26 @@ async def test_a_question_arriving_while_stopping_is_kept_for_the_next_start(set
         assert reply.error is None and [r.question for r in engine.requests] == ["asked during the restart"]
     finally:
         await app.stop()
+
+
+async def test_a_store_failure_before_journaling_leaves_the_redelivery_answerable(
+    settings: Settings, shot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _, engine = await started(settings)
+    try:
+        msg = message("is this saved?", local_image(shot), thread="T-fault")
+        real_accept = app.store.jobs.accept
+
+        async def failing_accept(*args, **kwargs):  # type: ignore[no-untyped-def]
+            raise OSError("disk I/O error")
+
+        monkeypatch.setattr(app.store.jobs, "accept", failing_accept)
+        with pytest.raises(OSError):  # the adapter sees it and does not ack: the platform delivers again
+            await app.handle(msg, RecordingReply())
+        monkeypatch.setattr(app.store.jobs, "accept", real_accept)
+        redelivered = RecordingReply()
+        assert await app.handle(msg, redelivered), "the redelivery was taken for a duplicate: the question is lost"
+        await redelivered.wait(60)
+        assert redelivered.error is None and [r.question for r in engine.requests] == ["is this saved?"]
+    finally:
+        await app.stop()
