@@ -469,6 +469,9 @@ def bot_environment(options: Options, fake: FakeFeishu, model_dir: Path, data_di
         "PEEKBOT_WARMUP": "true" if options.warmup else "false",
         "PEEKBOT_DRAIN_TIMEOUT_S": "5",
         "PEEKBOT_STOP_TIMEOUT_S": "5",
+        # The load measures the connection, not the per-user limits: the fake's few users send many questions.
+        "PEEKBOT_RATE_LIMIT_PER_MINUTE": "0",
+        "PEEKBOT_MAX_PENDING_PER_USER": "100000",
         "FEISHU_APP_ID": fake.app_id,
         "FEISHU_APP_SECRET": fake.app_secret,
         "FEISHU_DOMAIN": fake.url,

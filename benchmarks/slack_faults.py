@@ -365,7 +365,7 @@ def build_application(fake: FakeSlack, config: SlackFaultsConfig, model: str, da
     """``Application`` + ``SlackAdapter`` + ``TransformersEngine`` configured for the run (no scheduler)."""
     from adapters.slack import SlackAdapter
     from bot.app import Application
-    from bot.settings import CoreSettings, EngineSettings, Settings, SlackSettings
+    from bot.settings import AccessSettings, CoreSettings, EngineSettings, Settings, SlackSettings
     from inference.engine import TransformersEngine
 
     settings = Settings()
@@ -386,6 +386,8 @@ def build_application(fake: FakeSlack, config: SlackFaultsConfig, model: str, da
         ping_interval_s=config.ping_interval_s,
         startup_attempts=1,
     )
+    # The load measures the connection, not the per-user limits: the fake's few users send many questions.
+    settings.access = AccessSettings(rate_limit_per_minute=0, max_pending_per_user=100_000)
     adapter = SlackAdapter(settings)
     return Application(settings, engine=TransformersEngine(settings.engine), adapters=[adapter], services=[])
 
