@@ -36,6 +36,7 @@ from bot.errors import (
 )
 from inference.memory import free_memory, memory_snapshot
 from inference.stats import EngineCounters
+from inference.streams import StreamEnd, TextStream
 
 if TYPE_CHECKING:
 
@@ -88,72 +89,6 @@ class IncrementalDecoder:
         return current[len(before) :] if len(current) > len(before) else ""
 
 
-class _End:
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException | None) -> None:
-        self.error = error
-
-
-class TextStream:
-    """One request's answer as an async stream of text deltas (implements ``bot.engine.AnswerStream``).
-
-    Lives on the event loop that submitted the request; the worker thread feeds it through
-    ``loop.call_soon_threadsafe``. Abandoning the iteration (``break``, task cancelled) cancels the request.
-    """
-
-    def __init__(self, request_id: str, queue_position: int, usage: Usage, cancel: Callable[[], None]) -> None:
-        self.request_id = request_id
-        self.queue_position = queue_position
-        self.usage = usage
-        self.token_ids: list[int] = []
-        """The generated token ids (set when the answer is complete)."""
-        self._cancel = cancel
-        self._events: asyncio.Queue[str | _End] = asyncio.Queue()
-        self._parts: list[str] = []
-        self._closed = False
-        self._end: _End | None = None
-
-    def _deliver(self, item: str | _End) -> None:
-        if self._closed:
-            return
-        if isinstance(item, _End):
-            self._closed = True
-        self._events.put_nowait(item)
-
-    def __aiter__(self):
-        return self._iterate()
-
-    async def _iterate(self):
-        finished = False
-        try:
-            while self._end is None:
-                item = await self._events.get()
-                if isinstance(item, _End):
-                    self._end = item
-                    break
-                self._parts.append(item)
-                yield item
-            finished = True
-            if self._end.error is not None:
-                raise self._end.error
-        finally:
-            if not finished:
-                self.cancel()
-
-    async def text(self) -> str:
-        async for _ in self:
-            pass
-        return "".join(self._parts)
-
-    def cancel(self) -> None:
-        self._cancel()
-
-    @property
-    def done(self) -> bool:
-        return self._closed
-
-
 class _Job:
     """Engine-side state of one request."""
 
@@ -192,10 +127,10 @@ class _Outbox:
     """Stream events gathered over decoding steps, delivered with one wake-up per event loop."""
 
     def __init__(self) -> None:
-        self._items: dict[asyncio.AbstractEventLoop, list[tuple[TextStream, str | _End]]] = {}
+        self._items: dict[asyncio.AbstractEventLoop, list[tuple[TextStream, str | StreamEnd]]] = {}
         self.flushed_at = time.monotonic()
 
-    def put(self, job: _Job, item: str | _End) -> None:
+    def put(self, job: _Job, item: str | StreamEnd) -> None:
         if job.stream is not None:
             self._items.setdefault(job.loop, []).append((job.stream, item))
 
@@ -206,12 +141,12 @@ class _Outbox:
             _post(loop, events)
 
 
-def _deliver_all(events: list[tuple[TextStream, str | _End]]) -> None:
+def _deliver_all(events: list[tuple[TextStream, str | StreamEnd]]) -> None:
     for stream, item in events:
         stream._deliver(item)
 
 
-def _post(loop: asyncio.AbstractEventLoop, events: list[tuple[TextStream, str | _End]]) -> None:
+def _post(loop: asyncio.AbstractEventLoop, events: list[tuple[TextStream, str | StreamEnd]]) -> None:
     with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
         loop.call_soon_threadsafe(_deliver_all, events)
 
@@ -831,9 +766,9 @@ class TransformersEngine:
         if not running:  # the worker drops a running request's inputs itself, after its batch
             job.prepared = None
         if outbox is not None:
-            outbox.put(job, _End(error))
+            outbox.put(job, StreamEnd(error))
         elif job.stream is not None:
-            _post(job.loop, [(job.stream, _End(error))])
+            _post(job.loop, [(job.stream, StreamEnd(error))])
         if job.timer is not None:
             with contextlib.suppress(RuntimeError):
                 job.loop.call_soon_threadsafe(job.timer.cancel)

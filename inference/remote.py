@@ -22,7 +22,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ from bot.errors import Busy, Cancelled, DeadlineExceeded, EngineError, EngineUna
 from inference.memory import memory_snapshot
 from inference.prompts import with_language_rule
 from inference.stats import EngineCounters
+from inference.streams import StreamEnd, TextStream
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -172,69 +173,6 @@ class _SseEvents:
         return self.feed("")
 
 
-class _End:
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException | None) -> None:
-        self.error = error
-
-
-class RemoteStream:
-    """One answer as an async stream of text deltas (implements ``bot.engine.AnswerStream``).
-
-    Fed on the event loop by the request's task; abandoning the iteration (``break``, task cancelled) cancels it.
-    """
-
-    def __init__(self, request_id: str, queue_position: int, usage: Usage, cancel: Callable[[], None]) -> None:
-        self.request_id = request_id
-        self.queue_position = queue_position
-        self.usage = usage
-        self._cancel = cancel
-        self._events: asyncio.Queue[str | _End] = asyncio.Queue()
-        self._parts: list[str] = []
-        self._closed = False
-        self._end: _End | None = None
-
-    def _deliver(self, item: str | _End) -> None:
-        if self._closed:
-            return
-        if isinstance(item, _End):
-            self._closed = True
-        self._events.put_nowait(item)
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[str]:
-        finished = False
-        try:
-            while self._end is None:
-                item = await self._events.get()
-                if isinstance(item, _End):
-                    self._end = item
-                    break
-                self._parts.append(item)
-                yield item
-            finished = True
-            if self._end.error is not None:
-                raise self._end.error
-        finally:
-            if not finished:
-                self.cancel()
-
-    async def text(self) -> str:
-        async for _ in self:
-            pass
-        return "".join(self._parts)
-
-    def cancel(self) -> None:
-        self._cancel()
-
-    @property
-    def done(self) -> bool:
-        return self._closed
-
-
 class _Job:
     """Engine-side state of one remote request."""
 
@@ -246,7 +184,7 @@ class _Job:
         self.timeout_s = timeout_s
         self.submitted_at = time.monotonic()
         self.usage = Usage()
-        self.stream: RemoteStream | None = None
+        self.stream: TextStream | None = None
         self.task: asyncio.Task[None] | None = None
         self.waiting = True
         self.done = False
@@ -360,7 +298,7 @@ class OpenAIEngine:
             timeout_s=request.timeout_s if request.timeout_s is not None else settings.request_timeout_s,
         )
         position = self._waiting + 1 if self._slots.locked() else 0
-        job.stream = RemoteStream(request.request_id, position, job.usage, lambda: self._cancel(job))
+        job.stream = TextStream(request.request_id, position, job.usage, lambda: self._cancel(job))
         self._waiting += 1
         self._jobs.add(job)
         job.task = asyncio.get_running_loop().create_task(self._run(job), name=f"peekbot-remote-{request.request_id}")
@@ -385,7 +323,7 @@ class OpenAIEngine:
         if outcome == "answered":
             self._counters.answered(job.usage.total_s, job.usage.time_to_first_token_s)
         if job.stream is not None:
-            job.stream._deliver(_End(error))
+            job.stream._deliver(StreamEnd(error))
         return True
 
     async def _run(self, job: _Job) -> None:
