@@ -292,7 +292,6 @@ class DocumentLibrary:
 
     async def _draw(self, picks: list[tuple[LongDocument, int]], max_images: int, result: DocumentPages) -> None:
         """Draw the picks grouped by document (documents in order of their best page), within ``max_images``."""
-        from inference.documents import render_pdf_pages
 
         grouped: dict[str, tuple[LongDocument, list[int]]] = {}
         for document, page in picks:
@@ -306,16 +305,7 @@ class DocumentLibrary:
                 pages.sort()  # earlier images keep their order in the thread
                 drawn = [replace(document.pictures[page - 1], page=page) for page in pages]
             else:
-                drawn = await asyncio.to_thread(
-                    render_pdf_pages,
-                    document.data,
-                    pages,
-                    name=document.name,
-                    settings=self.settings.images,
-                    budget=self._budget(),
-                    source_sha=document.document_id,
-                    deadline=deadline,
-                )
+                drawn = await self._render(document, pages, deadline)
             used: list[int] = []
             for page in pages:
                 pictures = [p for p in drawn if p.page == page]
@@ -398,15 +388,11 @@ class DocumentLibrary:
                 break
         return len(queue)
 
-    async def _draw_for_transcription(
-        self, document: LongDocument, pages: list[int], deadline: float
-    ) -> dict[int, list[PreparedImage]]:
-        """Pictures per page; a page that could not be drawn maps to []; pages after the deadline are absent."""
+    async def _render(self, document: LongDocument, pages: list[int], deadline: float) -> list[PreparedImage]:
+        """Draw the given PDF pages within the pixel budget (in a thread: PDFium is CPU-bound)."""
         from inference.documents import render_pdf_pages
 
-        if document.is_image_set:
-            return {page: [document.pictures[page - 1]] for page in pages}
-        drawn = await asyncio.to_thread(
+        return await asyncio.to_thread(
             render_pdf_pages,
             document.data,
             pages,
@@ -416,6 +402,15 @@ class DocumentLibrary:
             source_sha=document.document_id,
             deadline=deadline,
         )
+
+    async def _draw_for_transcription(
+        self, document: LongDocument, pages: list[int], deadline: float
+    ) -> dict[int, list[PreparedImage]]:
+        """Pictures per page; a page that could not be drawn maps to []; pages after the deadline are absent."""
+
+        if document.is_image_set:
+            return {page: [document.pictures[page - 1]] for page in pages}
+        drawn = await self._render(document, pages, deadline)
         by_page: dict[int, list[PreparedImage]] = {}
         for prepared in drawn:
             if prepared.page is not None:
