@@ -12,6 +12,10 @@ pbbp2 ``Frame``, and the REST calls the adapter makes. Every REST call is record
 By default every event frame goes to the newest connection. ``cluster=True`` is Feishu's cluster mode for an
 app with several connections (e.g. one per replica): each event goes to one live connection drawn at random
 (``seed`` makes the draw repeatable), and a re-push after no ack is drawn again, so it may reach another one.
+
+A reply with a ``uuid`` seen before answers with the message sent the first time (Feishu dedupes replies per
+``uuid`` for an hour); ``recall`` marks a message deleted as recalling it in the client does; CardKit's
+``id_convert`` finds the card entity a card message shows.
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ class StoredMessage:
     root_id: str = ""
     created_at: float = field(default_factory=time.monotonic)
     edits: int = 0
+    deleted: bool = False
+    sent_at: float = field(default_factory=time.time)
+    """Wall-clock send time: the ``create_time`` Feishu reports (milliseconds since the epoch)."""
 
 
 @dataclass(slots=True)
@@ -216,6 +223,7 @@ class FakeFeishu:
         app.router.add_delete("/open-apis/im/v1/messages/{message_id}/reactions/{reaction_id}", self._delete_reaction)
         app.router.add_get("/open-apis/im/v1/messages/{message_id}/resources/{file_key}", self._resource)
         app.router.add_post("/open-apis/cardkit/v1/cards", self._create_card)
+        app.router.add_post("/open-apis/cardkit/v1/cards/id_convert", self._card_id_convert)
         app.router.add_put("/open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}/content", self._card_content)
         app.router.add_patch("/open-apis/cardkit/v1/cards/{card_id}/settings", self._card_settings)
         self._runner = web.AppRunner(app, handle_signals=False)
@@ -437,6 +445,10 @@ class FakeFeishu:
         pattern = re.compile(path)
         return [c for c in self.calls if c.method == method.upper() and pattern.search(c.path)]
 
+    def recall(self, message_id: str) -> None:
+        """Someone recalled (deleted) the message: it stays known to the server, marked deleted."""
+        self.messages[message_id].deleted = True
+
     def replies_to(self, message_id: str) -> list[StoredMessage]:
         replies = [m for m in self.messages.values() if m.parent_id == message_id and m.sender_type == "app"]
         return sorted(replies, key=lambda m: m.created_at)
@@ -645,8 +657,8 @@ class FakeFeishu:
             "parent_id": stored.parent_id,
             "msg_type": stored.msg_type,
             "chat_id": stored.chat_id,
-            "create_time": str(int(stored.created_at * 1000)),
-            "deleted": False,
+            "create_time": str(int(stored.sent_at * 1000)),
+            "deleted": stored.deleted,
             "updated": stored.edits > 0,
             "sender": {"id": stored.sender_open_id, "id_type": "open_id", "sender_type": stored.sender_type,
                        "tenant_key": self.tenant_key},
@@ -665,7 +677,7 @@ class FakeFeishu:
             return _json_error(230001, "message not found")
         body = await request.json()
         key = body.get("uuid")
-        if key and key in self._uuids:
+        if key and self._uuids.get(key) in self.messages:
             return _ok(self._message_json(self.messages[self._uuids[key]]))
         if body.get("msg_type") == "interactive":
             content = json.loads(body.get("content") or "{}")
@@ -734,6 +746,18 @@ class FakeFeishu:
         card = Card(self.new_id("card_"), data, texts, bool((data.get("config") or {}).get("streaming_mode")))
         self.cards[card.card_id] = card
         return _ok({"card_id": card.card_id})
+
+    async def _card_id_convert(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        stored = self.messages.get(str(body.get("message_id") or ""))
+        if stored is None:
+            return _json_error(230001, "message not found")
+        if stored.msg_type != "interactive":
+            return _json_error(300301, "the message is not a card")
+        card_id = (json.loads(stored.content or "{}").get("data") or {}).get("card_id")
+        if card_id not in self.cards:
+            return _json_error(300302, "card not found")
+        return _ok({"card_id": card_id})
 
     async def _card_content(self, request: web.Request) -> web.Response:
         card = self.cards.get(request.match_info["card_id"])

@@ -6,6 +6,10 @@ commands arrive in envelopes that must be acked with their ``envelope_id`` (unac
 with ``retry_attempt``/``retry_reason``), ``disconnect`` messages ask the client to reconnect. Files are
 served only with the bot token; anything else gets Slack's HTML sign-in page.
 
+Message metadata (``metadata`` on chat.postMessage) is stored with the message, kept by chat.update and
+returned by conversations.replies only with ``include_all_metadata``; conversations.replies honours ``oldest``,
+``latest`` and ``inclusive`` (the thread's parent always comes first).
+
 Faults for tests: drop a connection (abruptly or politely), make one go silent (no pongs, nothing sent:
 a half-open connection), answer a method with 429 + ``Retry-After``.
 
@@ -612,12 +616,33 @@ class FakeSlack:
             raise _ApiError("no_text")
         if len(text) > self.MAX_TEXT:
             raise _ApiError("msg_too_long")
+        metadata = self._metadata(args.get("metadata"))
         ts = self._next_ts()
         message = {"type": "message", "user": self.BOT_USER_ID, "bot_id": self.BOT_ID, "text": text, "ts": ts}
         if args.get("thread_ts"):
             message["thread_ts"] = str(args["thread_ts"])
+        if metadata is not None:
+            message["metadata"] = metadata
         self.messages.setdefault(channel, []).append(message)
         return {"channel": channel, "ts": ts, "message": message}
+
+    @staticmethod
+    def _metadata(value: Any) -> dict[str, Any] | None:
+        """Message metadata as Slack checks it: an object with a string ``event_type`` and an object payload."""
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise _ApiError("invalid_metadata_format") from None
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("event_type"), str)
+            or not isinstance(value.get("event_payload"), dict)
+        ):
+            raise _ApiError("invalid_metadata_format")
+        return {"event_type": value["event_type"], "event_payload": dict(value["event_payload"])}
 
     def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         channel, ts, text = str(args.get("channel", "")), str(args.get("ts", "")), str(args.get("text") or "")
@@ -657,7 +682,16 @@ class FakeSlack:
         if not thread:
             raise _ApiError("thread_not_found")
         limit = int(args.get("limit") or 1000)
-        return {"messages": sorted(thread, key=lambda m: float(m["ts"]))[:limit], "has_more": False}
+        thread.sort(key=lambda m: float(m["ts"]))
+        inclusive = _truthy(args.get("inclusive"))
+        oldest, latest = args.get("oldest"), args.get("latest")
+        if oldest:
+            thread = [m for m in thread if m["ts"] == root or _after(m["ts"], str(oldest), inclusive)]
+        if latest:
+            thread = [m for m in thread if m["ts"] == root or _after(str(latest), m["ts"], inclusive)]
+        with_metadata = _truthy(args.get("include_all_metadata"))
+        page = [m if with_metadata else {k: v for k, v in m.items() if k != "metadata"} for m in thread[:limit]]
+        return {"messages": page, "has_more": len(thread) > limit}
 
     def _m_files_info(self, args: dict[str, Any]) -> dict[str, Any]:
         file = self._files.get(str(args.get("file", "")))
@@ -685,3 +719,11 @@ class FakeSlack:
         body = await request.json()
         self.command_responses.append({"rid": request.match_info["rid"], **body})
         return web.Response(text="ok")
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).lower() in ("1", "true")
+
+
+def _after(ts: str, than: str, inclusive: bool) -> bool:
+    return float(ts) >= float(than) if inclusive else float(ts) > float(than)

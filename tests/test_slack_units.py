@@ -246,7 +246,7 @@ def test_the_manifest_declares_socket_mode_the_command_the_events_and_only_the_s
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert scopes == {
         "app_mentions:read", "channels:history", "groups:history", "im:history", "mpim:history",
-        "chat:write", "files:read", "reactions:write", "commands",
+        "chat:write", "files:read", "reactions:write", "commands", "metadata.message:read",
     }
     assert "user" not in manifest["oauth_config"]["scopes"]
     readme = (deploy / "README.md").read_text()

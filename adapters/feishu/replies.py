@@ -8,6 +8,17 @@ Edits are coalesced (the newest text wins) and never block the caller; the final
 ``resume_state()`` names the card so that another process can finish it (``FeishuReply.resumed``): it checks
 once that the card message still exists (else it replies afresh), and streams with sequence numbers above any
 the first process can have used (CardKit wants them strictly increasing per card).
+
+Adopting a card no journal names. The core journals ``resume_state()`` only after the card was sent, so a process
+killed in between leaves a card the next process does not know about. The first card reply's idempotency key is
+therefore derived from the question's message id alone (``uuid`` of ``POST …/messages/{id}/reply``): Feishu sends
+a reply at most once per ``uuid`` within an hour and answers a repeat with the message it sent the first time. A
+reply resumed without a card sends its first card with that same key. When the answer names a CardKit card other
+than the one just created (read from the message content, else ``POST /cardkit/v1/cards/id_convert``), the earlier
+card is adopted: streamed into with sequence numbers above any the dead process can have used, and closed at the
+end. CardKit cannot create a card under an id of our choosing, so the card entity created for the attempt is
+simply left unused. If the earlier message was deleted (or its card cannot be found), the reply is sent afresh
+under a salted key, as every later message of a resumed reply is, so no stale key swallows it.
 """
 
 from __future__ import annotations
@@ -20,7 +31,10 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any, Self
+
+from lark_oapi.api.im.v1 import ReplyMessageResponseBody
 
 from adapters.feishu.rest import FeishuApiError, FeishuRateLimited, FeishuRest
 from bot.settings import FeishuSettings
@@ -75,6 +89,28 @@ def _summary(text: str) -> str:
     return first_line[:60]
 
 
+@dataclass(frozen=True, slots=True)
+class _SentCard:
+    """The card message a reply shows its answer in."""
+
+    message_id: str
+    card_id: str | None
+    created_at: float | None
+    adopted: bool
+
+
+def card_reference(content: str | None) -> str | None:
+    """The CardKit card id a card message's content refers to (``{"type": "card", "data": {"card_id": …}}``)."""
+    try:
+        parsed = json.loads(content or "")
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict) or parsed.get("type") != "card" or not isinstance(parsed.get("data"), dict):
+        return None
+    card_id = parsed["data"].get("card_id")
+    return str(card_id) if card_id else None
+
+
 def card(text: str, *, streaming: bool = False) -> dict[str, Any]:
     """A card (JSON 2.0) with one markdown element that holds the text."""
     config: dict[str, Any] = {"update_multi": True, "summary": {"content": _summary(text)}}
@@ -121,6 +157,8 @@ class FeishuReply:
         self._uuid_salt = ""
         self._check_card = False
         self._check_lock = asyncio.Lock()
+        self._may_adopt = False
+        """True for a reply resumed without a card: its first card goes out under the original key (see above)."""
 
     @classmethod
     def resumed(
@@ -140,6 +178,7 @@ class FeishuReply:
         reply.card_message_id = state.get("card_message_id") or None
         reply.card_id = (state.get("card_id") or None) if reply.card_message_id else None
         reply._check_card = reply.card_message_id is not None
+        reply._may_adopt = reply.card_message_id is None
         reply.card_created_at = _float(state.get("card_created_at"))
         if reply.card_id is not None:
             reply._sequence = resume_sequence(_int(state.get("sequence")), reply.card_created_at)
@@ -169,9 +208,11 @@ class FeishuReply:
         floor = MIN_STREAM_INTERVAL_S if self.card_id else MIN_PATCH_INTERVAL_S
         return max(self._settings.update_interval_s, floor)
 
-    def _uuid(self, purpose: str) -> str:
-        """An idempotency key: Feishu sends a reply with the same uuid only once."""
-        return hashlib.sha1(f"{self.message_id}:{purpose}{self._uuid_salt}".encode()).hexdigest()[:32]
+    def _uuid(self, purpose: str, *, salted: bool = True) -> str:
+        """An idempotency key: Feishu sends a reply with the same uuid only once. Unsalted, it is the key the
+        question's first process used for the same purpose."""
+        salt = self._uuid_salt if salted else ""
+        return hashlib.sha1(f"{self.message_id}:{purpose}{salt}".encode()).hexdigest()[:32]
 
     # ReplyHandle ---------------------------------------------------------------------------------
     async def start_progress(self, queue_position: int | None = None) -> None:
@@ -211,20 +252,24 @@ class FeishuReply:
             if not self._check_card or self.card_message_id is None:
                 return
             self._check_card = False
-            try:
-                found = await self._rest.get_message(self.card_message_id, max_wait_s=self._settings.update_interval_s)
-            except FeishuApiError as exc:
-                unsure = isinstance(exc, FeishuRateLimited) or exc.code is None or (exc.status or 0) >= 500
-                if unsure:  # no answer about the message itself: assume the card is still there
-                    logger.info("feishu: could not check card message %s: %s", self.card_message_id, exc)
-                    return
-                found = None
-            if found is not None and not found.deleted:
+            if not await self._message_gone(self.card_message_id):
                 return
             logger.info("feishu: the card message %s for %s is gone; replying afresh", self.card_message_id,
                         self.message_id)
             self.card_message_id = self.card_id = None
             self._shown = None
+
+    async def _message_gone(self, message_id: str) -> bool:
+        """True when Feishu says the message was deleted; no answer about it counts as still there."""
+        try:
+            found = await self._rest.get_message(message_id, max_wait_s=self._settings.update_interval_s)
+        except FeishuApiError as exc:
+            unsure = isinstance(exc, FeishuRateLimited) or exc.code is None or (exc.status or 0) >= 500
+            if unsure:
+                logger.info("feishu: could not check card message %s: %s", message_id, exc)
+                return False
+            return True
+        return found is None or bool(found.deleted)
 
     async def _add_typing(self) -> None:
         if self._typing_added:
@@ -254,22 +299,71 @@ class FeishuReply:
                     card_id = await self._rest.create_card(card(text, streaming=True))
                     created_at = time.time()
                     content = json.dumps({"type": "card", "data": {"card_id": card_id}})
-                    self.card_message_id = await self._rest.reply(
-                        self.message_id,
-                        msg_type="interactive",
-                        content=content,
-                        in_thread=self._in_thread,
-                        uuid=self._uuid("streaming-card"),
-                    )
-                    self.card_id = card_id
-                    self.card_created_at = created_at
-                    self._sequence = 0
+                    sent = await self._send_first_card(content, purpose="streaming-card", created_card_id=card_id)
+                    self.card_message_id = sent.message_id
+                    self.card_id = sent.card_id
+                    if sent.adopted:
+                        self.card_created_at = sent.created_at
+                        self._sequence = resume_sequence(0, sent.created_at)
+                    else:
+                        self.card_created_at = created_at
+                        self._sequence = 0
                     self._shown = text
                     return
                 except FeishuApiError as exc:
                     logger.info("feishu: streaming card unavailable (%s); using an editable card", exc)
-            self.card_message_id = await self._reply_card(text, purpose="card")
+            content = json.dumps(card(text), ensure_ascii=False)
+            sent = await self._send_first_card(content, purpose="card", created_card_id=None)
+            self.card_message_id = sent.message_id
             self._shown = text
+
+    async def _send_first_card(self, content: str, *, purpose: str, created_card_id: str | None) -> _SentCard:
+        """Reply with the card message; a reply resumed without a card adopts the one its question got earlier.
+
+        ``created_card_id`` is the CardKit card ``content`` refers to (None for an editable card).
+        """
+        if self._may_adopt:
+            self._may_adopt = False
+            sent = await self._rest.reply_message(
+                self.message_id,
+                msg_type="interactive",
+                content=content,
+                in_thread=self._in_thread,
+                uuid=self._uuid(purpose, salted=False),
+            )
+            adopted = await self._adoptable(sent, created_card_id)
+            if adopted is not None:
+                return adopted
+        message_id = await self._rest.reply(
+            self.message_id, msg_type="interactive", content=content, in_thread=self._in_thread,
+            uuid=self._uuid(purpose),
+        )
+        return _SentCard(message_id, created_card_id, None, adopted=False)
+
+    async def _adoptable(self, sent: ReplyMessageResponseBody, created_card_id: str | None) -> _SentCard | None:
+        """What the reply under the original key gave: a new message, an earlier card to adopt, or None when the
+        earlier message is gone or unusable (the caller then replies afresh)."""
+        message_id = str(sent.message_id)
+        card_id: str | None = None
+        if created_card_id is not None:
+            card_id = card_reference(sent.body.content if sent.body is not None else None)
+            if card_id is None:
+                try:
+                    card_id = await self._rest.card_id_of(message_id)
+                except FeishuApiError as exc:
+                    logger.info("feishu: could not tell which card message %s shows: %s", message_id, exc)
+            if card_id == created_card_id:
+                return _SentCard(message_id, card_id, None, adopted=False)  # nothing earlier: a new message
+            if card_id is None:
+                logger.warning("feishu: the earlier card message %s for %s cannot be streamed into; replying afresh",
+                               message_id, self.message_id)
+                return None
+        if sent.deleted or await self._message_gone(message_id):
+            logger.info("feishu: the earlier card message %s for %s is gone; replying afresh", message_id,
+                        self.message_id)
+            return None
+        logger.info("feishu: adopted card message %s for %s from an earlier process", message_id, self.message_id)
+        return _SentCard(message_id, card_id, _created_at(sent.create_time), adopted=True)
 
     async def _reply_card(self, text: str, *, purpose: str) -> str:
         return await self._rest.reply(
@@ -392,6 +486,14 @@ def _int(value: str | None) -> int:
         return max(int(value or 0), 0)
     except ValueError:
         return 0
+
+
+def _created_at(create_time: object) -> float | None:
+    """A message's ``create_time`` (milliseconds since the epoch) in seconds."""
+    try:
+        return int(str(create_time)) / 1000 if create_time not in (None, "") else None
+    except ValueError:
+        return None
 
 
 def _float(value: str | None) -> float | None:

@@ -28,6 +28,9 @@ from lark_oapi.api.cardkit.v1 import (
     CreateCardRequest,
     CreateCardRequestBody,
     CreateCardResponse,
+    IdConvertCardRequest,
+    IdConvertCardRequestBody,
+    IdConvertCardResponse,
     SettingsCardRequest,
     SettingsCardRequestBody,
     SettingsCardResponse,
@@ -50,6 +53,7 @@ from lark_oapi.api.im.v1 import (
     ReplyMessageRequest,
     ReplyMessageRequestBody,
     ReplyMessageResponse,
+    ReplyMessageResponseBody,
 )
 from lark_oapi.core.exception import ObtainAccessTokenException
 from lark_oapi.core.json import JSON
@@ -497,6 +501,30 @@ class FeishuRest:
         if not new_id:
             raise FeishuApiError(f"replying to {message_id}", code=response.code, message="no message_id in the answer")
         return new_id
+
+    async def reply_message(
+        self, message_id: str, *, msg_type: str, content: str, in_thread: bool = False, uuid: str | None = None
+    ) -> ReplyMessageResponseBody:
+        """Like ``reply``, but returns the whole message Feishu answered with. For a ``uuid`` Feishu has seen
+        within its dedupe window that is the message the first request sent, not a new one."""
+        body = ReplyMessageRequestBody.builder().msg_type(msg_type).content(content).reply_in_thread(in_thread)
+        if uuid:
+            body = body.uuid(uuid)
+        request = ReplyMessageRequest.builder().message_id(message_id).request_body(body.build()).build()
+        response = await self.call(f"replying to {message_id}", request, ReplyMessageResponse)
+        if response.data is None or not response.data.message_id:
+            raise FeishuApiError(f"replying to {message_id}", code=response.code, message="no message_id in the answer")
+        return response.data
+
+    async def card_id_of(self, message_id: str) -> str:
+        """The CardKit card entity a card message shows (``POST /cardkit/v1/cards/id_convert``)."""
+        body = IdConvertCardRequestBody.builder().message_id(message_id).build()
+        request = IdConvertCardRequest.builder().request_body(body).build()
+        response = await self.call(f"finding the card of {message_id}", request, IdConvertCardResponse)
+        card_id = response.data.card_id if response.data is not None else None
+        if not card_id:
+            raise FeishuApiError(f"finding the card of {message_id}", code=response.code, message="no card_id")
+        return card_id
 
     async def patch_message(self, message_id: str, content: str, *, max_wait_s: float | None = None) -> None:
         body = PatchMessageRequestBody.builder().content(content).build()

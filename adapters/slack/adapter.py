@@ -180,7 +180,9 @@ class SlackAdapter:
     def reply_for(self, message: IncomingMessage, state: Mapping[str, str]) -> ReplyHandle:
         """The reply handle for a journaled message, continuing the placeholder named in ``state`` if any.
 
-        Needs the Web API client, i.e. a started adapter.
+        Without one in ``state`` (the earlier process may have died between posting and journaling it) the handle
+        looks in the thread for the placeholder that process posted for this question and adopts it
+        (``adapters.slack.replies``). Needs the Web API client, i.e. a started adapter.
         """
         web = self._require_web()
         if message.is_command or state.get("kind") == "ephemeral":
@@ -209,6 +211,7 @@ class SlackAdapter:
         return reply
 
     def _thread_reply(self, *, channel: str, thread_ts: str, question_ts: str, direct: bool) -> ThreadReply:
+        me = self._me
         return ThreadReply(
             self._require_web(),
             channel=channel,
@@ -218,6 +221,8 @@ class SlackAdapter:
             options=self._reply_options,
             spawn=self._spawn,
             assistant_status=self._assistant_status,
+            bot_user_id=me.user_id if me is not None else "",
+            bot_id=me.bot_id if me is not None else "",
         )
 
     # start-up ------------------------------------------------------------------------------------

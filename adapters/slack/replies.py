@@ -1,5 +1,19 @@
 """Answers in Slack: a reaction and a placeholder at once, throttled edits while the answer streams, the final
-text split to fit, errors in place of the placeholder. Rate limits (429) are waited out; nothing is dropped."""
+text split to fit, errors in place of the placeholder. Rate limits (429) are waited out; nothing is dropped.
+
+Adopting a placeholder. The core posts the placeholder and only then journals where it is, so a process killed
+in between leaves a placeholder no journal entry names. Every placeholder therefore carries message metadata
+(``event_type`` ``peekbot_reply``, payload: channel and question ts), which identifies its question uniquely.
+Posting metadata needs no scope beyond ``chat:write``, and ``chat.update`` without ``metadata`` keeps it. A reply
+resumed without a placeholder looks once, before it posts anything, at the thread after the question
+(``conversations.replies`` with ``oldest`` = the question's ts, ``include_all_metadata``, one bounded page) and
+keeps editing the bot's own message whose metadata names this question. Slack's documentation ties reading
+metadata to the ``metadata.message:read`` scope for events and does not promise it in every history answer, and a
+placeholder posted by an older version has none; so when no tagged message matches, the bot's own first message
+right after the question (no one else spoke in between) is adopted if it still shows placeholder text and carries
+no metadata naming another question. The bot's answers to other questions are never taken: their metadata names
+those questions, and a finished answer no longer shows placeholder text.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +41,74 @@ Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 PLACEHOLDER_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 """chat.update errors that mean the placeholder can no longer be edited: post a fresh message instead."""
 
+REPLY_EVENT_TYPE = "peekbot_reply"
+"""The metadata ``event_type`` of a reply's first message (the placeholder): its payload names the question."""
+ADOPT_LOOKUP_LIMIT = 50
+"""How many thread messages after the question one look for an earlier placeholder reads."""
+QUEUED_PREFIX = "Queued — "
+
 
 def placeholder_text(queue_position: int | None) -> str:
     if not queue_position:
         return LOOKING
     noun = "question" if queue_position == 1 else "questions"
-    return f"Queued — {queue_position} {noun} ahead of yours."
+    return f"{QUEUED_PREFIX}{queue_position} {noun} ahead of yours."
+
+
+def is_placeholder_text(text: str) -> bool:
+    return text == LOOKING or text.startswith(QUEUED_PREFIX)
+
+
+def reply_metadata(channel: str, question_ts: str) -> dict[str, Any]:
+    """The metadata a reply's placeholder carries, so that a later process can find it."""
+    return {"event_type": REPLY_EVENT_TYPE, "event_payload": {"channel": channel, "question_ts": question_ts}}
+
+
+def _ts_key(ts: object) -> tuple[int, int]:
+    seconds, _, fraction = str(ts).partition(".")
+    try:
+        return int(seconds), int(fraction.ljust(6, "0")[:6] or 0)
+    except ValueError:
+        return 0, 0
+
+
+def find_own_placeholder(
+    messages: Sequence[Mapping[str, Any]], *, channel: str, question_ts: str, bot_user_id: str, bot_id: str
+) -> Mapping[str, Any] | None:
+    """The bot's placeholder for the question at ``question_ts`` among a thread's ``messages``, if there is one.
+
+    A message whose metadata names the question wins. Otherwise the bot's first message right after the question
+    (nobody else posted in between) counts when it has no reply metadata and still shows placeholder text.
+    """
+    after = sorted(
+        (m for m in messages if _ts_key(m.get("ts")) > _ts_key(question_ts)), key=lambda m: _ts_key(m.get("ts"))
+    )
+
+    def own(message: Mapping[str, Any]) -> bool:
+        return bool(bot_id and message.get("bot_id") == bot_id) or bool(
+            bot_user_id and message.get("user") == bot_user_id
+        )
+
+    untagged: Mapping[str, Any] | None = None
+    right_after = True
+    for message in after:
+        if not own(message):
+            right_after = False
+            continue
+        metadata = message.get("metadata")
+        tagged = isinstance(metadata, Mapping) and metadata.get("event_type") == REPLY_EVENT_TYPE
+        if tagged:
+            payload = metadata.get("event_payload") or {}
+            if (
+                isinstance(payload, Mapping)
+                and str(payload.get("question_ts", "")) == question_ts
+                and str(payload.get("channel") or channel) == channel
+            ):
+                return message
+        elif right_after and untagged is None and is_placeholder_text(str(message.get("text") or "")):
+            untagged = message
+        right_after = False  # only the bot's first message after the question may be adopted untagged
+    return untagged
 
 
 def split_message(text: str, limit: int) -> list[str]:
@@ -161,6 +237,8 @@ class ThreadReply:
         options: ReplyOptions,
         spawn: Spawn,
         assistant_status: AssistantStatus | None = None,
+        bot_user_id: str = "",
+        bot_id: str = "",
     ) -> None:
         self._web = web
         self.channel = channel
@@ -170,7 +248,11 @@ class ThreadReply:
         self._options = options
         self._spawn = spawn
         self._assistant_status = assistant_status
+        self._bot_user_id = bot_user_id
+        self._bot_id = bot_id
         self.placeholder_ts: str | None = None
+        self._may_adopt = False
+        """True for a reply resumed without a placeholder: look once for one an earlier process posted."""
         self._reacted = False
         self._reaction = options.reaction
         self._latest: str | None = None  # newest answer text from the core
@@ -189,9 +271,13 @@ class ThreadReply:
             return
         text = placeholder_text(queue_position)
         async with self._lock:
+            adopted = await self._adopt_placeholder()
             if self.placeholder_ts is None:
                 await asyncio.gather(self._react(), self._set_status(), self._post_placeholder(text))
-            elif self._latest is None and self._shown != text:
+                return
+            if adopted:
+                await asyncio.gather(self._react(), self._set_status())
+            if self._latest is None and self._shown != text:
                 try:
                     await self._edit(text, retries=0)
                 except SlackApiError as exc:
@@ -237,13 +323,56 @@ class ThreadReply:
         return state
 
     def restore(self, state: Mapping[str, str]) -> None:
-        """Continue a reply another process started: edit its placeholder, remove its reaction at the end."""
+        """Continue a reply another process started: edit its placeholder, remove its reaction at the end.
+
+        Without a placeholder in ``state`` the reply first looks for one the other process posted but had not
+        journaled (see the module docstring) and posts a fresh one only when there is none.
+        """
         self.placeholder_ts = state.get("placeholder_ts") or None
+        self._may_adopt = self.placeholder_ts is None
         if state.get("reaction"):
             self._reaction = state["reaction"]
             self._reacted = True
 
     # internals -----------------------------------------------------------------------------------
+    async def _adopt_placeholder(self) -> bool:
+        """Once, for a reply resumed without a placeholder: take over the one an earlier process posted, if any.
+
+        True when one was adopted. A failed look counts as none found (a fresh placeholder is posted).
+        """
+        if not self._may_adopt or self.placeholder_ts is not None:
+            return False
+        self._may_adopt = False
+        try:
+            response = await self._web.conversations_replies(
+                channel=self.channel,
+                ts=self.thread_ts,
+                oldest=self._question_ts,
+                inclusive=False,
+                include_all_metadata=True,
+                limit=ADOPT_LOOKUP_LIMIT,
+            )
+        except SlackApiError as exc:
+            logger.info("could not look for an earlier placeholder in %s: %s", self.channel, _error_code(exc))
+            return False
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.info("could not look for an earlier placeholder in %s: %s", self.channel, exc)
+            return False
+        found = find_own_placeholder(
+            response.get("messages") or [],
+            channel=self.channel,
+            question_ts=self._question_ts,
+            bot_user_id=self._bot_user_id,
+            bot_id=self._bot_id,
+        )
+        if found is None:
+            return False
+        self.placeholder_ts = str(found["ts"])
+        self._shown = str(found.get("text") or "")
+        logger.info("adopted the placeholder %s in %s posted by an earlier process", self.placeholder_ts,
+                    self.channel)
+        return True
+
     async def _react(self) -> None:
         if not self._reaction:
             return
@@ -251,6 +380,9 @@ class ThreadReply:
             await self._web.reactions_add(channel=self.channel, timestamp=self._question_ts, name=self._reaction)
             self._reacted = True
         except SlackApiError as exc:
+            if _error_code(exc) == "already_reacted":  # an earlier process reacted: ours to remove at the end
+                self._reacted = True
+                return
             logger.debug("reactions.add failed: %s", _error_code(exc))
         except Exception as exc:
             logger.debug("reactions.add failed: %s", exc)
@@ -270,13 +402,15 @@ class ThreadReply:
     async def _post_placeholder(self, text: str) -> None:
         try:
             # No waiting out a rate limit here: the core waits for this call; later edits post the message.
-            self.placeholder_ts = await self._post(text, retries=0)
+            self.placeholder_ts = await self._post(text, retries=0, first=True)
             self._shown = text
             self._next_edit_at = time.monotonic() + self._options.update_interval_s
         except Exception as exc:
             logger.warning("could not post the placeholder in %s: %s", self.channel, exc)
 
-    async def _post(self, text: str, *, retries: int) -> str:
+    async def _post(self, text: str, *, retries: int, first: bool = False) -> str:
+        """Post ``text`` in the thread; the reply's ``first`` message (its placeholder) carries reply metadata."""
+        extra: dict[str, Any] = {"metadata": reply_metadata(self.channel, self._question_ts)} if first else {}
         response = await call_with_retry(
             self._web.chat_postMessage,
             what="chat.postMessage",
@@ -286,13 +420,15 @@ class ThreadReply:
             text=text,
             unfurl_links=False,
             unfurl_media=False,
+            **extra,
         )
         return str(response["ts"])
 
     async def _edit(self, text: str, *, retries: int) -> None:
         """Show ``text`` in the placeholder (posting one first if there is none)."""
+        await self._adopt_placeholder()
         if self.placeholder_ts is None:
-            self.placeholder_ts = await self._post(text, retries=retries)
+            self.placeholder_ts = await self._post(text, retries=retries, first=True)
         else:
             await call_with_retry(
                 self._web.chat_update,
@@ -354,6 +490,7 @@ class ThreadReply:
 
     async def _replace_placeholder(self, text: str) -> None:
         retries = self._options.retries
+        await self._adopt_placeholder()
         if self.placeholder_ts is not None:
             try:
                 await self._edit(text, retries=retries)
@@ -364,7 +501,7 @@ class ThreadReply:
                 # The placeholder is gone (deleted, too old to edit): post the answer instead.
                 logger.warning("chat.update of the placeholder failed (%s); posting a new message", _error_code(exc))
                 self.placeholder_ts = None
-        self.placeholder_ts = await self._post(text, retries=retries)
+        self.placeholder_ts = await self._post(text, retries=retries, first=True)
         self._shown = text
 
 
