@@ -359,13 +359,25 @@ class _Database:
             self._executor = None
             raise
 
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch to WAL. Two processes opening a new file at once can make SQLite refuse the switch at once
+        (``database is locked``, without calling the busy handler): retry until the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).upper()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
+
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            self.journal_mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).upper()
+            self.journal_mode = self._enable_wal(conn)
             if self.journal_mode != "WAL":
                 log.warning("state store: %s cannot use WAL (journal mode %s)", self.path, self.journal_mode)
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.synchronous == 'full' else 'NORMAL'}")
