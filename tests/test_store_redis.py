@@ -15,7 +15,7 @@ from redis import asyncio as aioredis
 
 from bot.settings import Settings
 from bot.store import open_store
-from bot.store.base import Job, JobState
+from bot.store.base import AuditRecord, Job, JobState
 from bot.store.redis import RedisStore, StoreUnavailable, redact_url
 from bot.store.sqlite import SQLiteStore
 from tests.redis_server import RedisServer, free_port, redis_server, require_redis_server  # noqa: F401
@@ -193,11 +193,35 @@ async def test_documents_and_audit_stay_in_the_replica_local_sqlite_file(
 ) -> None:
     first, second = replicas
     assert first.documents is first.local.documents
-    assert first.audit is first.local.audit
     assert "replica-a.sqlite3" in first.describe()
     await first.documents.put_page("doc-1", 1, "quarterly budget", page_hash="p1", source="text-layer")
     assert await first.documents.indexed_pages("doc-1") == {1}
     assert await second.documents.indexed_pages("doc-1") == set()
+    await first.audit.record(_audit("slack:1", "slack:U1", "answered"))
+    assert (await first.audit.summary(0)).questions == 1
+    assert (await second.audit.summary(0)).questions == 0  # each replica audits what it answered
+
+
+def _audit(job_id: str, user: str, outcome: str, at: float | None = None) -> AuditRecord:
+    return AuditRecord(job_id=job_id, platform="slack", user=user, conversation="slack:T:C", image_hashes=(),
+                       question_chars=10, answer_chars=20, latency_s=1.0, outcome=outcome,
+                       created_at=time.time() if at is None else at)
+
+
+async def test_a_users_answered_questions_count_across_replicas_for_the_daily_quota(
+    replicas: tuple[RedisStore, RedisStore],
+) -> None:
+    first, second = replicas
+    now = time.time()
+    await first.audit.record(_audit("slack:1", "slack:U1", "answered", now - 60))
+    await second.audit.record(_audit("slack:2", "slack:U1", "cached", now - 30))
+    await second.audit.record(_audit("slack:3", "slack:U1", "rate_limited", now - 20))  # not a question answered
+    await second.audit.record(_audit("slack:4", "slack:U2", "answered", now - 10))
+    await first.audit.record(_audit("slack:5", "slack:U1", "answered", now - 3 * 3600))  # before "today"
+    today = now - 3600
+    assert await first.audit.count_for_user("slack:U1", today) == 2
+    assert await second.audit.count_for_user("slack:U1", today) == 2
+    assert await second.audit.count_for_user("slack:U2", today) == 1
 
 
 async def test_store_url_selects_the_redis_store_with_a_local_file_in_the_data_dir(

@@ -4,7 +4,7 @@ Replicas must agree on what was already seen (dedupe keys), on who answers which
 and its leases), on each conversation's turns and files, and on cached answers: those live in Redis.
 Documents (page text and the full-text index) and the audit log stay in each replica's LOCAL SQLite file:
 page text is a cache that any replica can rebuild from the conversation's files, and every replica keeps
-the audit of the questions it answered.
+the audit of the questions it answered. The per-user count of answered questions (the daily quota) is shared.
 
 Keys (all under ``key_prefix``):
 
@@ -17,6 +17,7 @@ Keys (all under ``key_prefix``):
   ``conv:<conversation>:answers`` (set of cached answer keys), ``conv:<conversation>:answer:<key>`` (string
   with a TTL); ``conversations``: sorted set of conversations scored by last activity. Activity refreshes
   the conversation keys' TTL, so an idle conversation disappears even when nothing calls the expiry job.
+- ``asked:<user>``: sorted set of the user's answered question ids scored by time (last two days), for quotas.
 
 The take-over script reads job hashes whose names it builds from the prefix, so use a single Redis server
 (or a primary with replicas/Sentinel), not Redis Cluster.
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from bot.store.base import AuditLog, DocumentIndex, Job, JobState, StoredFile, StoredTurn
+from bot.store.base import AuditLog, AuditRecord, AuditSummary, DocumentIndex, Job, JobState, StoredFile, StoredTurn
 
 try:
     from redis import asyncio as aioredis
@@ -228,6 +229,9 @@ class _Keys:
 
     def dedupe(self, key: str) -> str:
         return f"{self.prefix}dedupe:{key}"
+
+    def asked(self, user: str) -> str:
+        return f"{self.prefix}asked:{user}"
 
     def job(self, job_id: str) -> str:
         return f"{self.job_prefix}{job_id}"
@@ -459,6 +463,39 @@ class RedisAnswerCache(_Part):
             await pipe.execute()
 
 
+class RedisAudit(_Part):
+    """Audit records stay in the replica's local file; the per-user question count (daily quota) is shared.
+
+    Each answered (or cached) question adds its job id to ``asked:<user>``, a sorted set scored by time and trimmed
+    to the last two days, so ``count_for_user`` sees every replica's answers and a quota holds across replicas.
+    """
+
+    COUNTED = ("answered", "cached")
+    WINDOW_S = 2 * 24 * 3600.0
+
+    async def record(self, record: AuditRecord) -> None:
+        await self._owner.local.audit.record(record)
+        if record.outcome not in self.COUNTED:
+            return
+        key = self._keys.asked(record.user)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {record.job_id: record.created_at})
+            pipe.zremrangebyscore(key, "-inf", record.created_at - self.WINDOW_S)
+            pipe.expire(key, int(self.WINDOW_S))
+            await pipe.execute()
+
+    async def summary(self, since: float, top: int = 5) -> AuditSummary:
+        return await self._owner.local.audit.summary(since, top)
+
+    async def count_for_user(self, user: str, since: float, outcomes: Sequence[str] = COUNTED) -> int:
+        if tuple(outcomes) != self.COUNTED or since < time.time() - self.WINDOW_S:
+            return await self._owner.local.audit.count_for_user(user, since, outcomes)
+        return int(await self._redis.zcount(self._keys.asked(user), since, "+inf"))
+
+    async def expire_audit(self, older_than_s: float) -> int:
+        return await self._owner.local.audit.expire_audit(older_than_s)
+
+
 class RedisStore:
     """The shared store for several replicas; documents and audit stay in each replica's local SQLite file.
 
@@ -498,7 +535,7 @@ class RedisStore:
         self.conversations = RedisConversations(self)
         self.cache = RedisAnswerCache(self)
         self.documents: DocumentIndex = local.documents
-        self.audit: AuditLog = local.audit
+        self.audit: AuditLog = RedisAudit(self)
 
     @property
     def client(self) -> aioredis.Redis:
