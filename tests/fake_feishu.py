@@ -15,7 +15,8 @@ app with several connections (e.g. one per replica): each event goes to one live
 
 A reply with a ``uuid`` seen before answers with the message sent the first time (Feishu dedupes replies per
 ``uuid`` for an hour); ``recall`` marks a message deleted as recalling it in the client does; CardKit's
-``id_convert`` finds the card entity a card message shows.
+``id_convert`` finds the card entity a card message shows. Reactions record who added them (the app, or a
+person through ``add_user_reaction``) and can be listed per emoji type a page at a time, as Feishu lists them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from lark_oapi.ws.pb.pbbp2_pb2 import Frame
 
 CONTROL = 0
 DATA = 1
+REACTION_PAGE_DEFAULT = 20
+REACTION_PAGE_MAX = 50
 DEFAULT_CLIENT_CONFIG = {"PingInterval": 120, "ReconnectCount": -1, "ReconnectInterval": 1, "ReconnectNonce": 0}
 
 
@@ -197,6 +200,9 @@ class FakeFeishu:
         self.messages: dict[str, StoredMessage] = {}
         self.cards: dict[str, Card] = {}
         self.reactions: dict[str, dict[str, str]] = {}
+        """message_id → {reaction_id: emoji_type} of the reactions on it now."""
+        self.reaction_operators: dict[str, tuple[str, str]] = {}
+        """reaction_id → (operator_type "app" | "user", operator_id: the app id or the person's open_id)."""
         self.resources: dict[tuple[str, str], Resource] = {}
         self._faults: list[Fault] = []
         self._tokens: set[str] = set()
@@ -220,6 +226,7 @@ class FakeFeishu:
         app.router.add_patch("/open-apis/im/v1/messages/{message_id}", self._patch_message)
         app.router.add_post("/open-apis/im/v1/messages/{message_id}/reply", self._reply)
         app.router.add_post("/open-apis/im/v1/messages/{message_id}/reactions", self._add_reaction)
+        app.router.add_get("/open-apis/im/v1/messages/{message_id}/reactions", self._list_reactions)
         app.router.add_delete("/open-apis/im/v1/messages/{message_id}/reactions/{reaction_id}", self._delete_reaction)
         app.router.add_get("/open-apis/im/v1/messages/{message_id}/resources/{file_key}", self._resource)
         app.router.add_post("/open-apis/cardkit/v1/cards", self._create_card)
@@ -444,6 +451,21 @@ class FakeFeishu:
         """Recorded calls whose method matches and whose path matches the regex ``path``."""
         pattern = re.compile(path)
         return [c for c in self.calls if c.method == method.upper() and pattern.search(c.path)]
+
+    def add_user_reaction(self, message_id: str, emoji_type: str, *, open_id: str = "ou_alice") -> str:
+        """A person reacts to a message in the client; returns the reaction id."""
+        reaction_id = self.new_id("reaction_")
+        self.reactions.setdefault(message_id, {})[reaction_id] = emoji_type
+        self.reaction_operators[reaction_id] = ("user", open_id)
+        return reaction_id
+
+    def reactions_by(self, message_id: str, operator_type: str) -> dict[str, str]:
+        """{reaction_id: emoji_type} of the reactions on a message added by an "app" or a "user"."""
+        return {
+            reaction_id: emoji
+            for reaction_id, emoji in self.reactions.get(message_id, {}).items()
+            if self.reaction_operators.get(reaction_id, ("app", ""))[0] == operator_type
+        }
 
     def recall(self, message_id: str) -> None:
         """Someone recalled (deleted) the message: it stays known to the server, marked deleted."""
@@ -713,8 +735,42 @@ class FakeFeishu:
         emoji = (body.get("reaction_type") or {}).get("emoji_type", "")
         reaction_id = self.new_id("reaction_")
         self.reactions.setdefault(message_id, {})[reaction_id] = emoji
-        return _ok({"reaction_id": reaction_id, "reaction_type": {"emoji_type": emoji}, "action_time": "0",
-                    "operator": {"operator_id": self.app_id, "operator_type": "app"}})
+        self.reaction_operators[reaction_id] = ("app", self.app_id)
+        return _ok(self._reaction_json(reaction_id, emoji))
+
+    def _reaction_json(self, reaction_id: str, emoji: str) -> dict[str, Any]:
+        operator_type, operator_id = self.reaction_operators.get(reaction_id, ("app", self.app_id))
+        return {"reaction_id": reaction_id, "reaction_type": {"emoji_type": emoji}, "action_time": "0",
+                "operator": {"operator_id": operator_id, "operator_type": operator_type}}
+
+    async def _list_reactions(self, request: web.Request) -> web.Response:
+        """``GET /im/v1/messages/{id}/reactions``: optional ``reaction_type`` filter, ``page_size`` (default 20,
+        at most 50) and ``page_token``; a recalled message has none to list."""
+        stored = self.messages.get(request.match_info["message_id"])
+        if stored is None:
+            return _json_error(230001, "message not found")
+        if stored.deleted:
+            return _json_error(230011, "the message was recalled")
+        try:
+            page_size = int(request.query.get("page_size") or REACTION_PAGE_DEFAULT)
+            start = int(request.query.get("page_token") or 0)
+        except ValueError:
+            return _json_error(99992402, "field validation failed")
+        if not 1 <= page_size <= REACTION_PAGE_MAX or start < 0:
+            return _json_error(99992402, "field validation failed")
+        wanted = request.query.get("reaction_type")
+        matching = [
+            (reaction_id, emoji)
+            for reaction_id, emoji in self.reactions.get(stored.message_id, {}).items()
+            if not wanted or emoji == wanted
+        ]
+        page = matching[start:start + page_size]
+        has_more = start + page_size < len(matching)
+        return _ok({
+            "items": [self._reaction_json(reaction_id, emoji) for reaction_id, emoji in page],
+            "has_more": has_more,
+            "page_token": str(start + page_size) if has_more else "",
+        })
 
     async def _delete_reaction(self, request: web.Request) -> web.Response:
         message_id, reaction_id = request.match_info["message_id"], request.match_info["reaction_id"]

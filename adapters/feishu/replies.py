@@ -19,6 +19,11 @@ card is adopted: streamed into with sequence numbers above any the dead process 
 end. CardKit cannot create a card under an id of our choosing, so the card entity created for the attempt is
 simply left unused. If the earlier message was deleted (or its card cannot be found), the reply is sent afresh
 under a salted key, as every later message of a resumed reply is, so no stale key swallows it.
+
+A "Typing" reaction no journal names. A process can die after adding its "Typing" reaction but before the state
+recorded the reaction's id. A resumed reply whose state names no reaction id therefore, once it has finished or
+failed, lists the question's "Typing" reactions (one page) and removes those this app added; a person's own
+"Typing" reaction stays. A failure there is logged and never holds up the answer.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ SEQUENCE_TICKS_PER_S = 10
 runs ahead of this many ticks per second since the card was created (plus a few for progress and closing)."""
 RESUME_SEQUENCE_MARGIN = 1000
 """Added on resume to cover those few and clock differences between processes (100 s at 10 ticks per second)."""
+TYPING_SWEEP_MAX_WAIT_S = 5.0
+"""How long looking for a dead process's "Typing" reaction may wait out rate limits (the answer is out by then)."""
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
@@ -159,6 +166,8 @@ class FeishuReply:
         self._check_lock = asyncio.Lock()
         self._may_adopt = False
         """True for a reply resumed without a card: its first card goes out under the original key (see above)."""
+        self._sweep_typing = False
+        """True for a reply resumed from a state that names no reaction id: an earlier process may have left one."""
 
     @classmethod
     def resumed(
@@ -185,6 +194,7 @@ class FeishuReply:
         if state.get("typing") == "1":
             reply._typing_added = True
             reply._reaction_id = state.get("reaction_id") or None
+        reply._sweep_typing = not state.get("reaction_id")
         return reply
 
     def resume_state(self) -> dict[str, str]:
@@ -282,12 +292,44 @@ class FeishuReply:
 
     async def _remove_typing(self) -> None:
         reaction_id, self._reaction_id = self._reaction_id, None
-        if reaction_id is None:
+        if reaction_id is not None:
+            try:
+                await self._rest.delete_reaction(self.message_id, reaction_id)
+            except FeishuApiError as exc:
+                logger.info("feishu: typing reaction on %s not removed: %s", self.message_id, exc)
+        if self._sweep_typing:
+            self._sweep_typing = False
+            await self._remove_unrecorded_typing()
+
+    async def _remove_unrecorded_typing(self) -> None:
+        """Remove the "Typing" reactions this app added to the question that no state recorded (see above)."""
+        app_id = self._settings.app_id
+        if not app_id:
             return
         try:
-            await self._rest.delete_reaction(self.message_id, reaction_id)
+            reactions = await self._rest.list_reactions(
+                self.message_id, TYPING_EMOJI, max_wait_s=TYPING_SWEEP_MAX_WAIT_S
+            )
         except FeishuApiError as exc:
-            logger.info("feishu: typing reaction on %s not removed: %s", self.message_id, exc)
+            logger.info("feishu: could not look for a leftover typing reaction on %s: %s", self.message_id, exc)
+            return
+        for reaction in reactions:
+            operator, emoji = reaction.operator, reaction.reaction_type
+            ours = (
+                operator is not None
+                and operator.operator_type == "app"
+                and operator.operator_id == app_id
+                and emoji is not None
+                and emoji.emoji_type == TYPING_EMOJI
+            )
+            if not ours or not reaction.reaction_id:
+                continue
+            try:
+                await self._rest.delete_reaction(self.message_id, reaction.reaction_id)
+            except FeishuApiError as exc:
+                logger.info("feishu: leftover typing reaction on %s not removed: %s", self.message_id, exc)
+                continue
+            logger.info("feishu: removed a typing reaction an earlier process left on %s", self.message_id)
 
     async def _open_card(self, text: str) -> None:
         """Reply with the card that will hold the answer: a CardKit streaming card, else a plain card."""

@@ -46,7 +46,10 @@ from lark_oapi.api.im.v1 import (
     GetMessageResourceRequest,
     GetMessageResourceResponse,
     GetMessageResponse,
+    ListMessageReactionRequest,
+    ListMessageReactionResponse,
     Message,
+    MessageReaction,
     PatchMessageRequest,
     PatchMessageRequestBody,
     PatchMessageResponse,
@@ -74,6 +77,8 @@ MAX_CONNECTIONS = 32
 MAX_IDLE_CONNECTIONS = 16
 IDLE_CONNECTION_EXPIRY_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
+MAX_REACTION_PAGE = 50
+"""The largest page ``GET /im/v1/messages/{id}/reactions`` answers with."""
 MAX_ERROR_BODY_BYTES = 64 * 1024
 """How much of a failed download's (JSON error) body is read."""
 
@@ -544,6 +549,24 @@ class FeishuRest:
     async def delete_reaction(self, message_id: str, reaction_id: str) -> None:
         request = DeleteMessageReactionRequest.builder().message_id(message_id).reaction_id(reaction_id).build()
         await self.call(f"removing a reaction from {message_id}", request, DeleteMessageReactionResponse)
+
+    async def list_reactions(
+        self, message_id: str, emoji_type: str, *, page_size: int = MAX_REACTION_PAGE, max_wait_s: float | None = None
+    ) -> list[MessageReaction]:
+        """The first page (at most ``page_size``, up to 50) of a message's reactions of one emoji type, each with
+        its ``reaction_id`` and ``operator`` (``operator_type`` "app" with the app id, or "user")."""
+        request = (
+            ListMessageReactionRequest.builder()
+            .message_id(message_id)
+            .reaction_type(emoji_type)
+            .page_size(max(1, min(page_size, MAX_REACTION_PAGE)))
+            .build()
+        )
+        response = await self.call(
+            f"listing {emoji_type} reactions on {message_id}", request, ListMessageReactionResponse,
+            max_wait_s=max_wait_s,
+        )
+        return list(response.data.items or []) if response.data is not None else []
 
     async def create_card(self, card: dict[str, Any]) -> str:
         body = CreateCardRequestBody.builder().type("card_json").data(json.dumps(card, ensure_ascii=False)).build()
