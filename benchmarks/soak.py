@@ -119,6 +119,9 @@ def configure_environment(args: argparse.Namespace, data_dir: Path) -> None:
         "PEEKBOT_WATCHDOG_INTERVAL_S": "10",
         "PEEKBOT_EXPIRY_INTERVAL_S": "60",
         "PEEKBOT_SNAPSHOT_INTERVAL_S": "5",
+        # Every question must reach the engine: the soak repeats questions on the same pictures, which the answer
+        # cache would otherwise serve.
+        "PEEKBOT_ANSWER_CACHE_TTL_S": "0",
     }
     os.environ.update(values)
     os.environ.pop("PEEKBOT_CONFIG", None)

@@ -294,7 +294,8 @@ async def answer_question(
     asked = question or DEFAULT_QUESTION
     conversation = str(message.conversation)
 
-    cache_key = answer_cache_key(asked, gathered.files_seen) if store is not None and gathered.files_seen else None
+    caching = store is not None and gathered.files_seen and settings.core.answer_cache_ttl_s > 0
+    cache_key = answer_cache_key(asked, gathered.files_seen) if caching else None
     if cache_key is not None:
         cached = await _cached_answer(store, conversation, cache_key)
         if cached is not None:
@@ -416,10 +417,7 @@ async def _cached_answer(store: Store, conversation: str, key: str) -> str | Non
 
 
 async def _cache_answer(store: Store, conversation: str, key: str, answer: str, settings: Settings) -> None:
-    ttl_s = getattr(settings.core, "answer_cache_ttl_s", 24 * 3600.0)
-    if ttl_s <= 0:
-        return
     try:
-        await store.cache.put_answer(conversation, key, answer, ttl_s)
+        await store.cache.put_answer(conversation, key, answer, settings.core.answer_cache_ttl_s)
     except Exception:
         logger.exception("could not cache the answer")

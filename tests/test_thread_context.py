@@ -182,3 +182,17 @@ async def test_identical_question_on_identical_files_is_answered_from_cache(
     _, cached = await ask("what colour is it?", "T1")  # another question
     assert not cached
     assert len(engine.requests) == 3
+
+
+async def test_answer_cache_off_asks_the_model_every_time(
+    tmp_path: Path, settings: Settings, store: SQLiteStore
+) -> None:
+    settings.core.answer_cache_ttl_s = 0
+    shot = picture(tmp_path, "shot", RED)
+    engine = ScriptedEngine()
+    for _ in range(2):
+        result = await answer_question(message("what is this?", shot, thread="T1"), RecordingReply(),
+                                       adapter=LocalFilesAdapter(), engine=engine, settings=settings, history=[],
+                                       store=store)
+        assert not result.cached
+    assert len(engine.requests) == 2
