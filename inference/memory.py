@@ -7,6 +7,9 @@ returns unused cached blocks to the driver, so :func:`cleanup` runs it when the 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import gc
 import logging
 import os
@@ -75,6 +78,28 @@ def free_memory(device: Any = None) -> None:
         torch.cuda.empty_cache()
 
 
+@functools.cache
+def _libc_malloc_trim() -> Any | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def trim_host_heap() -> bool:
+    """Give the C heap's free pages back to the OS (glibc keeps them after large transient allocations: decoded
+    images, CPU tensors). True when something was released."""
+    trim = _libc_malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
 def cleanup(
     device: Any = None,
     *,
@@ -82,13 +107,15 @@ def cleanup(
     unused_reserved_bytes: int = DEFAULT_UNUSED_RESERVED_BYTES,
     force: bool = False,
 ) -> dict[str, Any]:
-    """``gc.collect()``, then ``empty_cache()`` when fragmentation or unused reserved bytes pass a threshold.
+    """``gc.collect()`` and a trim of the C heap, then ``empty_cache()`` when fragmentation or unused reserved
+    bytes pass a threshold.
 
     Call it between batches (``Engine.run_on_worker``). Returns ``{"emptied_cache": bool, "reason": str,
     "gc_collected": int, "before": {...}, "after": {...}}`` with :func:`memory_snapshot` figures.
     """
     before = memory_snapshot(device)
     collected = gc.collect()
+    host_trimmed = trim_host_heap()
     reserved = before.get("cuda_reserved_bytes", 0.0)
     unused = reserved - before.get("cuda_allocated_bytes", 0.0)
     fragmentation = before.get("cuda_fragmentation", 0.0)
@@ -121,6 +148,7 @@ def cleanup(
         "emptied_cache": emptied,
         "reason": reason or "below thresholds",
         "gc_collected": collected,
+        "host_heap_trimmed": host_trimmed,
         "before": before,
         "after": after,
     }

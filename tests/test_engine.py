@@ -434,3 +434,24 @@ def test_counters_keep_recent_windows():
     assert snap.tokens_per_s == 0.0 and snap.generated_tokens == 600
     assert snap.requests_by_outcome["answered"] == 4
     assert percentile([], 0.5) is None and percentile([3, 1, 2], 0.5) == 2
+
+
+def test_cleanup_gives_freed_host_heap_back_to_the_os() -> None:
+    import ctypes.util
+    import gc
+
+    from inference import memory
+
+    if ctypes.util.find_library("c") is None or memory._libc_malloc_trim() is None:
+        pytest.skip("this C library has no malloc_trim")
+    memory.trim_host_heap()
+    chunks = [bytearray(4096) for _ in range(50_000)]  # ~200 MiB in heap-sized pieces
+    for chunk in chunks[::50]:
+        chunk[0] = 1
+    held = memory.host_rss_bytes()
+    del chunks
+    gc.collect()
+    result = memory.cleanup()
+    released = held - memory.host_rss_bytes()
+    assert result["host_heap_trimmed"] is True
+    assert released > 100 * 2**20, f"only {released / 2**20:.0f} MiB went back to the OS"
