@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures for replies that outlive their process (Slack and Feishu adapters on the loopback fakes).
+from tests.resume_support import feishu, slack, start_feishu, start_slack  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def tiny_models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -8,83 +8,18 @@ thread or chat are never taken over. Real slack-bolt/slack_sdk and our Feishu cl
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from adapters.feishu import FeishuAdapter
-from adapters.slack import SlackAdapter
 from adapters.slack.replies import LOOKING, REPLY_EVENT_TYPE, find_own_placeholder
-from bot.settings import Settings
-from bot.store.codec import decode_message, encode_message
 from bot.types import IncomingMessage, ReplyHandle
-from tests.fake_feishu import FakeFeishu, StoredMessage, feishu_environment
+from tests.fake_feishu import FakeFeishu, StoredMessage
 from tests.fake_slack import FakeSlack
+from tests.resume_support import Core, StartFeishu, StartSlack, journaled
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@dataclass
-class Core:
-    """Stands in for ``Application.handle``: takes every message and keeps it with its reply handle."""
-
-    taken: list[tuple[IncomingMessage, ReplyHandle]] = field(default_factory=list)
-
-    async def __call__(self, message: IncomingMessage, reply: ReplyHandle) -> bool:
-        self.taken.append((message, reply))
-        return True
-
-    async def wait_taken(self, count: int, timeout: float = 10.0) -> tuple[IncomingMessage, ReplyHandle]:
-        deadline = time.monotonic() + timeout
-        while len(self.taken) < count:
-            assert time.monotonic() < deadline, f"the core was given {len(self.taken)} messages, not {count}"
-            await asyncio.sleep(0.02)
-        return self.taken[count - 1]
-
-
-def journaled(message: IncomingMessage) -> IncomingMessage:
-    """The message as the next process reads it from the journal."""
-    return decode_message(encode_message(message))
-
-
-# Slack -------------------------------------------------------------------------------------------
-StartSlack = Callable[[Core], Awaitable[SlackAdapter]]
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack(ack_timeout_s=0.6) as server:
-        yield server
-
-
-@pytest.fixture
-async def start_slack(slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartSlack]:
-    for key, value in {
-        "SLACK_BOT_TOKEN": slack.BOT_TOKEN,
-        "SLACK_APP_TOKEN": slack.APP_TOKEN,
-        "SLACK_API_URL": slack.api_url,
-        "SLACK_UPDATE_INTERVAL_S": "0.05",
-        "SLACK_WATCHDOG_INTERVAL_S": "0.2",
-        "SLACK_AUTH_CHECK_INTERVAL_S": "0",
-        "SLACK_STARTUP_ATTEMPTS": "1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    started: list[SlackAdapter] = []
-
-    async def start(core: Core) -> SlackAdapter:
-        adapter = SlackAdapter(Settings())
-        await adapter.start(core)
-        started.append(adapter)
-        return adapter
-
-    yield start
-    for adapter in started:
-        await adapter.stop()
 
 
 async def ask_slack(
@@ -195,40 +130,6 @@ def test_slack_placeholder_matching_rules() -> None:
 
 
 # Feishu ------------------------------------------------------------------------------------------
-StartFeishu = Callable[[Core], Awaitable[FeishuAdapter]]
-
-
-@pytest.fixture
-async def feishu() -> AsyncIterator[FakeFeishu]:
-    async with FakeFeishu(ack_timeout_s=0.5) as server:
-        yield server
-
-
-@pytest.fixture
-def feishu_env(feishu: FakeFeishu, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    def apply(**overrides: str) -> None:
-        for key, value in feishu_environment(feishu, fast_heartbeat=True, **overrides).items():
-            monkeypatch.setenv(key, value)
-
-    apply()
-    return apply
-
-
-@pytest.fixture
-async def start_feishu(feishu: FakeFeishu, feishu_env: Callable[..., None]) -> AsyncIterator[StartFeishu]:
-    started: list[FeishuAdapter] = []
-
-    async def start(core: Core) -> FeishuAdapter:
-        adapter = FeishuAdapter(Settings())
-        await adapter.start(core)
-        started.append(adapter)
-        return adapter
-
-    yield start
-    for adapter in started:
-        await adapter.stop()
-
-
 async def ask_feishu(feishu: FakeFeishu, core: Core, text: str) -> tuple[str, IncomingMessage, ReplyHandle]:
     event = feishu.message_event(msg_type="text", content={"text": text})
     await feishu.push_event(event)
@@ -308,9 +209,9 @@ async def test_feishu_question_with_no_earlier_card_gets_exactly_one(
 
 
 async def test_feishu_survivor_adopts_an_editable_card(
-    feishu: FakeFeishu, feishu_env: Callable[..., None], start_feishu: StartFeishu
+    feishu: FakeFeishu, start_feishu: StartFeishu, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    feishu_env(FEISHU_STREAMING_CARDS="false")
+    monkeypatch.setenv("FEISHU_STREAMING_CARDS", "false")  # read when the adapter starts
     first_core = Core()
     first = await start_feishu(first_core)
     question_id, message, reply = await ask_feishu(feishu, first_core, "what is this?")

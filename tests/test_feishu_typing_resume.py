@@ -9,71 +9,19 @@ must never stop the answer. Our Feishu connection and REST client run against th
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from pydantic import SecretStr
 
-from adapters.feishu import FeishuAdapter
 from adapters.feishu.replies import TYPING_EMOJI
 from adapters.feishu.rest import FeishuRest
-from bot.settings import FeishuSettings, Settings
-from bot.store.codec import decode_message, encode_message
-from bot.types import IncomingMessage, ReplyHandle, ResumableReply
-from tests.fake_feishu import FakeFeishu, feishu_environment
+from bot.settings import FeishuSettings
+from bot.types import IncomingMessage, ResumableReply
+from tests.fake_feishu import FakeFeishu
+from tests.resume_support import Core, StartFeishu, journaled
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@dataclass
-class Core:
-    """Stands in for ``Application.handle``: takes every message and keeps it with its reply handle."""
-
-    taken: list[tuple[IncomingMessage, ReplyHandle]] = field(default_factory=list)
-
-    async def __call__(self, message: IncomingMessage, reply: ReplyHandle) -> bool:
-        self.taken.append((message, reply))
-        return True
-
-    async def wait_taken(self, count: int, timeout: float = 10.0) -> tuple[IncomingMessage, ReplyHandle]:
-        deadline = time.monotonic() + timeout
-        while len(self.taken) < count:
-            assert time.monotonic() < deadline, f"the core was given {len(self.taken)} messages, not {count}"
-            await asyncio.sleep(0.02)
-        return self.taken[count - 1]
-
-
-StartFeishu = Callable[[Core], Awaitable[FeishuAdapter]]
-
-
-@pytest.fixture
-async def feishu() -> AsyncIterator[FakeFeishu]:
-    async with FakeFeishu(ack_timeout_s=0.5) as server:
-        yield server
-
-
-@pytest.fixture
-async def start_feishu(feishu: FakeFeishu, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartFeishu]:
-    for key, value in feishu_environment(feishu, fast_heartbeat=True).items():
-        monkeypatch.setenv(key, value)
-    started: list[FeishuAdapter] = []
-
-    async def start(core: Core) -> FeishuAdapter:
-        adapter = FeishuAdapter(Settings())
-        await adapter.start(core)
-        started.append(adapter)
-        return adapter
-
-    yield start
-    for adapter in started:
-        await adapter.stop()
-
-
-def journaled(message: IncomingMessage) -> IncomingMessage:
-    """The message as the next process reads it from the journal."""
-    return decode_message(encode_message(message))
 
 
 @dataclass
