@@ -280,6 +280,17 @@ class FakeSlack:
         mention["type"] = "app_mention"
         return mention
 
+    async def wait_answered(self, question: dict[str, Any], timeout: float = 30.0) -> list[str]:
+        """Wait until the bot finished answering ``question`` (it removed its reaction from it); the texts of the
+        bot's messages in the question's thread."""
+        ts = question["ts"]
+        await self.wait_for(
+            lambda calls: any(c.method == "reactions.remove" and c.ok and c.args.get("timestamp") == ts for c in calls),
+            timeout,
+            f"the answer to {ts}",
+        )
+        return [m["text"] for m in self.bot_messages(question["channel"], question.get("thread_ts") or ts)]
+
     def bot_messages(self, channel: str, thread_ts: str | None = None) -> list[dict[str, Any]]:
         """The bot's messages in a channel (optionally one thread), oldest first, with their current text."""
         return [

@@ -106,15 +106,6 @@ async def _ask(fake: FakeSlack, channel: str = "C0GENERAL") -> dict[str, Any]:
     return event
 
 
-async def _answered(fake: FakeSlack, event: dict[str, Any], timeout: float) -> None:
-    ts = event["ts"]
-    await fake.wait_for(
-        lambda calls: any(c.method == "reactions.remove" and c.ok and c.args.get("timestamp") == ts for c in calls),
-        timeout,
-        f"the answer to {ts}",
-    )
-
-
 async def test_kill_9_mid_answer_then_restart_answers_exactly_once(
     fake: FakeSlack, bot_env: dict[str, str], tmp_path: Path, processes: list[BotProcess]
 ) -> None:
@@ -131,7 +122,7 @@ async def test_kill_9_mid_answer_then_restart_answers_exactly_once(
 
     second = BotProcess(bot_env, tmp_path / "bot-2.log")
     processes.append(second)
-    await _answered(fake, event, 120)
+    await fake.wait_answered(event, 120)
     assert "resuming job slack:" in (tmp_path / "bot-2.log").read_text(), "the answer did not come from the journal"
 
     replies = fake.bot_messages(channel, ts)

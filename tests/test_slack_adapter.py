@@ -53,13 +53,7 @@ class Bot:
 
     async def answer_to(self, question: dict[str, Any], timeout: float = 60.0) -> list[str]:
         """Wait until the reply to ``question`` is complete; the texts of the bot's messages in its thread."""
-        ts = question["ts"]
-        await self.fake.wait_for(
-            lambda calls: any(c.method == "reactions.remove" and c.ok and c.args.get("timestamp") == ts for c in calls),
-            timeout,
-            f"the answer to {ts}",
-        )
-        return [m["text"] for m in self.fake.bot_messages(question["channel"], question.get("thread_ts") or ts)]
+        return await self.fake.wait_answered(question, timeout)
 
     def replies_in(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
         return self.fake.bot_messages(channel, thread_ts)

@@ -111,13 +111,7 @@ async def start_bot(
 
 async def answered(fake: FakeSlack, question: dict[str, Any], timeout: float = 30.0) -> list[str]:
     """Wait until the answer to ``question`` is complete; the texts of the bot's messages in its thread."""
-    ts = question["ts"]
-    await fake.wait_for(
-        lambda calls: any(c.method == "reactions.remove" and c.ok and c.args.get("timestamp") == ts for c in calls),
-        timeout,
-        f"the answer to {ts}",
-    )
-    return [m["text"] for m in fake.bot_messages(question["channel"], question.get("thread_ts") or ts)]
+    return await fake.wait_answered(question, timeout)
 
 
 def earlier_turns(bot: Bot, question: str) -> list[ChatTurn]:
