@@ -27,7 +27,7 @@ from bot.store.codec import encode_file
 from bot.types import FileRef
 
 if TYPE_CHECKING:
-    from inference.images import PixelBudget, PreparedImage
+    from bot.media.images import PixelBudget, PreparedImage
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class DocumentLibrary:
         self, file: FileRef, data: bytes, *, conversation: str, page_count: int, content_hash: str = ""
     ) -> LongDocument:
         """Register the document in the conversation (idempotent) and return it for this request."""
-        from inference.images import clean_name
+        from bot.media.images import clean_name
 
         document = LongDocument(
             file=file,
@@ -319,7 +319,7 @@ class DocumentLibrary:
     # -- indexing -------------------------------------------------------------------------------------------
     async def _index(self, document: LongDocument, allowance: list[int], deadline: float) -> list[str]:
         """Give every page searchable text once; returns notes for the answer."""
-        from inference.documents import pdf_page_texts
+        from bot.media.pdf import pdf_page_texts
 
         notes: list[str] = []
         searchable = min(document.page_count, max(1, self.settings.images.pdf_max_text_pages))
@@ -390,7 +390,7 @@ class DocumentLibrary:
 
     async def _render(self, document: LongDocument, pages: list[int], deadline: float) -> list[PreparedImage]:
         """Draw the given PDF pages within the pixel budget (in a thread: PDFium is CPU-bound)."""
-        from inference.documents import render_pdf_pages
+        from bot.media.pdf import render_pdf_pages
 
         return await asyncio.to_thread(
             render_pdf_pages,
@@ -440,7 +440,7 @@ class DocumentLibrary:
         await self.index.put_page(document.document_id, page, text, page_hash=content_hash, source="transcribed")
 
     def _budget(self) -> PixelBudget:
-        from inference.images import PixelBudget
+        from bot.media.images import PixelBudget
 
         engine = self.settings.engine
         return PixelBudget(max_pixels=engine.max_pixels, min_pixels=min(engine.min_pixels, engine.max_pixels), factor=1)

@@ -24,8 +24,8 @@ from bot.types import Adapter, FileRef, IncomingMessage, ReplyHandle
 from bot.usage import note_engine_usage
 
 if TYPE_CHECKING:
+    from bot.media.images import PreparedImage
     from bot.store.base import Store
-    from inference.images import PreparedImage
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ async def gather_inputs(
     Without a ``library`` every PDF is read as today (its first pages); with one, a PDF too long for one question
     becomes a document of the conversation. ``images`` is left empty: ``fit_context`` chooses what is sent.
     """
-    from inference.images import load_attachment, sniff_kind  # PIL/pypdfium2 only; imported lazily
+    from bot.media.images import load_attachment, sniff_kind  # PIL/pypdfium2 only; imported lazily
 
     gathered = GatheredInput()
     hashes_read: set[str] = set()
@@ -116,7 +116,7 @@ async def gather_inputs(
             return []
         hashes_read.add(content_hash)
         if library is not None and data and sniff_kind(data, file.name, file.mime_type) == "pdf":
-            from inference.documents import pdf_page_count
+            from bot.media.pdf import pdf_page_count
 
             page_count = await asyncio.to_thread(pdf_page_count, data, name=file.name)
             if library.is_long(page_count):

@@ -503,7 +503,7 @@ def fit_images(items: Sequence[WorkItem], settings: EngineSettings, factor: int)
     """Resize every screenshot into the pixel budget, as the bot does before it asks the engine."""
     from PIL import Image
 
-    from inference.images import fit_to_budget
+    from bot.media.images import fit_to_budget
 
     fitted = []
     for item in items:

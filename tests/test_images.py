@@ -28,8 +28,8 @@ from bot.errors import (
     InputError,
     UnsupportedFile,
 )
+from bot.media.images import Attachment, fit_to_budget, load_attachment, normalize_image, sniff_kind
 from bot.settings import ImageSettings
-from inference.images import Attachment, fit_to_budget, load_attachment, normalize_image, sniff_kind
 from tests import corpus
 
 MAX_PIXELS = 1920 * 1080
@@ -560,7 +560,7 @@ def test_mutated_files_never_crash() -> None:
 def test_image_modules_load_without_torch() -> None:
     """bot/ imports these modules; they must not drag in the ML stack."""
     code = (
-        "import sys, inference.images, inference.documents; "
+        "import sys, bot.media.images, bot.media.pdf; "
         "print(sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules))"
     )
     root = Path(__file__).resolve().parents[1]

@@ -127,8 +127,8 @@ async def ask(text: str, *files: FileRef, engine: Any, settings: Settings, libra
 async def test_forty_page_pdf_sends_the_page_with_the_phrase_and_cites_it(
     tmp_path: Path, settings: Settings, engine: RecordingEngine, store: SQLiteStore
 ) -> None:
-    from inference.documents import render_pdf_pages
-    from inference.images import PixelBudget
+    from bot.media.images import PixelBudget
+    from bot.media.pdf import render_pdf_pages
 
     report = report_pdf(tmp_path)
     reply, result = await ask("What was said about the zebra quartz lantern?", report, engine=engine,
@@ -319,8 +319,8 @@ async def test_more_earlier_images_than_fit_are_searched_like_pages(
 
 
 def test_pdf_pages_are_counted_read_and_drawn_in_the_order_asked(settings: Settings) -> None:
-    from inference.documents import pdf_page_count, pdf_page_texts, render_pdf_pages
-    from inference.images import PixelBudget
+    from bot.media.images import PixelBudget
+    from bot.media.pdf import pdf_page_count, pdf_page_texts, render_pdf_pages
 
     data = make_pdf(["alpha page", "", "gamma page"], page_size=(300, 200))
     assert pdf_page_count(data) == 3

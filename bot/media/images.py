@@ -1,6 +1,6 @@
 """Turn downloaded bytes into RGB images the model can read, or a typed error with a sentence.
 
-Images are decoded with Pillow, PDFs are drawn with pypdfium2 (``inference.documents``). Everything
+Images are decoded with Pillow, PDFs are drawn with pypdfium2 (``bot.media.pdf``). Everything
 here is CPU work that the core runs in a thread (``asyncio.to_thread``); it is thread-safe and
 bounded: file size, header pixel count (checked before any pixel is decoded), tile count, PDF pages
 and a PDF time budget. This module imports no torch, so ``bot/`` may import it.
@@ -597,7 +597,7 @@ def load_attachment(
     source_sha = hashlib.sha256(data).hexdigest()
 
     if kind == "pdf":
-        from inference.documents import load_pdf
+        from bot.media.pdf import load_pdf
 
         return load_pdf(data, name=name, settings=images, budget=budget, source_sha=source_sha)
 

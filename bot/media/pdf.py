@@ -19,8 +19,8 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from bot.errors import DocumentRejected, EncryptedDocument
+from bot.media.images import Attachment, PixelBudget, PreparedImage, choose_tiles, subject, tiles_within_budget
 from bot.settings import ImageSettings
-from inference.images import Attachment, PixelBudget, PreparedImage, choose_tiles, subject, tiles_within_budget
 
 logger = logging.getLogger(__name__)
 
