@@ -27,7 +27,8 @@ from bot.store.codec import encode_file
 from bot.types import FileRef
 
 if TYPE_CHECKING:
-    from bot.media.images import PixelBudget, PreparedImage
+    from bot.media.pictures import PixelBudget, PreparedImage
+    from bot.media.pool import MediaPool
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 """Words too common to pick a page by (English); a question of only these gets the default pages."""
 """Search hits scoring below this fraction of the best hit are not sent (they share only common words)."""
 """Search hits fetched per page wanted, so duplicates and out-of-range pages can be skipped."""
+INDEX_SHARE_OF_BUDGET = 0.6
+"""Share of a question's PDF time budget (``pdf_time_budget_s``) that indexing may use; drawing has the rest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,8 @@ class LongDocument:
     name: str
     page_count: int
     pictures: tuple[PreparedImage, ...] = ()
+    owner: str = ""
+    """Who asked (``User.key``): the lane its pages are read and drawn in (``bot.media.pool``)."""
 
     @property
     def is_image_set(self) -> bool:
@@ -167,10 +172,14 @@ def has_text_layer(text: str) -> bool:
 class DocumentLibrary:
     """Indexes long documents in a ``DocumentIndex`` and chooses the pages each question is sent."""
 
-    def __init__(self, index: DocumentIndex, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self, index: DocumentIndex, engine: Engine, settings: Settings, *, media: MediaPool | None = None
+    ) -> None:
         self.index = index
         self.engine = engine
         self.settings = settings
+        self.media = media
+        """Worker processes that read and draw pages (default: ``bot.media.pool.shared_pool()``)."""
 
     # -- which files are documents --------------------------------------------------------------------------
     @property
@@ -184,10 +193,11 @@ class DocumentLibrary:
         return page_count > max(1, min(images.pdf_max_pages, images.max_images_per_question))
 
     async def open_document(
-        self, file: FileRef, data: bytes, *, conversation: str, page_count: int, content_hash: str = ""
+        self, file: FileRef, data: bytes, *, conversation: str, page_count: int, content_hash: str = "",
+        owner: str = "",
     ) -> LongDocument:
         """Register the document in the conversation (idempotent) and return it for this request."""
-        from bot.media.images import clean_name
+        from bot.media.wording import clean_name
 
         document = LongDocument(
             file=file,
@@ -195,6 +205,7 @@ class DocumentLibrary:
             document_id=content_hash or hashlib.sha256(data).hexdigest(),
             name=clean_name(file.name),
             page_count=page_count,
+            owner=owner,
         )
         await self.index.add_document(
             DocumentInfo(
@@ -243,13 +254,15 @@ class DocumentLibrary:
         result = DocumentPages()
         if not documents or max_images < 1:
             return result
-        deadline = time.monotonic() + self.settings.images.pdf_time_budget_s
+        # One budget for the question's PDF work: indexing may use part of it, drawing the chosen pages the rest.
+        started, budget = time.monotonic(), self.settings.images.pdf_time_budget_s
+        index_deadline = started + budget * INDEX_SHARE_OF_BUDGET
         allowance = [max(0, self.settings.images.transcribe_pages_per_question)]
         for document in documents:
-            result.notes.extend(await self._index(document, allowance, deadline))
+            result.notes.extend(await self._index(document, allowance, index_deadline))
         wanted = min(max_pages if max_pages is not None else self.pages_per_question, max_images)
         picks = await self._pick(documents, question, wanted)
-        await self._draw(picks, max_images, result)
+        await self._draw(picks, max_images, result, started + budget)
         logger.info(
             "document pages chosen documents=%d pages=%s pictures=%d",
             len(documents),
@@ -290,13 +303,14 @@ class DocumentLibrary:
             step += 1
         return picks
 
-    async def _draw(self, picks: list[tuple[LongDocument, int]], max_images: int, result: DocumentPages) -> None:
+    async def _draw(
+        self, picks: list[tuple[LongDocument, int]], max_images: int, result: DocumentPages, deadline: float
+    ) -> None:
         """Draw the picks grouped by document (documents in order of their best page), within ``max_images``."""
 
         grouped: dict[str, tuple[LongDocument, list[int]]] = {}
         for document, page in picks:
             grouped.setdefault(document.document_id, (document, []))[1].append(page)
-        deadline = time.monotonic() + self.settings.images.pdf_time_budget_s
         for document, pages in grouped.values():
             room = max_images - len(result.images)
             if room < 1:
@@ -318,9 +332,11 @@ class DocumentLibrary:
 
     # -- indexing -------------------------------------------------------------------------------------------
     async def _index(self, document: LongDocument, allowance: list[int], deadline: float) -> list[str]:
-        """Give every page searchable text once; returns notes for the answer."""
-        from bot.media.pdf import pdf_page_texts
+        """Give every page searchable text once; returns notes for the answer.
 
+        A PDF's text layer is read page by page until the deadline (or the content cap); the pages not read in
+        time are left for a later question, like pages not yet transcribed.
+        """
         notes: list[str] = []
         searchable = min(document.page_count, max(1, self.settings.images.pdf_max_text_pages))
         if searchable < document.page_count:
@@ -330,10 +346,17 @@ class DocumentLibrary:
         if not missing:
             return notes
         texts: dict[int, str] = {}
+        unread: set[int] = set()
         if not document.is_image_set:
-            texts = await asyncio.to_thread(pdf_page_texts, document.data, missing, name=document.name)
+            texts = await self._media().page_texts(
+                document.data, missing, name=document.name, settings=self.settings.images, deadline=deadline,
+                owner=document.owner,
+            )
+            unread = {page for page in missing if page not in texts}
         scanned: list[int] = []
         for page in missing:
+            if page in unread:
+                continue
             text = texts.get(page, "")
             if has_text_layer(text):
                 key = page_hash(document.document_id, page)
@@ -341,10 +364,11 @@ class DocumentLibrary:
             else:
                 scanned.append(page)
         logger.info(
-            "document indexing document=%s pages=%d text_layer=%d scanned=%d",
-            document.document_id[:12], document.page_count, len(missing) - len(scanned), len(scanned),
+            "document indexing document=%s pages=%d text_layer=%d scanned=%d unread=%d",
+            document.document_id[:12], document.page_count, len(missing) - len(scanned) - len(unread), len(scanned),
+            len(unread),
         )
-        left = await self._transcribe_pages(document, scanned, allowance, deadline)
+        left = len(unread) + await self._transcribe_pages(document, scanned, allowance, deadline)
         if left:
             notes.append(document.progress_note(searchable - left, searchable))
         return notes
@@ -389,11 +413,8 @@ class DocumentLibrary:
         return len(queue)
 
     async def _render(self, document: LongDocument, pages: list[int], deadline: float) -> list[PreparedImage]:
-        """Draw the given PDF pages within the pixel budget (in a thread: PDFium is CPU-bound)."""
-        from bot.media.pdf import render_pdf_pages
-
-        return await asyncio.to_thread(
-            render_pdf_pages,
+        """Draw the given PDF pages within the pixel budget (in a worker process: PDFium is CPU-bound)."""
+        return await self._media().render_pages(
             document.data,
             pages,
             name=document.name,
@@ -401,7 +422,13 @@ class DocumentLibrary:
             budget=self._budget(),
             source_sha=document.document_id,
             deadline=deadline,
+            owner=document.owner,
         )
+
+    def _media(self) -> MediaPool:
+        from bot.media.pool import shared_pool
+
+        return self.media if self.media is not None else shared_pool()
 
     async def _draw_for_transcription(
         self, document: LongDocument, pages: list[int], deadline: float
@@ -440,7 +467,7 @@ class DocumentLibrary:
         await self.index.put_page(document.document_id, page, text, page_hash=content_hash, source="transcribed")
 
     def _budget(self) -> PixelBudget:
-        from bot.media.images import PixelBudget
+        from bot.media.pictures import PixelBudget
 
         engine = self.settings.engine
         return PixelBudget(max_pixels=engine.max_pixels, min_pixels=min(engine.min_pixels, engine.max_pixels), factor=1)

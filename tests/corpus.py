@@ -306,3 +306,118 @@ def _num(value: float) -> bytes:
 def make_broken_pdf() -> bytes:
     """Starts like a PDF, then nothing a reader can repair."""
     return b"%PDF-1.7\n" + random_bytes(2048, seed=11)
+
+
+# ---------------------------------------------------------------------------------------------- hostile files
+# Small files that cost a naive reader a lot of memory or time (tests/test_media_limits.py, benchmarks/hostile.py).
+
+
+def make_flat_png(width: int, height: int, *, color_type: int, bit_depth: int, row: bytes | None = None) -> bytes:
+    """A complete PNG whose every row is ``row`` (default: zeros), compressed as it is written (little memory).
+
+    ``color_type`` 0 grey, 2 RGB, 6 RGBA; zero rows in RGBA are fully transparent.
+    """
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
+    line = b"\x00" + (row if row is not None else bytes(width * channels * bit_depth // 8))
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(line) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b"")
+
+
+def make_transparent_png(width: int = 7900, height: int = 7900) -> bytes:
+    """Fully transparent RGBA: a few hundred KB that decode to width × height × 4 bytes."""
+    return make_flat_png(width, height, color_type=6, bit_depth=8)
+
+
+def make_deep_grey_png(width: int = 7900, height: int = 7900) -> bytes:
+    """16-bit greyscale with a mid-grey left half (32768) and a black right half."""
+    row = struct.pack(">H", 32768) * (width // 2) + bytes((width - width // 2) * 2)
+    return make_flat_png(width, height, color_type=0, bit_depth=16, row=row)
+
+
+def make_ifd_chain_tiff(count: int, size: int = 8) -> bytes:
+    """A little-endian TIFF of ``count`` grey ``size``×``size`` pages chained one after another, all sharing one strip.
+
+    About 100 bytes per page: a reader that counts pages walks every one of them.
+    """
+    strip_at = 8
+    strip = bytes([200]) * (size * size)
+    entries = 8
+    ifd_size = 2 + entries * 12 + 4
+    first = strip_at + len(strip)
+    out = bytearray(b"II*\x00" + struct.pack("<I", first) + strip)
+    for index in range(count):
+        here = first + index * ifd_size
+        following = here + ifd_size if index + 1 < count else 0
+        tags = [
+            (256, 3, 1, size),  # ImageWidth
+            (257, 3, 1, size),  # ImageLength
+            (258, 3, 1, 8),  # BitsPerSample
+            (259, 3, 1, 1),  # Compression: none
+            (262, 3, 1, 1),  # Photometric: black is zero
+            (273, 4, 1, strip_at),  # StripOffsets
+            (278, 3, 1, size),  # RowsPerStrip
+            (279, 4, 1, len(strip)),  # StripByteCounts
+        ]
+        out += struct.pack("<H", entries)
+        for tag, kind, number, value in tags:
+            out += struct.pack("<HHII", tag, kind, number, value)
+        out += struct.pack("<I", following)
+    return bytes(out)
+
+
+def make_many_frame_gif(frames: int, size: tuple[int, int] = (640, 480)) -> bytes:
+    """An animated GIF of ``frames`` one-pixel frames on a ``size`` screen (about 15 bytes per frame)."""
+    width, height = size
+    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff")
+    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # loop forever
+    # One pixel of colour 0, LZW with a 2-bit minimum code size: clear (4), 0, end (5) in 3-bit codes.
+    control = b"\x21\xf9\x04\x00\x01\x00\x00\x00"  # 10 ms per frame
+    frame = control + b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    out += frame * frames
+    out += b"\x3b"
+    return bytes(out)
+
+
+def make_shared_stream_pdf(
+    pages: int,
+    *,
+    ops: bytes,
+    page_size: tuple[float, float] = (612, 792),
+    text: str = "Every page draws the same shared plan.",
+) -> bytes:
+    """A PDF whose ``pages`` pages all draw one shared, Flate-compressed content stream: ``text`` and ``ops``.
+
+    Small on disk; a reader pays for decoding and parsing the stream once per page.
+    """
+    width, height = page_size
+    line = b"BT /F1 14 Tf 72 " + _num(height - 72) + b" Td " + _pdf_string(text) + b" Tj ET\n"
+    stream = zlib.compress(line + ops, 9)
+    font, pages_root, catalog, content = 1, 2, 3, 4
+    objects: dict[int, bytes] = {
+        font: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        content: b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+    }
+    kids = list(range(5, 5 + pages))
+    for number in kids:
+        objects[number] = (
+            b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %s %s] " % (pages_root, _num(width), _num(height))
+            + b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>" % (font, content)
+        )
+    objects[pages_root] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (
+        b" ".join(b"%d 0 R" % kid for kid in kids), len(kids)
+    )
+    objects[catalog] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_root
+    size = max(objects) + 1
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = {}
+    for number in sorted(objects):
+        offsets[number] = len(out)
+        out += b"%d 0 obj\n" % number + objects[number] + b"\nendobj\n"
+    xref_at = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % size
+    for number in range(1, size):
+        out += b"%010d 00000 n \n" % offsets[number]
+    out += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (size, catalog, xref_at)
+    return bytes(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -330,3 +331,20 @@ def test_pdf_pages_are_counted_read_and_drawn_in_the_order_asked(settings: Setti
     assert [(p.page, p.text) for p in drawn] == [(3, "gamma page"), (1, "alpha page")]
     assert all(p.image.width * p.image.height <= 128 * 128 for p in drawn)
     assert drawn[0].label == "x.pdf p.3"
+
+
+async def test_pdf_pages_sharing_a_heavy_stream_stop_at_the_deadline_with_a_note(
+    tmp_path: Path, settings: Settings, engine: RecordingEngine, store: SQLiteStore
+) -> None:
+    """300 pages that each parse one heavy drawing: their text was read for minutes, now until the budget."""
+    from tests.corpus import heavy_page_ops, make_shared_stream_pdf
+
+    settings.images.pdf_time_budget_s = 2.0
+    plan = pdf_file(tmp_path / "plan.pdf", make_shared_stream_pdf(300, ops=heavy_page_ops(20_000)))
+    started = time.monotonic()
+    reply, result = await ask("where is the boiler room?", plan, engine=engine, settings=settings, store=store)
+    assert time.monotonic() - started < 20.0
+    indexed = await store.documents.indexed_pages(hashlib.sha256(Path(plan.source["path"]).read_bytes()).hexdigest())
+    assert 0 < len(indexed) < 300
+    assert f"I've indexed {len(indexed)} of 300 pages of plan.pdf so far; ask again to search more." in reply.final
+    assert result.pages_used and result.pages_used[0][0] == "plan.pdf"

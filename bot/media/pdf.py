@@ -1,8 +1,12 @@
-"""PDF pages to pictures (and their text layer) with pypdfium2, within a page cap and a time budget.
+"""PDF pages to pictures (and their text layer) with pypdfium2, page by page against a deadline.
 
-PDFium is not thread-safe, not even across documents: every call into it in this process must hold
-``PDFIUM_LOCK``. Pages are drawn progressively so that a page that takes too long is abandoned at the
-document's deadline instead of blocking the thread.
+Every function here checks its deadline before each page and stops there: drawing is progressive (a page that
+takes too long is abandoned at the deadline), text extraction and page loading are not, so one page can run over
+by at most its own cost, which the worker process's time limit bounds. The drawing objects parsed per call are
+capped (``pdf_max_objects``): pages sharing one heavy content stream stop being read once that much content was
+decoded. PDFium is not thread-safe, not even across documents: every call into it in a process must hold
+``PDFIUM_LOCK`` (the bot runs these functions in worker processes, one file at a time).
+Deadlines are ``time.monotonic()`` values, which are comparable across the processes of one machine.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from bot.errors import DocumentRejected, EncryptedDocument
-from bot.media.images import Attachment, PixelBudget, PreparedImage, choose_tiles, subject, tiles_within_budget
+from bot.media.pictures import Attachment, PixelBudget, PreparedImage, choose_tiles, tiles_within_budget
+from bot.media.wording import named, page_ranges, subject
 from bot.settings import ImageSettings
 
 logger = logging.getLogger(__name__)
@@ -30,29 +35,11 @@ PDFIUM_LOCK = threading.RLock()
 POINTS_PER_INCH = 72.0
 
 
-def _named(name: str) -> str:
-    return f" ({name})" if name else ""
-
-
-def _page_ranges(pages: list[int]) -> str:
-    """[1, 2, 3, 5, 7, 8] -> "1–3, 5, 7–8"."""
-    parts: list[str] = []
-    start = previous = pages[0]
-    for number in [*pages[1:], None]:
-        if number is not None and number == previous + 1:
-            previous = number
-            continue
-        parts.append(str(start) if start == previous else f"{start}–{previous}")
-        if number is not None:
-            start = previous = number
-    return ", ".join(parts)
-
-
 def _pages_read_note(read: list[int], total: int, label: str) -> str | None:
     if read == list(range(1, total + 1)):
         return None
     word = "page" if len(read) == 1 else "pages"
-    return f"I read {word} {_page_ranges(read)} of {total} in {label}."
+    return f"I read {word} {page_ranges(read)} of {total} in {label}."
 
 
 def _page_text(page: pdfium.PdfPage) -> str:
@@ -100,13 +87,43 @@ def _open(data: bytes, name: str) -> pdfium.PdfDocument:
         code = getattr(exc, "err_code", None)
         if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
             raise EncryptedDocument(
-                f"This PDF{_named(name)} is password-protected; please send a copy without a password.",
+                f"This PDF{named(name)} is password-protected; please send a copy without a password.",
                 detail=f"pdfium error {code}",
             ) from exc
         raise DocumentRejected(
-            f"I couldn't read this PDF{_named(name)}: the file is damaged or not a PDF.",
+            f"I couldn't read this PDF{named(name)}: the file is damaged or not a PDF.",
             detail=f"pdfium error {code}: {exc}",
         ) from exc
+
+
+def _count_objects(page: pdfium.PdfPage, limit: int) -> int:
+    """Drawing objects on the parsed page, nested form objects included; stops counting past ``limit``."""
+    total = 0
+    stack: list[tuple[bool, object]] = [(False, page.raw)]
+    while stack and total <= limit:
+        is_form, handle = stack.pop()
+        count = pdfium_c.FPDFFormObj_CountObjects(handle) if is_form else pdfium_c.FPDFPage_CountObjects(handle)
+        total += max(0, count)
+        for index in range(max(0, count)):
+            if total > limit:
+                break
+            child = (pdfium_c.FPDFFormObj_GetObject if is_form else pdfium_c.FPDFPage_GetObject)(handle, index)
+            if child and pdfium_c.FPDFPageObj_GetType(child) == pdfium_c.FPDF_PAGEOBJ_FORM:
+                stack.append((True, child))
+    return total
+
+
+class _ContentBudget:
+    """Drawing objects this call may still parse (``pdf_max_objects``): a cap on decoded page content."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.used = 0
+
+    def take(self, page: pdfium.PdfPage) -> bool:
+        """Count a loaded page against the cap; False once the cap is passed (the page is not to be used)."""
+        self.used += _count_objects(page, self.limit - self.used)
+        return self.used <= self.limit
 
 
 class _PageSkipped(Exception):
@@ -118,7 +135,7 @@ class _PageSkipped(Exception):
 
 
 class _OutOfTime(Exception):
-    """The document's time budget ran out while drawing this page."""
+    """The deadline passed while drawing this page."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +149,12 @@ class _Job:
     @property
     def the_pdf(self) -> str:
         return subject(self.name, "PDF")
+
+
+def _deadline(settings: ImageSettings, deadline: float | None) -> float:
+    """The earlier of ``deadline`` and ``pdf_time_budget_s`` from now."""
+    own = time.monotonic() + settings.pdf_time_budget_s
+    return own if deadline is None else min(own, deadline)
 
 
 def _picture(page: pdfium.PdfPage, number: int, text: str, job: _Job) -> list[PreparedImage]:
@@ -166,18 +189,28 @@ def _picture(page: pdfium.PdfPage, number: int, text: str, job: _Job) -> list[Pr
     )
 
 
-def load_pdf(data: bytes, *, name: str, settings: ImageSettings, budget: PixelBudget, source_sha: str) -> Attachment:
+def load_pdf(
+    data: bytes,
+    *,
+    name: str,
+    settings: ImageSettings,
+    budget: PixelBudget,
+    source_sha: str,
+    deadline: float | None = None,
+) -> Attachment:
     """Draw the first ``pdf_max_pages`` pages and read the text layer of the first ``pdf_max_text_pages``.
 
-    Drawing stops early at ``max_images_per_question`` pictures or when ``pdf_time_budget_s`` is spent;
-    text-only pages past the deadline are left out.
+    Drawing stops early at ``max_images_per_question`` pictures, at the deadline (the earlier of ``deadline`` and
+    ``pdf_time_budget_s`` from now) or at the content cap; text-only pages past either are left out.
     """
-    job = _Job(name, settings, budget, source_sha, time.monotonic() + settings.pdf_time_budget_s)
+    job = _Job(name, settings, budget, source_sha, _deadline(settings, deadline))
+    content = _ContentBudget(settings.pdf_max_objects)
     images: list[PreparedImage] = []
     notes: list[str] = []
     page_texts: list[str] = []
     read: list[int] = []
     stopped_at: int | None = None
+    too_heavy_at: int | None = None
 
     with PDFIUM_LOCK:
         pdf = _open(data, name)
@@ -187,13 +220,15 @@ def load_pdf(data: bytes, *, name: str, settings: ImageSettings, budget: PixelBu
             text_limit = min(total, max(0, settings.pdf_max_text_pages))
             for index in range(max(render_limit, text_limit)):
                 number = index + 1
+                if time.monotonic() >= job.deadline:
+                    if stopped_at is None and index < render_limit and len(images) < settings.max_images_per_question:
+                        stopped_at = number
+                    break
                 wants_picture = (
                     index < render_limit
                     and stopped_at is None
                     and len(images) < max(1, settings.max_images_per_question)
                 )
-                if not wants_picture and time.monotonic() >= job.deadline:
-                    break
                 try:
                     page = pdf[index]
                 except pdfium.PdfiumError:
@@ -204,6 +239,9 @@ def load_pdf(data: bytes, *, name: str, settings: ImageSettings, budget: PixelBu
                         notes.append(f"I couldn't open page {number} of {job.the_pdf}, so I skipped it.")
                     continue
                 try:
+                    if not content.take(page):
+                        too_heavy_at = number
+                        break
                     text = _page_text(page)
                     if index < text_limit:
                         page_texts.append(text)
@@ -222,13 +260,22 @@ def load_pdf(data: bytes, *, name: str, settings: ImageSettings, budget: PixelBu
     if not images:
         if stopped_at is not None:
             raise DocumentRejected(
-                f"This PDF{_named(name)} took too long to draw. "
+                f"This PDF{named(name)} took too long to draw. "
                 "Please send a simpler file or a screenshot of the part you mean.",
-                detail=f"pdf time budget {settings.pdf_time_budget_s}s spent on page {stopped_at}",
+                detail=f"pdf deadline passed on page {stopped_at}",
             )
-        raise DocumentRejected(f"I couldn't draw any page of this PDF{_named(name)}.")
+        if too_heavy_at is not None:
+            raise DocumentRejected(
+                f"This PDF{named(name)} has too much drawing in it to read. "
+                "Please send a simpler file or a screenshot of the part you mean.",
+                detail=f"pdf content cap {settings.pdf_max_objects} objects passed on page {too_heavy_at}",
+            )
+        raise DocumentRejected(f"I couldn't draw any page of this PDF{named(name)}.")
+    the_pdf = subject(name, "PDF", capital=True)
     if stopped_at is not None:
-        notes.append(f"{subject(name, 'PDF', capital=True)} took too long to draw, so I stopped at page {stopped_at}.")
+        notes.append(f"{the_pdf} took too long to draw, so I stopped at page {stopped_at}.")
+    elif too_heavy_at is not None and too_heavy_at <= render_limit:
+        notes.append(f"{the_pdf} has too much drawing in it, so I stopped at page {too_heavy_at}.")
     pages_note = _pages_read_note(read, total, job.the_pdf)
     if pages_note:
         notes.insert(0, pages_note)
@@ -251,8 +298,23 @@ def pdf_page_count(data: bytes, *, name: str = "") -> int:
             pdf.close()
 
 
-def pdf_page_texts(data: bytes, pages: Sequence[int], *, name: str = "") -> dict[int, str]:
-    """The text layer of each 1-based page in ``pages`` ("" for a page without one or that cannot be opened)."""
+def pdf_page_texts(
+    data: bytes,
+    pages: Sequence[int],
+    *,
+    name: str = "",
+    settings: ImageSettings | None = None,
+    deadline: float | None = None,
+) -> dict[int, str]:
+    """The text layer of each 1-based page in ``pages`` that could be read in time.
+
+    "" for a page without text or that cannot be opened. Pages are read in order until the deadline (the earlier
+    of ``deadline`` and ``pdf_time_budget_s`` from now) or the content cap; the pages after it are missing from
+    the result (not read yet, as opposed to read and empty).
+    """
+    settings = settings or ImageSettings.model_construct()
+    stop = _deadline(settings, deadline)
+    content = _ContentBudget(settings.pdf_max_objects)
     texts: dict[int, str] = {}
     with PDFIUM_LOCK:
         pdf = _open(data, name)
@@ -261,6 +323,9 @@ def pdf_page_texts(data: bytes, pages: Sequence[int], *, name: str = "") -> dict
             for number in pages:
                 if not 1 <= number <= total:
                     continue
+                if time.monotonic() >= stop:
+                    logger.info("pdf text deadline passed before page=%d (%d pages read)", number, len(texts))
+                    break
                 try:
                     page = pdf[number - 1]
                 except pdfium.PdfiumError:
@@ -268,6 +333,9 @@ def pdf_page_texts(data: bytes, pages: Sequence[int], *, name: str = "") -> dict
                     texts[number] = ""
                     continue
                 try:
+                    if not content.take(page):
+                        logger.info("pdf content cap passed at page=%d (%d pages read)", number, len(texts))
+                        break
                     texts[number] = _page_text(page)
                 finally:
                     page.close()
@@ -289,29 +357,36 @@ def render_pdf_pages(
     """Draw the given 1-based pages, in the given order, each within the pixel budget (tiled when very long).
 
     Pages that cannot be drawn are left out (their numbers are missing from the result's ``page`` fields);
-    drawing stops at ``deadline`` (default: ``pdf_time_budget_s`` from now). The text layer is attached.
+    drawing stops at the deadline (the earlier of ``deadline`` and ``pdf_time_budget_s`` from now) or the content
+    cap. The text layer is attached.
     """
-    job_deadline = deadline if deadline is not None else time.monotonic() + settings.pdf_time_budget_s
-    job = _Job(name, settings, budget, source_sha, job_deadline)
+    job = _Job(name, settings, budget, source_sha, _deadline(settings, deadline))
+    content = _ContentBudget(settings.pdf_max_objects)
     images: list[PreparedImage] = []
     with PDFIUM_LOCK:
         pdf = _open(data, name)
         try:
             total = len(pdf)
             for number in pages:
-                if not 1 <= number <= total or time.monotonic() >= job.deadline:
+                if not 1 <= number <= total:
                     continue
+                if time.monotonic() >= job.deadline:
+                    logger.info("pdf deadline passed before page=%d", number)
+                    break
                 try:
                     page = pdf[number - 1]
                 except pdfium.PdfiumError:
                     logger.info("pdf page failed to load page=%d", number)
                     continue
                 try:
+                    if not content.take(page):
+                        logger.info("pdf content cap passed at page=%d", number)
+                        break
                     images.extend(_picture(page, number, _page_text(page), job))
                 except _PageSkipped as skipped:
                     logger.info("pdf page skipped page=%d: %s", number, skipped.note)
                 except _OutOfTime:
-                    logger.info("pdf time budget spent at page=%d", number)
+                    logger.info("pdf deadline passed at page=%d", number)
                     break
                 finally:
                     page.close()

@@ -1,0 +1,122 @@
+"""What kind of file a download is, from its first bytes (its name and MIME type only break a tie).
+
+Pure byte comparisons: cheap and safe on any input, so the bot may call it before a worker opens the file.
+"""
+
+from __future__ import annotations
+
+from bot.media.pictures import Kind
+
+SUPPORTED_SENTENCE = "I can read PNG, JPEG, WebP, GIF, BMP and TIFF images and PDF documents."
+
+IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+"""Pillow format names we decode; every one of them has a magic-byte signature."""
+
+_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),
+    (b"MM\x00+", "TIFF"),
+)
+_BMP_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
+
+# Signatures of common files we do not read, so that the reply can say what the file is.
+_OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"PK\x05\x06", "a ZIP archive"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old-style Office document"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"{\\rtf", "an RTF document"),
+    (b"\x00\x00\x01\x00", "an icon file"),
+    (b"8BPS", "a Photoshop file"),
+)
+_ZIP_DOCUMENTS = {
+    ".docx": "a Word document",
+    ".xlsx": "an Excel workbook",
+    ".pptx": "a PowerPoint presentation",
+    ".odt": "an OpenDocument text",
+    ".ods": "an OpenDocument spreadsheet",
+    ".odp": "an OpenDocument presentation",
+}
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif"}
+
+_IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff"}
+_IMAGE_MIME_TYPES = {
+    "image/png",
+    "image/jpeg",
+    "image/pjpeg",
+    "image/gif",
+    "image/webp",
+    "image/bmp",
+    "image/x-bmp",
+    "image/x-ms-bmp",
+    "image/tiff",
+}
+
+
+def image_format(data: bytes) -> str | None:
+    """The Pillow format named by the leading magic bytes, if it is one we decode."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for magic, fmt in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return fmt
+    # "BM" alone is too weak (text files start with it); also require a known DIB header size.
+    if data[:2] == b"BM" and int.from_bytes(data[14:18], "little") in _BMP_HEADER_SIZES:
+        return "BMP"
+    return None
+
+
+def is_pdf(data: bytes) -> bool:
+    # The PDF header may follow some junk; readers accept it within the first kilobyte.
+    return b"%PDF-" in data[:1024]
+
+
+def _extension(name: str) -> str:
+    dot = name.rfind(".")
+    return name[dot:].lower() if dot > 0 else ""
+
+
+def other_file_description(data: bytes, name: str) -> str | None:
+    """What a recognisably unsupported file is, e.g. "a Word document"."""
+    for magic, description in _OTHER_MAGIC:
+        if data.startswith(magic):
+            if description == "a ZIP archive":
+                return _ZIP_DOCUMENTS.get(_extension(name), description)
+            return description
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in _HEIF_BRANDS:
+            return "an AVIF image" if brand == b"avif" else "an HEIC photo"
+        return "a video"
+    head = data[:256].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:1024].lower()):
+        return "an SVG drawing"
+    return None
+
+
+def sniff_kind(data: bytes, name: str = "", mime_type: str = "") -> Kind | None:
+    """``image``, ``pdf`` or None (unsupported). Content decides first; name and MIME type only break a tie.
+
+    A file whose bytes match no known signature but whose name or MIME type says image/PDF is still
+    returned as that kind, so the decoder can say it is damaged rather than unsupported.
+    """
+    if image_format(data):
+        return "image"
+    if is_pdf(data):
+        return "pdf"
+    if other_file_description(data, name):
+        return None
+    mime = mime_type.split(";", 1)[0].strip().lower()
+    extension = _extension(name)
+    if extension == ".pdf" or mime == "application/pdf":
+        return "pdf"
+    if extension in _IMAGE_EXTENSIONS or mime in _IMAGE_MIME_TYPES:
+        return "image"
+    return None
