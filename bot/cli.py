@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
+from bot.redact import redact
 from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.app import Application
 
 logger = logging.getLogger("peekbot")
 
@@ -79,6 +85,38 @@ async def _interactive(console) -> int:  # type: ignore[no-untyped-def]
         pending = []
 
 
+HARD_EXIT_MARGIN_S = 30.0
+"""Once the application asked to be restarted, the process ends at the latest this long after the drain timeout."""
+
+
+async def _until_stopped(stop: asyncio.Event, app: Application) -> None:
+    """Until SIGTERM/SIGINT, or until the application asks to be restarted (its model worker hangs)."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(app.exit_requested.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process at once: a thread hung in native code (the model's worker) can block the interpreter's own
+    shutdown, which joins threads and tears CUDA down."""
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _exit_at_the_latest(delay_s: float, code: int) -> None:
+    def expire() -> None:
+        logger.error("stopping took longer than %.0f s; exiting now", delay_s)
+        _exit_now(code)
+
+    timer = threading.Timer(delay_s, expire)
+    timer.daemon = True
+    timer.start()
+
+
 async def _run(settings: Settings) -> int:
     from bot.app import Application, build_adapters
 
@@ -87,6 +125,10 @@ async def _run(settings: Settings) -> int:
         print("peekbot: no platform is configured. Set SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Slack), or "
               "FEISHU_APP_ID and FEISHU_APP_SECRET (Feishu/Lark). To try the bot locally: peekbot chat --demo",
               file=sys.stderr)
+        return 2
+    problem = _startup_problem(settings)
+    if problem:
+        print(f"peekbot: {problem}", file=sys.stderr)
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,10 +143,74 @@ async def _run(settings: Settings) -> int:
             except DataDirBusy as exc:
                 print(f"peekbot: {exc}", file=sys.stderr)
                 return 2
-        async with Application(settings, adapters=adapters):
-            await stop.wait()
+        from scheduler.systemd import notify
+
+        async with Application(settings, adapters=adapters) as app:
+            notify("READY=1", "STATUS=answering questions")  # the model is loaded and the platforms connected
+            await _until_stopped(stop, app)
+            if app.exit_code is not None:
+                _exit_at_the_latest(settings.core.drain_timeout_s + HARD_EXIT_MARGIN_S, app.exit_code)
+            notify("STOPPING=1")
             logger.info("shutting down: draining answers in flight")
+    if app.exit_code is not None:
+        logger.error("exiting with code %d for the supervisor to restart peekbot: %s", app.exit_code, app.unhealthy)
+        _exit_now(app.exit_code)
     return 0
+
+
+def _startup_problem(settings: Settings) -> str | None:
+    """What keeps ``peekbot run`` from starting that can be seen before the model loads: the state directory, the
+    health server's address."""
+    from bot.doctor import data_dir_problem
+    from bot.http import address_problem
+    from bot.store import sqlite_path
+
+    core = settings.core
+    data_dir = Path(core.data_dir).expanduser()
+    for directory, setting in ((data_dir, "PEEKBOT_DATA_DIR"),
+                               ((sqlite_path(core.store_url, data_dir) or data_dir).parent, "PEEKBOT_STORE_URL")):
+        problem = data_dir_problem(directory)
+        if problem:
+            return (f"the state directory {problem} ({setting}). Give this user write access to it, or point "
+                    f"{setting} elsewhere.")
+    return address_problem(core.http_host, core.http_port)
+
+
+def _startup_failure(exc: BaseException) -> str | None:
+    """The sentence for an error that stopped the start (a setting to fix), or None for anything else."""
+    from bot.errors import StartupError
+
+    if isinstance(exc, StartupError):
+        return str(exc)
+    redis_store = sys.modules.get("bot.store.redis")
+    if redis_store is not None and isinstance(exc, redis_store.StoreUnavailable):
+        return f"{str(exc).rstrip('.')}. Check PEEKBOT_STORE_URL and that Redis is running and reachable from here."
+    return None
+
+
+def _configuration_problem(settings: Settings) -> str | None:
+    """Loads every settings layer (and makes its secrets known to the log filter); what is wrong, or None."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from bot.redact import remember, secret_values
+
+    try:
+        remember(secret_values(settings))
+        for layer in ("engine", "images", "scheduler", "access"):
+            getattr(settings, layer)
+    except ValidationError as exc:
+        import bot.settings as layers
+
+        model = getattr(layers, exc.title, None)
+        prefix = str(model.model_config.get("env_prefix", "")) if model is not None else ""
+        wrong = [f"{prefix}{'_'.join(str(part) for part in error['loc'])}".upper() + f": {error['msg']}"
+                 for error in exc.errors(include_url=False, include_input=False)]
+        return "the configuration is invalid: " + "; ".join(wrong)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return f"cannot read the configuration file (--config or PEEKBOT_CONFIG): {exc}"
+    return None
 
 
 def _doctor(settings: Settings) -> int:
@@ -120,11 +226,10 @@ def _doctor(settings: Settings) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from inference.bench import format_table, run_bench
 
-    result = run_bench(args)
+    result = run_bench(args)  # also writes --json
     print(format_table(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-        print(f"JSON written to {args.json}")
+    if args.json_path is not None:
+        print(f"JSON written to {args.json_path}")
     return 0
 
 
@@ -158,10 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings(config_file=args.config)
+    problem = _configuration_problem(settings)
+    if problem:
+        print(f"peekbot: {redact(problem)}", file=sys.stderr)
+        return 2
     from bot.logs import setup_logging
 
+    terminal = args.command == "chat" and not args.verbose  # a person reads stderr: no library chatter
     quiet_default = "WARNING" if args.command == "chat" else settings.core.log_level
-    setup_logging("DEBUG" if args.verbose else quiet_default, settings.core.log_format)
+    setup_logging("DEBUG" if args.verbose else quiet_default, settings.core.log_format,
+                  library_level="ERROR" if terminal else None)
+    if args.command in ("chat", "run") and settings.core.backend == "transformers":
+        from inference.loader import adopt_transformers_logging
+
+        adopt_transformers_logging()
 
     if args.command == "tiny-model":
         from inference.tiny import build_tiny_model
@@ -173,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         return _bench(args)
     if args.command == "chat":
+        from bot.doctor import data_dir_problem
+
+        problem = data_dir_problem(Path(settings.core.data_dir).expanduser())
+        if problem:
+            print(f"peekbot: the state directory {problem} (PEEKBOT_DATA_DIR).", file=sys.stderr)
+            return 2
         if args.demo:
             settings.engine.model = str(_demo_model(settings))
             settings.engine.max_new_tokens = min(settings.engine.max_new_tokens, 64)  # random text: keep it short
@@ -181,7 +302,14 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_chat(settings, args))
         except KeyboardInterrupt:
             return 130
-    return asyncio.run(_run(settings))
+    try:
+        return asyncio.run(_run(settings))
+    except Exception as exc:
+        failure = _startup_failure(exc)
+        if failure is None:
+            raise
+        print(f"peekbot: {redact(failure)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from bot.redact import redact, secret_values
 from bot.settings import Settings
 
 SUPPORTED_MODEL_TYPES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"}
@@ -22,15 +23,21 @@ class Check:
     detail: str
 
 
-def _check_data_dir(settings: Settings) -> Check:
-    directory = settings.core.data_dir
+def data_dir_problem(directory: Path) -> str | None:
+    """Why the bot cannot keep its state in ``directory`` (created when missing), or None."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory):
             pass
     except OSError as exc:
-        return Check("data dir", "FAIL", f"{directory} is not writable: {exc}")
-    return Check("data dir", "OK", str(directory))
+        return f"{directory} is not writable: {exc.strerror or exc}"
+    return None
+
+
+def _check_data_dir(settings: Settings) -> Check:
+    directory = Path(settings.core.data_dir).expanduser()
+    problem = data_dir_problem(directory)
+    return Check("data dir", "FAIL", problem) if problem else Check("data dir", "OK", str(directory))
 
 
 def _check_platforms(settings: Settings) -> Iterator[Check]:
@@ -122,9 +129,11 @@ def _check_gpu(settings: Settings) -> Iterator[Check]:
 
 
 def run_checks(settings: Settings) -> list[Check]:
+    """Every check; credentials in the details (URLs with passwords or keys, token values) are masked."""
     checks = [_check_data_dir(settings), *_check_platforms(settings), _check_model(settings)]
     if settings.core.backend == "openai":
         checks.append(Check("gpu", "OK", "not needed here: the model runs on the remote server"))
     else:
         checks.extend(_check_gpu(settings))
-    return checks
+    secrets = secret_values(settings)
+    return [Check(check.name, check.status, redact(check.detail, secrets)) for check in checks]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from bot.redact import redact
+
+
+class StartupError(Exception):
+    """The bot cannot start as configured; the message names the setting to change (``peekbot`` exits with 2)."""
+
 
 class UserFacingError(Exception):
-    """An error whose ``user_message`` is shown in the chat as it is."""
+    """An error whose ``user_message`` is shown in the chat (credentials masked, see ``bot.redact``)."""
 
     kind = "error"
 
     def __init__(self, user_message: str, *, detail: str | None = None) -> None:
         super().__init__(detail or user_message)
-        self.user_message = user_message
+        self.user_message = redact(user_message)
 
 
 class InputError(UserFacingError):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from bot.engine import EngineStats
+from bot.redact import redact, secret_values
 from bot.services import maintenance_of
 from bot.types import AdapterHealth
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from bot.app import Application
     from scheduler.runner import JobState
 
@@ -83,12 +86,19 @@ class StatusReport:
 
 
 async def collect_status(app: Application) -> StatusReport:
+    """The application's state, with every credential masked (``bot.redact``): each view shows it as it is."""
     maintenance = maintenance_of(app)
     health = await app.adapter_health()
     forced = maintenance.watchdog.forced_reconnects if maintenance is not None else {}
     p50, p95 = app.usage.latency_percentiles()
+    secrets = secret_values(app.settings)
+
+    def clean(text: str) -> str:
+        return redact(text, secrets)
+
+    engine = app.engine.stats()
     return StatusReport(
-        engine=app.engine.stats(),
+        engine=replace(engine, model=clean(engine.model), device=clean(engine.device)),
         uptime_s=time.time() - app.started_at,
         paused=app.paused,
         questions_in_flight=app.in_flight,
@@ -97,8 +107,15 @@ async def collect_status(app: Application) -> StatusReport:
         duplicates=app.counters.get("duplicates", 0),
         answer_latency_p50_s=p50,
         answer_latency_p95_s=p95,
-        adapters=[AdapterReport(name, h, forced.get(name, 0)) for name, h in health.items()],
-        jobs=maintenance.job_states() if maintenance is not None else [],
+        adapters=[AdapterReport(name, replace(h, detail=clean(h.detail)), forced.get(name, 0))
+                  for name, h in health.items()],
+        jobs=[_clean_job(job, clean) for job in maintenance.job_states()] if maintenance is not None else [],
         engine_alive=maintenance.liveness.alive if maintenance is not None else None,
         engine_stuck_count=maintenance.liveness.stuck_count if maintenance is not None else 0,
     )
+
+
+def _clean_job(job: JobState, clean: Callable[[str], str]) -> JobState:
+    last = replace(job.last, detail=clean(job.last.detail)) if job.last is not None else None
+    failure = replace(job.last_failure, detail=clean(job.last_failure.detail)) if job.last_failure is not None else None
+    return replace(job, last=last, last_failure=failure)

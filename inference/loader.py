@@ -258,3 +258,12 @@ def load_model(settings: EngineSettings) -> LoadedModel:
     elapsed = time.perf_counter() - started
     logger.info("loaded %s in %.1f s (image factor %d)", settings.model, elapsed, loaded.image_factor)
     return loaded
+
+
+def adopt_transformers_logging() -> None:
+    """Send transformers' log records through the project's handler (formatted, filtered and masked like every other
+    line) instead of the stderr handler transformers installs for itself."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()

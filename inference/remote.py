@@ -25,12 +25,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from bot.engine import AnswerStream, EngineStats, GenerationRequest, Usage
 from bot.errors import Busy, Cancelled, DeadlineExceeded, EngineError, EngineUnavailable
+from bot.redact import redact_url
 from inference.memory import memory_snapshot
 from inference.prompts import with_language_rule
 from inference.stats import EngineCounters
@@ -80,7 +81,8 @@ class PromptTooLong(EngineError):
 
 
 class RemoteMisconfigured(EngineUnavailable):
-    """The server refuses the API key or does not serve the configured model: retrying will not help."""
+    """The server refuses the API key, redirects elsewhere or does not serve the configured model: retrying will not
+    help."""
 
 
 class RemoteWorkerUnsupported(NotImplementedError):
@@ -199,6 +201,8 @@ class OpenAIEngine:
         self.core = core
         self.settings = engine
         self.base_url = (core.openai_base_url or "").rstrip("/")
+        self.shown_url = redact_url(self.base_url)
+        """The base URL as logs, ``/status`` and error messages show it: credentials masked."""
         self.model = core.openai_model or ""
         self._counters = EngineCounters()
         self._session: aiohttp.ClientSession | None = None
@@ -234,12 +238,12 @@ class OpenAIEngine:
             raise
         except EngineUnavailable as exc:
             logger.warning("the model server at %s does not answer yet (%s); questions are retried when it does",
-                           self.base_url, exc)
+                           self.shown_url, exc)
         except TimeoutError:
             logger.warning("the model server at %s did not answer within %.0f s; questions are retried when it does",
-                           self.base_url, self.core.openai_connect_timeout_s)
+                           self.shown_url, self.core.openai_connect_timeout_s)
         else:
-            logger.info("model server %s answers (%.0f ms), model %s", self.base_url, round_trip * 1000, self.model)
+            logger.info("model server %s answers (%.0f ms), model %s", self.shown_url, round_trip * 1000, self.model)
         self._accepting = True
         logger.info("engine ready: %s", self.describe())
 
@@ -412,7 +416,9 @@ class OpenAIEngine:
         if session is None:
             raise EngineUnavailable("the bot is shutting down")
         try:
-            async with session.post(f"{self.base_url}/chat/completions", json=payload) as response:
+            # No redirects: the API key goes to the configured server only (a redirect is reported instead).
+            url = self._endpoint("chat/completions")
+            async with session.post(url, json=payload, allow_redirects=False) as response:
                 if response.status != 200:
                     body = await response.content.read(_ERROR_BODY_LIMIT)
                     self._raise_http_error(response.status, body.decode("utf-8", "replace"), response.headers)
@@ -425,13 +431,18 @@ class OpenAIEngine:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             self._connection_lost(job, exc)
 
+    def _endpoint(self, path: str) -> str:
+        """``{base}/{path}``, keeping a query the base URL carries (gateways that take ``?api-version=`` …)."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{path}"))
+
     def _connection_lost(self, job: _Job, exc: BaseException) -> NoReturn:
         what = f"{type(exc).__name__}: {exc}".rstrip(": ")
         if job.first_text_at is not None:
             raise EngineError("Sorry, the connection to the model server broke in the middle of the answer. "
                               "Please ask again.", detail=what)
         if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
-            logger.warning("cannot reach the model server at %s: %s", self.base_url, what)
+            logger.warning("cannot reach the model server at %s: %s", self.shown_url, what)
             final: EngineError = EngineUnavailable(
                 "the model server cannot be reached; please try again in a few minutes")
         else:
@@ -440,7 +451,13 @@ class OpenAIEngine:
 
     def _raise_http_error(self, status: int, body: str, headers: Any) -> NoReturn:
         message, code = _error_message(body)
-        where = f"{self.base_url}/chat/completions"
+        where = f"{self.shown_url}/chat/completions"
+        if 300 <= status < 400:
+            logger.error("the model server %s answered a redirect (HTTP %d to %s); the API key is never sent on to "
+                         "another address: set PEEKBOT_OPENAI_BASE_URL to the final one", where, status,
+                         _location(headers))
+            raise EngineUnavailable("the model server's address has moved, so an admin needs to check the bot's "
+                                    "configuration")
         if status in (401, 403):
             logger.error("the model server %s refused the API key (HTTP %d: %s); check PEEKBOT_OPENAI_API_KEY",
                          where, status, message)
@@ -554,26 +571,32 @@ class OpenAIEngine:
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout_s):
-                async with session.get(f"{self.base_url}/models", headers={"Accept": "application/json"}) as response:
+                async with session.get(self._endpoint("models"), headers={"Accept": "application/json"},
+                                       allow_redirects=False) as response:
                     body = await response.content.read(_ERROR_BODY_LIMIT)
                     status = response.status
+                    location = _location(response.headers)
         except aiohttp.ConnectionTimeoutError as exc:
-            raise TimeoutError(f"connecting to {self.base_url} timed out") from exc
+            raise TimeoutError(f"connecting to {self.shown_url} timed out") from exc
         except aiohttp.ClientError as exc:
-            raise EngineUnavailable(f"the model server at {self.base_url} cannot be reached ({exc})") from exc
+            raise EngineUnavailable(f"the model server at {self.shown_url} cannot be reached ({exc})") from exc
         round_trip = time.monotonic() - started
+        if 300 <= status < 400:
+            raise RemoteMisconfigured(f"the model server at {self.shown_url} answered a redirect (HTTP {status} to "
+                                      f"{location}); the API key is never sent on to another address: set "
+                                      "PEEKBOT_OPENAI_BASE_URL to the final one")
         if status in (401, 403):
-            raise RemoteMisconfigured(f"the model server at {self.base_url} refused the API key (HTTP {status}); "
+            raise RemoteMisconfigured(f"the model server at {self.shown_url} refused the API key (HTTP {status}); "
                                       "check PEEKBOT_OPENAI_API_KEY")
         if status != 200:
             message, _ = _error_message(body.decode("utf-8", "replace"))
-            raise EngineUnavailable(f"the model server at {self.base_url} answered HTTP {status} ({message})")
+            raise EngineUnavailable(f"the model server at {self.shown_url} answered HTTP {status} ({message})")
         try:
             listed = [str(item.get("id")) for item in json.loads(body).get("data", []) if isinstance(item, dict)]
         except (ValueError, AttributeError):
             listed = []
         if listed and self.model not in listed:
-            raise RemoteMisconfigured(f"the model server at {self.base_url} does not serve {self.model!r} "
+            raise RemoteMisconfigured(f"the model server at {self.shown_url} does not serve {self.model!r} "
                                     f"(it serves {', '.join(listed[:5])}); check PEEKBOT_OPENAI_MODEL")
         return round_trip
 
@@ -581,6 +604,10 @@ class OpenAIEngine:
         """Not available: the model runs on a remote server, so there is no local worker (nor GPU memory)."""
         raise RemoteWorkerUnsupported(
             "the model runs on a remote server (PEEKBOT_BACKEND=openai): there is no local model worker")
+
+    def running_requests(self) -> list[GenerationRequest]:
+        """The requests streaming from the server now (holding a slot), not those waiting for one."""
+        return [job.request for job in self._jobs if not job.waiting and not job.done]
 
     @property
     def ready(self) -> bool:
@@ -590,7 +617,7 @@ class OpenAIEngine:
         snapshot = self._counters.snapshot()
         return EngineStats(
             model=self.model,
-            device=f"remote {urlsplit(self.base_url).netloc or self.base_url}",
+            device=f"remote {urlsplit(self.base_url).netloc.rpartition('@')[2] or self.shown_url}",
             ready=self.ready,
             queue_depth=self._waiting,
             queue_limit=self.settings.queue_limit,
@@ -612,7 +639,7 @@ class OpenAIEngine:
         key = self.core.openai_api_key
         return {
             "backend": "openai",
-            "base_url": self.base_url,
+            "base_url": self.shown_url,
             "model": self.model,
             "api_key": "set" if key is not None and key.get_secret_value() else "not set",
             "max_concurrency": self.core.openai_max_concurrency,
@@ -626,6 +653,11 @@ class OpenAIEngine:
         }
 
 
+def _location(headers: Any) -> str:
+    """A redirect's target as logs may show it (credentials masked)."""
+    return redact_url(str(headers.get("Location", "") or "")) or "nowhere"
+
+
 def configuration_problem(core: CoreSettings) -> str | None:
     """What is missing or wrong for ``PEEKBOT_BACKEND=openai``, or None."""
     missing = [name for name, value in (("PEEKBOT_OPENAI_BASE_URL", core.openai_base_url),
@@ -635,7 +667,11 @@ def configuration_problem(core: CoreSettings) -> str | None:
                 "Qwen/Qwen2.5-VL-7B-Instruct)")
     parts = urlsplit(core.openai_base_url or "")
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        return f"PEEKBOT_OPENAI_BASE_URL={core.openai_base_url!r} is not an http(s) URL (e.g. http://vllm:8000/v1)"
+        shown = redact_url(core.openai_base_url or "")
+        return f"PEEKBOT_OPENAI_BASE_URL={shown!r} is not an http(s) URL (e.g. http://vllm:8000/v1)"
+    if parts.username is not None and core.openai_api_key is not None and core.openai_api_key.get_secret_value():
+        return ("PEEKBOT_OPENAI_BASE_URL carries a user name and password and PEEKBOT_OPENAI_API_KEY is set too; "
+                "a request has room for one of them (HTTP Basic or Bearer): drop the other")
     if core.openai_max_concurrency < 1:
         return "PEEKBOT_OPENAI_MAX_CONCURRENCY must be at least 1"
     return None

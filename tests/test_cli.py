@@ -45,6 +45,7 @@ def test_chat_demo_builds_its_model_once_and_says_it_is_random(tmp_path: Path, b
     result = peekbot("chat", "--demo", "--image", str(shot), "hi", env=base_env)
     assert result.returncode == 0, result.stderr
     assert "RANDOM weights" in result.stderr
+    assert "Warning" not in result.stderr  # libraries' warnings (transformers' FutureWarning …) go to the debug log
     assert (Path(base_env["PEEKBOT_DATA_DIR"]) / "demo-model" / "qwen3_vl" / "config.json").exists()
     assert result.stdout.strip()
 

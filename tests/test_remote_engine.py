@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from bot.engine import ChatTurn, GenerationRequest
+from bot.engine import ChatTurn, GenerationRequest, answering_job
 from bot.errors import Busy, Cancelled, DeadlineExceeded, EngineError, EngineUnavailable
 from bot.settings import SchedulerSettings, Settings
 from inference.factory import create_engine
@@ -24,6 +24,7 @@ from scheduler.jobs import EngineLiveness, EngineStuck, MemoryCleanup
 from scheduler.runner import JobSkipped
 from tests.fake_openai import FakeOpenAI, Fault
 from tests.helpers import LocalFilesAdapter, RecordingReply, local_image, message
+from tests.ops_support import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSWER = "I see 1 image. The dialog says: disk quota exceeded."
@@ -343,6 +344,32 @@ async def test_liveness_pings_the_server_and_cleanup_is_skipped(server: FakeOpen
     with pytest.raises(EngineStuck, match="cannot be reached"):
         await liveness.run()
     assert liveness.alive is False and liveness.stuck_count == 1
+
+
+async def test_streaming_requests_are_listed_and_a_silent_server_never_ends_the_bot(
+    server: FakeOpenAI, engine_for
+) -> None:
+    engine = await engine_for()
+    server.faults.append(Fault.stall(after_chunks=1))
+    token = answering_job.set("slack:M1")  # what the application sets while it answers that question
+    try:
+        stream = engine.submit(GenerationRequest("What does the dialog say?"))
+    finally:
+        answering_job.reset(token)
+    await eventually(lambda: bool(engine.running_requests()), what="the answer to start streaming")
+    assert [request.job_id for request in engine.running_requests()] == ["slack:M1"]
+    stream.cancel()
+
+    given_up: list[str] = []
+    app = SimpleNamespace(engine=engine, engine_stuck=given_up.append)
+    liveness = EngineLiveness(app, SchedulerSettings(liveness_timeout_s=1, engine_stuck_exit_s=0.05))  # type: ignore[arg-type]
+    await server.stop()
+    for _ in range(2):
+        with pytest.raises(EngineStuck):
+            await liveness.run()
+        await asyncio.sleep(0.1)
+    # Restarting the bot would not bring a remote server back: only /readyz fails.
+    assert liveness.stuck_for_s() > 0.05 and given_up == [] and not liveness.gave_up
 
 
 async def test_application_answers_an_image_question_through_the_remote_server(

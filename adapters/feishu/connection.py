@@ -39,6 +39,20 @@ class TransientConnectionError(Exception):
     """Worth another attempt after a pause."""
 
 
+def endpoint_problem(url: str, domain: str) -> str | None:
+    """Why the long-connection URL that discovery returned must not be used, or None.
+
+    Nothing secret is sent there (no header nor cookie: the URL carries the server's own one-time ticket), but it
+    must be a WebSocket URL, and encrypted (``wss``) unless ``FEISHU_DOMAIN`` itself is plain http (a test server).
+    """
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("ws", "wss") or not urlsplit(url).hostname:
+        return "endpoint discovery returned something that is not a WebSocket URL"
+    if scheme == "ws" and urlsplit(domain).scheme.lower() != "http":
+        return "endpoint discovery returned an unencrypted (ws://) URL for an https FEISHU_DOMAIN; not connecting"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ClientConfig:
     """The server's connection advice (seconds), from discovery and from pong payloads."""
@@ -293,6 +307,9 @@ class LongConnection:
 
     async def _open(self) -> tuple[aiohttp.ClientWebSocketResponse, int]:
         url = await self._discover()
+        problem = endpoint_problem(url, self._domain)
+        if problem:
+            raise TransientConnectionError(problem)
         query = parse_qs(urlsplit(url).query)
         try:
             service_id = int(query.get(wire.SERVICE_ID, ["0"])[0])
@@ -332,10 +349,20 @@ class LongConnection:
         assert self._session is not None and self._settings.app_secret is not None
         body = {"AppID": self._settings.app_id, "AppSecret": self._settings.app_secret.get_secret_value()}
         timeout = aiohttp.ClientTimeout(total=self._settings.discovery_timeout_s)
+        # Never redirected: a 307/308 would send the app secret on to wherever it points.
         async with self._session.post(
-            self._domain + wire.GEN_ENDPOINT_URI, json=body, headers={"locale": "zh"}, timeout=timeout
+            self._domain + wire.GEN_ENDPOINT_URI,
+            json=body,
+            headers={"locale": "zh"},
+            timeout=timeout,
+            allow_redirects=False,
         ) as response:
             text = await response.text()
+            if 300 <= response.status < 400:
+                raise FatalConnectionError(
+                    f"endpoint discovery at FEISHU_DOMAIN={self._domain} answered a redirect (HTTP {response.status}); "
+                    "the app secret is never sent on to another address: set FEISHU_DOMAIN to the final one"
+                )
             if response.status != 200:
                 raise TransientConnectionError(f"endpoint discovery answered HTTP {response.status}")
         try:

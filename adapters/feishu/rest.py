@@ -3,8 +3,13 @@
 lark-oapi builds the requests (``ReplyMessageRequest`` …), fetches and caches the tenant token and parses the
 answers, but its async calls open a new ``httpx.AsyncClient`` per call, and building one (a TLS context, the CA
 bundle parsed) blocks the event loop for tens of milliseconds. ``LarkTransport`` sends the same request objects
-through one client that lives from ``FeishuRest.start()`` to ``close()``. The token is fetched by lark-oapi's
-``TokenManager`` (a blocking call) on a worker thread, so the loop and the long connection's heartbeat never stall.
+through one client that lives from ``FeishuRest.start()`` to ``close()``. The tenant token is fetched through the
+same client (lark-oapi's request model, cached in lark-oapi's ``TokenManager`` cache), so the loop and the long
+connection's heartbeat never stall.
+
+Credentials go to ``FEISHU_DOMAIN`` only: requests are sent to paths under it (an absolute URL elsewhere is refused
+before anything is sent) and redirects are never followed, so neither the app secret nor the tenant token can be
+passed on to another host.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import io
 import json
 import logging
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +47,8 @@ from lark_oapi.api.im.v1 import (
     CreateMessageReactionResponse,
     DeleteMessageReactionRequest,
     DeleteMessageReactionResponse,
+    DeleteMessageRequest,
+    DeleteMessageResponse,
     Emoji,
     GetMessageRequest,
     GetMessageResourceRequest,
@@ -58,10 +66,15 @@ from lark_oapi.api.im.v1 import (
     ReplyMessageResponse,
     ReplyMessageResponseBody,
 )
-from lark_oapi.core.exception import ObtainAccessTokenException
 from lark_oapi.core.json import JSON
 from lark_oapi.core.model import Config, RawResponse
 from lark_oapi.core.token import TokenManager
+from lark_oapi.core.token.access_token_response import AccessTokenResponse
+from lark_oapi.core.token.create_self_tenant_token_request import (
+    CreateSelfTenantTokenRequest,
+    CreateSelfTenantTokenRequestBuilder,
+)
+from lark_oapi.core.token.create_token_request_body import CreateTokenRequestBody
 from lark_oapi.core.utils import Files
 from lark_oapi.core.utils.user_agent import build_user_agent
 
@@ -112,6 +125,15 @@ class DownloadTooLarge(Exception):
 
 class TransportClosed(RuntimeError):
     """A call after ``close()`` (or before ``start()``)."""
+
+
+class ForeignUrl(RuntimeError):
+    """A request addressed outside ``FEISHU_DOMAIN``: it would carry the tenant token elsewhere, so it is not sent."""
+
+
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{parts.port or ''}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +247,9 @@ class LarkTransport:
             max_keepalive_connections=MAX_IDLE_CONNECTIONS,
             keepalive_expiry=IDLE_CONNECTION_EXPIRY_S,
         )
-        client = await asyncio.to_thread(httpx.AsyncClient, timeout=self._timeout, limits=limits)
+        client = await asyncio.to_thread(
+            httpx.AsyncClient, timeout=self._timeout, limits=limits, follow_redirects=False
+        )
         if self._closed:  # closed while it was being made
             await client.aclose()
             return
@@ -247,6 +271,8 @@ class LarkTransport:
         for key, value in (request.paths or {}).items():
             uri = uri.replace(":" + key, urllib.parse.quote("" if value is None else str(value), safe=""))
         if uri.startswith(("http://", "https://")):
+            if _origin(uri) != _origin(self._config.domain):
+                raise ForeignUrl(f"refusing to send a Feishu request outside FEISHU_DOMAIN (to {_origin(uri)})")
             return uri
         return self._config.domain + uri
 
@@ -363,7 +389,7 @@ class FeishuRest:
         return f"self_tenant_token:{self._settings.app_id}"  # the key lark-oapi's TokenManager caches under
 
     async def _tenant_token(self) -> str:
-        """The cached tenant token, or a new one fetched by lark-oapi on a worker thread."""
+        """The cached tenant token, or a new one from ``FEISHU_DOMAIN``."""
         token = TokenManager.cache.get(self._token_key)
         if token:
             return token
@@ -371,14 +397,27 @@ class FeishuRest:
             token = TokenManager.cache.get(self._token_key)
             if token:
                 return token
-            try:
-                return await asyncio.to_thread(TokenManager.get_self_tenant_token, self._config)
-            except ObtainAccessTokenException as exc:
-                raise FeishuApiError(
-                    "getting the tenant access token", code=getattr(exc, "code", None), message=str(exc)
-                ) from exc
-            except Exception as exc:  # requests' network errors, a non-JSON answer
-                raise FeishuApiError("getting the tenant access token", code=None, message=str(exc)) from exc
+            return await self._fetch_tenant_token()
+
+    async def _fetch_tenant_token(self) -> str:
+        """``POST /open-apis/auth/v3/tenant_access_token/internal`` through the shared client: never redirected, so
+        the app secret reaches ``FEISHU_DOMAIN`` only. Cached where lark-oapi's ``TokenManager`` keeps it."""
+        what = "getting the tenant access token"
+        body = CreateTokenRequestBody.builder().app_id(self._config.app_id).app_secret(self._config.app_secret).build()
+        request = CreateSelfTenantTokenRequestBuilder(CreateSelfTenantTokenRequest()).request_body(body).build()
+        try:
+            raw = await self._transport.send(request, None)
+            reply = JSON.unmarshal(str(raw.content or b"", "utf-8"), AccessTokenResponse)
+        except (TransportClosed, ForeignUrl) as exc:
+            raise FeishuApiError(what, code=None, message=str(exc)) from exc
+        except (httpx.HTTPError, ValueError) as exc:  # network failure, or a body that is not JSON (a redirect …)
+            raise FeishuApiError(what, code=None, message=f"{type(exc).__name__}: {exc}") from exc
+        token = reply.tenant_access_token
+        if not _is_success(raw.status_code) or not reply.success() or not token:
+            raise FeishuApiError(what, code=reply.code, message=reply.msg or "no token", status=raw.status_code)
+        expire = time.time() + (reply.expire or 0) - 10 * 60  # renewed 10 minutes early, as lark-oapi does
+        TokenManager.cache.set(self._token_key, token, int(expire))
+        return token
 
     def _forget_token(self) -> None:
         TokenManager.cache.set(self._token_key, "", 0)
@@ -408,7 +447,7 @@ class FeishuRest:
             token = await self._tenant_token() if request.token_types else None
             try:
                 response = await exchange(token)
-            except TransportClosed as exc:
+            except (TransportClosed, ForeignUrl) as exc:
                 raise FeishuApiError(what, code=None, message=str(exc)) from exc
             except (httpx.HTTPError, ValueError) as exc:  # network failure, or a body that is not JSON
                 transient_failures += 1
@@ -535,6 +574,11 @@ class FeishuRest:
         body = PatchMessageRequestBody.builder().content(content).build()
         request = PatchMessageRequest.builder().message_id(message_id).request_body(body).build()
         await self.call(f"updating message {message_id}", request, PatchMessageResponse, max_wait_s=max_wait_s)
+
+    async def delete_message(self, message_id: str) -> None:
+        """Recall a message the bot sent (``DELETE /im/v1/messages/{id}``; ``im:message:send_as_bot`` allows it)."""
+        request = DeleteMessageRequest.builder().message_id(message_id).build()
+        await self.call(f"recalling message {message_id}", request, DeleteMessageResponse)
 
     async def add_reaction(self, message_id: str, emoji_type: str) -> str | None:
         body = CreateMessageReactionRequestBody.builder().reaction_type(
