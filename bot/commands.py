@@ -168,12 +168,12 @@ async def _reset(app: Application, message: IncomingMessage, _: str) -> str:
 
 
 async def _pause(app: Application, _message: IncomingMessage, _: str) -> str:
-    app.paused = True
-    return "Paused: new questions get a polite 'back soon' until an admin runs /resume."
+    await app.set_paused(True)
+    return "Paused: new questions get a polite 'back soon' until an admin runs /resume (every replica, restarts too)."
 
 
 async def _resume(app: Application, _message: IncomingMessage, _: str) -> str:
-    app.paused = False
+    await app.set_paused(False)
     return "Resumed: I'm answering questions again."
 
 

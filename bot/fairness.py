@@ -3,7 +3,9 @@
 When a slot frees up, the next turn goes to the waiting user with the fewest turns running (ties: the user who
 has waited longest for a turn); each user's own questions keep their order. So one user's burst of 30 questions
 cannot hold back another user's single question by more than about one slot's worth of work. A user may have
-at most ``max_pending_per_user`` questions waiting or running; the next one raises ``TooManyPending``.
+at most ``max_pending_per_user`` questions waiting or running; the next one raises ``TooManyPending``. (The
+application checks the same limit across replicas before it accepts a question, counting the user's unfinished
+jobs in the shared journal; this check is the per-process backstop.)
 
 Use one scheduler per process, from the event loop's thread. Example::
 

@@ -1,13 +1,17 @@
 """Per-user rate limit (token bucket), daily quota, and the polite sentences that explain them.
 
-Admins are exempt from both when an ``exempt`` predicate is given (e.g. ``CoreSettings.is_admin``).
+Admins are exempt from both when an ``exempt`` predicate is given (e.g. ``CoreSettings.is_admin``). With
+``buckets`` (the state store's ``controls``) the buckets live in the store, so every replica takes from one bucket
+per user and a restart does not refill them; ``acquire`` uses them, and falls back to this process's own bucket
+while the store fails.
 
 Example::
 
-    limiter = RateLimiter(access.rate_limit_per_minute, access.rate_limit_burst, exempt=core.is_admin)
+    limiter = RateLimiter(access.rate_limit_per_minute, access.rate_limit_burst, exempt=core.is_admin,
+                          buckets=store.controls)
     quota = QuotaChecker(access.daily_quota, store.audit.count_for_user, zone(access.quota_timezone),
                          exempt=core.is_admin)
-    if (wait := limiter.try_acquire(user.key)) is not None:
+    if (wait := await limiter.acquire(user.key)) is not None:
         await reply.fail(rate_limit_reply(wait))
     elif (reset_in := await quota.check(user.key)) is not None:
         await reply.fail(quota_reply(access.daily_quota, reset_in))
@@ -23,11 +27,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from datetime import time as day_time
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Exempt = Callable[[str], bool]
+
+
+class TokenBuckets(Protocol):
+    """Shared token buckets (``bot.store.base.ControlStore.take``)."""
+
+    async def take(self, bucket: str, rate_per_s: float, burst: int) -> float: ...
 
 
 @dataclass(slots=True)
@@ -41,7 +52,7 @@ class RateLimiter:
 
     ``per_minute <= 0`` turns it off. Memory stays bounded: buckets that have refilled completely are
     forgotten (a fresh bucket is full, so nothing changes for the user), and at most ``max_users`` buckets
-    are kept (the least recently used go first).
+    are kept (the least recently used go first). ``buckets``: shared buckets for ``acquire`` (see the module).
     """
 
     def __init__(
@@ -52,6 +63,7 @@ class RateLimiter:
         *,
         exempt: Exempt | None = None,
         max_users: int = 100_000,
+        buckets: TokenBuckets | None = None,
     ) -> None:
         self.per_minute = per_minute
         self.burst = max(int(burst), 1)
@@ -60,6 +72,7 @@ class RateLimiter:
         self._exempt = exempt
         self._max_users = max(max_users, 1)
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._shared = buckets
 
     @property
     def enabled(self) -> bool:
@@ -88,6 +101,23 @@ class RateLimiter:
             bucket.tokens -= 1.0
             return None
         wait = (1.0 - bucket.tokens) / self._rate
+        logger.info("rate limit: %s must wait %.1f s", user_key, wait)
+        return wait
+
+    async def acquire(self, user_key: str) -> float | None:
+        """Take one token from the user's shared bucket: None when allowed, else the seconds until the next token.
+
+        Without shared buckets, or while the store fails, this process's own bucket decides (``try_acquire``).
+        """
+        if self._shared is None or not self.enabled or (self._exempt is not None and self._exempt(user_key)):
+            return self.try_acquire(user_key)
+        try:
+            wait = await self._shared.take(f"rate:{user_key}", self._rate, self.burst)
+        except Exception:
+            logger.warning("rate limit: the shared bucket of %s failed; using this process's", user_key, exc_info=True)
+            return self.try_acquire(user_key)
+        if wait <= 0:
+            return None
         logger.info("rate limit: %s must wait %.1f s", user_key, wait)
         return wait
 

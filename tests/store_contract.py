@@ -15,18 +15,24 @@ from bot.store.codec import decode_message, encode_file, encode_message
 from bot.types import ChatType, ConversationKey, FileRef, ImageSegment, IncomingMessage, TextSegment, User
 
 __all__ = [
+    "test_a_stalled_owner_can_neither_finish_nor_overwrite_a_job_taken_over",
     "test_accept_a_duplicate_id_is_refused_and_keeps_the_first",
     "test_accept_mark_and_get_keep_every_field",
     "test_cache_returns_answers_until_their_ttl",
     "test_claim_after_ttl_is_new_again",
     "test_claim_twice_is_a_duplicate",
     "test_concurrent_take_over_never_hands_a_job_twice",
+    "test_concurrent_token_takes_never_exceed_the_burst",
+    "test_controls_hold_values_until_changed_or_expired",
     "test_expire_jobs_deletes_finished_jobs_and_keeps_unfinished",
     "test_files_are_idempotent_per_hash_and_newest_win_the_limit",
     "test_include_live_takes_every_unfinished_job",
+    "test_pending_counts_a_users_unfinished_jobs",
+    "test_renew_answers_which_jobs_are_still_ours",
     "test_renew_keeps_a_job_from_being_taken",
     "test_reset_clears_one_conversation_only",
     "test_take_over_returns_only_expired_unfinished_jobs",
+    "test_token_bucket_refuses_past_the_burst_and_refills",
     "test_turns_come_oldest_first_within_the_limit",
 ]
 
@@ -259,3 +265,83 @@ async def test_cache_returns_answers_until_their_ttl(store: Store) -> None:
     assert await store.cache.get_answer(CONVERSATION, "k2") == "long-lived"
     await store.cache.put_answer(CONVERSATION, "k2", "replaced", LONG_S)
     assert await store.cache.get_answer(CONVERSATION, "k2") == "replaced"
+
+
+async def test_renew_answers_which_jobs_are_still_ours(store: Store) -> None:
+    for job_id in ("ours", "finished", "expired"):
+        assert await store.jobs.accept(_job(job_id), "replica-a", LONG_S)
+    assert await store.jobs.accept(_job("theirs"), "replica-b", LONG_S)
+    assert await store.jobs.mark("finished", JobState.ANSWERED, owner="replica-a")
+
+    still_ours = await store.jobs.renew("replica-a", ["ours", "finished", "theirs", "no-such-job"], LONG_S)
+
+    assert still_ours == {"ours"}
+    assert await store.jobs.renew("replica-a", [], LONG_S) == set()
+
+
+async def test_a_stalled_owner_can_neither_finish_nor_overwrite_a_job_taken_over(store: Store) -> None:
+    """Replica A stalls past its lease; B takes the job over. A must learn it lost the job and change nothing."""
+    assert await store.jobs.accept(_job("q1"), "replica-a", SHORT_S)
+    assert await store.jobs.mark("q1", JobState.RUNNING, owner="replica-a", reply_state={"placeholder": "ts-1"})
+    assert not await store.jobs.mark("q1", JobState.RUNNING, owner="replica-b"), "B does not own it yet"
+    await asyncio.sleep(PAST_SHORT_S)  # A stalls: its lease runs out
+    [taken] = await store.jobs.take_over("replica-b", LONG_S)
+    assert (taken.owner, taken.reply_state) == ("replica-b", {"placeholder": "ts-1"})
+
+    assert await store.jobs.renew("replica-a", ["q1"], LONG_S) == set()  # A wakes up: not ours any more
+    assert not await store.jobs.mark("q1", JobState.RUNNING, owner="replica-a", reply_state={"placeholder": "A"})
+    assert not await store.jobs.mark("q1", JobState.ANSWERED, owner="replica-a")
+    job = await store.jobs.get("q1")
+    assert job is not None
+    assert (job.state, job.owner, job.reply_state) == (JobState.RUNNING, "replica-b", {"placeholder": "ts-1"})
+
+    delivered = {"placeholder": "ts-1", "d": "1"}
+    assert await store.jobs.mark("q1", JobState.RUNNING, owner="replica-b", reply_state=delivered)
+    assert await store.jobs.mark("q1", JobState.ANSWERED, owner="replica-b")
+    assert not await store.jobs.mark("q1", JobState.FAILED, owner="replica-b"), "a finished job is final"
+    job = await store.jobs.get("q1")
+    assert job is not None and job.state is JobState.ANSWERED and job.reply_state["d"] == "1"
+    assert await store.jobs.unfinished() == []
+
+
+async def test_pending_counts_a_users_unfinished_jobs(store: Store) -> None:
+    for job_id in ("a1", "a2", "a3"):
+        assert await store.jobs.accept(_job(job_id, user="slack:U1"), "replica-a", LONG_S)
+    assert await store.jobs.accept(_job("b1", user="slack:U2"), "replica-b", LONG_S)
+    await store.jobs.mark("a2", JobState.RUNNING)
+    await store.jobs.mark("a3", JobState.ANSWERED)
+
+    assert await store.jobs.pending_for("slack:U1") == 2
+    assert await store.jobs.pending_for("slack:U2") == 1
+    assert await store.jobs.pending_for("slack:U-nobody") == 0
+
+
+async def test_controls_hold_values_until_changed_or_expired(store: Store) -> None:
+    assert await store.controls.get("paused") is None
+    await store.controls.put("paused", "1")
+    assert await store.controls.get("paused") == "1"
+    await store.controls.put("paused", "2")
+    assert await store.controls.get("paused") == "2"
+    await store.controls.put("paused", None)
+    assert await store.controls.get("paused") is None
+    await store.controls.put("notice", "soon", ttl_s=SHORT_S)
+    assert await store.controls.get("notice") == "soon"
+    await asyncio.sleep(PAST_SHORT_S)
+    assert await store.controls.get("notice") is None
+
+
+async def test_token_bucket_refuses_past_the_burst_and_refills(store: Store) -> None:
+    rate = 1 / SHORT_S  # one token per SHORT_S
+    assert [await store.controls.take("rate:slack:U1", rate, 2) for _ in range(2)] == [0.0, 0.0]
+    wait = await store.controls.take("rate:slack:U1", rate, 2)
+    assert 0 < wait <= SHORT_S + 0.01
+    assert await store.controls.take("rate:slack:U2", rate, 2) == 0.0, "every user has a bucket of their own"
+    await asyncio.sleep(PAST_SHORT_S)  # refilled (and never above the burst)
+    assert [await store.controls.take("rate:slack:U1", rate, 2) > 0 for _ in range(3)] == [False, False, True]
+    assert await store.controls.take("rate:slack:U1", 0.0, 2) == 0.0, "a rate of 0 is no limit"
+
+
+async def test_concurrent_token_takes_never_exceed_the_burst(store: Store) -> None:
+    waits = await asyncio.gather(*(store.controls.take("rate:slack:U9", 0.01, 3) for _ in range(12)))
+    assert sum(1 for wait in waits if wait == 0.0) == 3
+    assert all(wait > 0 for wait in waits if wait != 0.0)

@@ -288,3 +288,41 @@ async def test_redis_down_at_open_is_a_clear_error(tmp_path: Path) -> None:
 )
 def test_redact_url_hides_every_form_of_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+async def test_replicas_share_the_pause_flag_one_bucket_per_user_and_pending_counts(
+    replicas: tuple[RedisStore, RedisStore],
+) -> None:
+    first, second = replicas
+    await first.controls.put("paused", "1")
+    assert await second.controls.get("paused") == "1"
+    assert await first.controls.take("rate:slack:U1", 0.01, 2) == 0.0
+    assert await second.controls.take("rate:slack:U1", 0.01, 2) == 0.0
+    assert await first.controls.take("rate:slack:U1", 0.01, 2) > 0, "two replicas took from one bucket"
+    assert await second.controls.take("rate:slack:U1", 0.01, 2) > 0
+    assert await first.jobs.accept(Job("q1", "slack", "slack:T1:C1", "slack:U1", "{}"), "replica-a", 60)
+    assert await second.jobs.accept(Job("q2", "slack", "slack:T1:C1", "slack:U1", "{}"), "replica-b", 60)
+    assert await first.jobs.pending_for("slack:U1") == await second.jobs.pending_for("slack:U1") == 2
+
+
+async def test_ttls_of_finished_jobs_and_idle_conversations_come_from_the_settings(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    await _flushed(redis_server)
+    for key, value in {
+        "STORE_URL": redis_server.url, "DATA_DIR": str(tmp_path / "data"),
+        "CONVERSATION_RETENTION_DAYS": "2", "DEDUPE_TTL_S": "600",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(f"PEEKBOT_{key}", value)
+    store = open_store(Settings())
+    await store.open()
+    client = aioredis.from_url(redis_server.url, decode_responses=True)
+    try:
+        assert await store.jobs.accept(_job("done"), "me", lease_s=30)
+        assert await store.jobs.mark("done", JobState.ANSWERED, owner="me")
+        await store.conversations.add_turn("c1", "user", "hello")
+        assert 590 <= await client.ttl("peekbot:job:done") <= 600
+        assert 2 * 86400 - 10 <= await client.ttl("peekbot:conv:c1:turns") <= 2 * 86400
+    finally:
+        await client.aclose()
+        await store.close()

@@ -54,7 +54,12 @@ def open_store(settings: Settings) -> Store:
         from bot.store.redis import RedisStore
 
         data_dir.mkdir(parents=True, exist_ok=True)
-        return RedisStore(url, SQLiteStore(data_dir / STATE_FILE, synchronous=synchronous))
+        return RedisStore(
+            url,
+            SQLiteStore(data_dir / STATE_FILE, synchronous=synchronous),
+            finished_job_ttl_s=core.dedupe_ttl_s,  # a finished job also dedupes redeliveries of its message
+            conversation_ttl_s=core.conversation_retention_days * 86400.0,
+        )
     scheme = url.split("://", 1)[0] if "://" in url else url
     raise ValueError(
         f"PEEKBOT_STORE_URL must be sqlite:///path/to/state.db (three slashes) or redis://host:6379/0, "

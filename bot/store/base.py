@@ -1,14 +1,14 @@
-"""The state store's interface: dedupe keys, the job journal, conversations, documents, audit and cache.
+"""The state store's interface: dedupe keys, the job journal, conversations, documents, audit, cache and controls.
 
 One embedded SQLite file (``bot.store.sqlite``) implements all of it; a shared store for several replicas
-(``bot.store.redis``) implements the parts replicas must agree on (dedupe, jobs, conversations, cache) and
+(``bot.store.redis``) implements the parts replicas must agree on (dedupe, jobs, conversations, cache, controls) and
 keeps the rest in the local SQLite file. Every method is async; implementations never block the event loop.
 Nothing here stores image bytes or file contents: only hashes, page text and message metadata.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -66,13 +66,23 @@ class JobJournal(Protocol):
         job_id: str,
         state: JobState,
         *,
+        owner: str | None = None,
         reply_state: dict[str, str] | None = None,
         error: str = "",
-    ) -> None:
-        """Move a job to ``state`` (running / answered / failed); ``reply_state`` replaces the stored one."""
+    ) -> bool:
+        """Move a job to ``state`` (running / answered / failed); ``reply_state`` replaces the stored one.
 
-    async def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> None:
-        """Extend ``owner``'s leases on unfinished jobs."""
+        With ``owner`` it happens only while the job is unfinished and leased to ``owner``, atomically (a process
+        that lost its lease to another cannot finish the job, nor overwrite the new owner's reply state).
+        Returns whether the job was changed.
+        """
+
+    async def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> set[str]:
+        """Extend ``owner``'s leases on unfinished jobs; returns the ids still ours (unfinished and owned by us).
+
+        A job missing from the answer was taken over by another process (or finished, or expired): its owner
+        must leave its reply alone.
+        """
 
     async def take_over(self, owner: str, lease_s: float, *, include_live: bool = False) -> list[Job]:
         """Claim unfinished jobs whose lease ran out (all unfinished jobs when ``include_live``).
@@ -84,6 +94,9 @@ class JobJournal(Protocol):
     async def get(self, job_id: str) -> Job | None: ...
 
     async def unfinished(self) -> list[Job]: ...
+
+    async def pending_for(self, user: str) -> int:
+        """How many unfinished jobs (accepted or running, on any replica) ``user`` has."""
 
     async def expire_jobs(self, older_than_s: float) -> int:
         """Delete finished jobs older than ``older_than_s``; returns how many."""
@@ -106,7 +119,8 @@ class StoredFile:
 
 
 class ConversationStore(Protocol):
-    async def add_turn(self, conversation: str, role: str, text: str) -> None: ...
+    async def add_turn(self, conversation: str, role: str, text: str, *, message_id: str = "") -> None:
+        """Append a turn; ``message_id`` names the chat message it belongs to (a question and its answer share it)."""
 
     async def turns(self, conversation: str, limit: int) -> list[StoredTurn]:
         """The last ``limit`` turns, oldest first."""
@@ -119,6 +133,15 @@ class ConversationStore(Protocol):
 
     async def reset(self, conversation: str) -> bool:
         """Forget turns, files, documents and cached answers of the conversation; True if there was any."""
+
+    async def forget_message(self, conversation: str, message_id: str) -> int:
+        """A message was deleted: forget its turns (the question and the answer to it) and the conversation's cached
+        answers. Returns how many turns went."""
+
+    async def forget_files(self, scope: str, withdrawn: Callable[[str], bool]) -> list[str]:
+        """Files were deleted: forget the files ``withdrawn(file_ref)`` picks, with the documents made from them and
+        the cached answers, in the conversation ``scope`` and every conversation under it (``scope`` + ``:``…);
+        an empty ``scope`` means everywhere. Returns the conversations that had such files."""
 
     async def expire_conversations(self, older_than_s: float) -> int:
         """Delete conversations idle for longer than ``older_than_s``; returns how many."""
@@ -158,6 +181,11 @@ class DocumentIndex(Protocol):
 
     async def search(self, document_ids: Sequence[str], query: str, limit: int) -> list[PageHit]:
         """Full-text search (SQLite FTS5, bm25) over the pages of the given documents, best first."""
+
+    async def forget_documents(self, conversation: str, keep: Collection[str]) -> int:
+        """Unlink the conversation's documents except those whose id is in ``keep`` (the content hashes of the files
+        it still has; image sets are never kept), then delete the documents, page text and transcriptions no
+        conversation uses any more. Returns how many documents were unlinked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +232,23 @@ class AnswerCache(Protocol):
     async def put_answer(self, conversation: str, key: str, answer: str, ttl_s: float) -> None: ...
 
 
+class ControlStore(Protocol):
+    """Small shared values that every replica obeys (the pause flag) and per-user token buckets (rate limits)."""
+
+    async def get(self, name: str) -> str | None:
+        """The value stored under ``name``; None when unset or expired."""
+
+    async def put(self, name: str, value: str | None, ttl_s: float | None = None) -> None:
+        """Store ``value`` under ``name`` (for ``ttl_s``, or until changed); None deletes it."""
+
+    async def take(self, bucket: str, rate_per_s: float, burst: int) -> float:
+        """Take one token from the bucket (created full: ``burst`` tokens, refilled at ``rate_per_s``), atomically.
+
+        Returns 0.0 when a token was taken, else the seconds until the next one (nothing is taken then). The store
+        keeps time itself, so replicas on different hosts share one bucket per name.
+        """
+
+
 class Store(Protocol):
     """The whole store: one object per process, opened at start and closed at stop."""
 
@@ -213,6 +258,7 @@ class Store(Protocol):
     documents: DocumentIndex
     audit: AuditLog
     cache: AnswerCache
+    controls: ControlStore
 
     async def open(self) -> None: ...
 

@@ -1,7 +1,8 @@
 """A Redis-backed store for several replicas of the bot (``PEEKBOT_STORE_URL=redis://host:6379/0``).
 
 Replicas must agree on what was already seen (dedupe keys), on who answers which question (the job journal
-and its leases), on each conversation's turns and files, and on cached answers: those live in Redis.
+and its leases), on each conversation's turns and files, on cached answers and on the controls (the pause flag,
+rate-limit buckets): those live in Redis.
 Documents (page text and the full-text index) and the audit log stay in each replica's LOCAL SQLite file:
 page text is a cache that any replica can rebuild from the conversation's files, and every replica keeps
 the audit of the questions it answered. The per-user count of answered questions (the daily quota) is shared.
@@ -18,6 +19,12 @@ Keys (all under ``key_prefix``):
   with a TTL); ``conversations``: sorted set of conversations scored by last activity. Activity refreshes
   the conversation keys' TTL, so an idle conversation disappears even when nothing calls the expiry job.
 - ``asked:<user>``: sorted set of the user's answered question ids scored by time (last two days), for quotas.
+- ``control:<name>``: a shared value such as the pause flag; ``bucket:<name>``: a rate-limit token bucket (hash of
+  tokens and time, a Lua script with the server's clock takes tokens; it expires once full again).
+
+TTLs come from the settings (``open_store``): finished jobs are kept as long as dedupe keys
+(``PEEKBOT_DEDUPE_TTL_S``), an idle conversation's keys for ``PEEKBOT_CONVERSATION_RETENTION_DAYS``, cached answers
+and dedupe keys for the TTL their callers pass.
 
 The take-over script reads job hashes whose names it builds from the prefix, so use a single Redis server
 (or a primary with replicas/Sentinel), not Redis Cluster.
@@ -29,10 +36,10 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+from bot.redact import redact, redact_url, url_secrets
 from bot.store.base import AuditLog, AuditRecord, AuditSummary, DocumentIndex, Job, JobState, StoredFile, StoredTurn
 
 try:
@@ -46,49 +53,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_SECRET_QUERY_KEYS = {"password", "pass", "passwd", "secret", "token"}
-
 
 class StoreUnavailable(RuntimeError):
     """The shared store cannot be reached or refused the connection."""
 
 
-def redact_url(url: str) -> str:
-    """``url`` without secrets: a password (or lone user-info) becomes ``***``; so does a ``password=`` query."""
-    try:
-        parts = urlsplit(url)
-        host = parts.netloc.rpartition("@")[2]
-        if parts.password is not None:
-            netloc = f"{parts.username or ''}:***@{host}"
-        elif parts.username:
-            netloc = f"***@{host}"
-        else:
-            netloc = host
-        query = urlencode(
-            [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in parse_qsl(parts.query, True)],
-            safe="*",
-        )
-        shown = f"{parts.scheme}://{netloc}{parts.path}"
-        return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
-    except ValueError:
-        return "<unparseable Redis URL>"
-
-
-def _secrets_in(url: str) -> list[str]:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return []
-    found = [parts.password, parts.username if parts.password is None else None]
-    found += [v for k, v in parse_qsl(parts.query, True) if k.lower() in _SECRET_QUERY_KEYS]
-    secrets = [s for s in found if s]
-    return sorted({*secrets, *(unquote(s) for s in secrets)}, key=len, reverse=True)
-
-
 def _scrub(text: str, url: str) -> str:
-    for secret in _secrets_in(url):
+    """``text`` without the secrets of ``url`` (even short ones) nor any other credential."""
+    for secret in url_secrets(url):
         text = text.replace(secret, "***")
-    return text
+    return redact(text)
 
 
 def _ms(seconds: float) -> int:
@@ -129,12 +103,15 @@ return 1
 )
 
 # KEYS: job hash, unfinished zset, finished zset.
-# ARGV: job id, new state, '1' when reply_state is given, reply_state JSON, error, finished ttl ms.
+# ARGV: job id, new state, '1' when reply_state is given, reply_state JSON, error, finished ttl ms,
+# owner ('' = whoever holds it; else only while the job is unfinished and leased to that owner).
 _MARK = (
     _LUA_PRELUDE
     + """
-local current = redis.call('HGET', KEYS[1], 'state')
+local fields = redis.call('HMGET', KEYS[1], 'state', 'owner')
+local current = fields[1]
 if not current then return 0 end
+if ARGV[7] ~= '' and (fields[2] ~= ARGV[7] or finished(current)) then return 0 end
 local t = now()
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', fmt(t), 'error', ARGV[5])
 if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'reply_state', ARGV[4]) end
@@ -156,16 +133,50 @@ _RENEW = (
     _LUA_PRELUDE
     + """
 local lease = fmt(now() + tonumber(ARGV[2]))
-local renewed = 0
+local renewed = {}
 for i = 2, #KEYS do
   local fields = redis.call('HMGET', KEYS[i], 'owner', 'state')
   if fields[1] == ARGV[1] and fields[2] and not finished(fields[2]) then
     redis.call('HSET', KEYS[i], 'lease_until', lease)
     redis.call('ZADD', KEYS[1], lease, ARGV[i + 1])
-    renewed = renewed + 1
+    renewed[#renewed + 1] = ARGV[i + 1]
   end
 end
 return renewed
+"""
+)
+
+# KEYS: unfinished zset. ARGV: user, job key prefix. The unfinished set is small (bounded by the queues).
+_PENDING_FOR = (
+    _LUA_PRELUDE
+    + """
+local count = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local fields = redis.call('HMGET', ARGV[2] .. id, 'user', 'state')
+  if fields[1] == ARGV[1] and fields[2] and not finished(fields[2]) then count = count + 1 end
+end
+return count
+"""
+)
+
+# KEYS: bucket hash. ARGV: tokens per second, burst. Returns '0' when a token was taken, else the seconds to wait.
+# A bucket that has refilled completely is the same as none, so the key expires then.
+_TAKE_TOKEN = (
+    _LUA_PRELUDE
+    + """
+local t = now()
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local fields = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens = capacity
+if fields[1] then
+  tokens = math.min(capacity, tonumber(fields[1]) + math.max(t - tonumber(fields[2]), 0) * rate)
+end
+if tokens < 1 then return fmt((1 - tokens) / rate) end
+tokens = tokens - 1
+redis.call('HSET', KEYS[1], 'tokens', fmt(tokens), 'updated', fmt(t))
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((capacity - tokens) / rate * 1000)))
+return '0'
 """
 )
 
@@ -216,6 +227,21 @@ return 1
 """
 _SEQ_FIELD = "#seq"
 
+# KEYS: turns list. ARGV: message id. Removes the turns of one chat message; returns how many.
+_FORGET_TURNS = """
+local removed = 0
+for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local ok, turn = pcall(cjson.decode, item)
+  if ok and type(turn) == 'table' and turn.message_id == ARGV[1] then
+    removed = removed + redis.call('LREM', KEYS[1], 0, item)
+  end
+end
+return removed
+"""
+FORGET_BATCH = 500
+"""Conversations whose files one round trip reads when deleted files are looked for."""
+_GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*?[]"})
+
 
 class _Keys:
     """Key names under one prefix."""
@@ -229,6 +255,12 @@ class _Keys:
 
     def dedupe(self, key: str) -> str:
         return f"{self.prefix}dedupe:{key}"
+
+    def control(self, name: str) -> str:
+        return f"{self.prefix}control:{name}"
+
+    def bucket(self, name: str) -> str:
+        return f"{self.prefix}bucket:{name}"
 
     def asked(self, user: str) -> str:
         return f"{self.prefix}asked:{user}"
@@ -311,6 +343,7 @@ class RedisJobJournal(_Part):
         self._mark = owner.register(_MARK)
         self._renew = owner.register(_RENEW)
         self._take_over = owner.register(_TAKE_OVER)
+        self._pending_for = owner.register(_PENDING_FOR)
 
     async def accept(self, job: Job, owner: str, lease_s: float) -> bool:
         keys = [self._keys.job(job.job_id), self._keys.unfinished, self._keys.finished]
@@ -323,9 +356,10 @@ class RedisJobJournal(_Part):
         job_id: str,
         state: JobState,
         *,
+        owner: str | None = None,
         reply_state: dict[str, str] | None = None,
         error: str = "",
-    ) -> None:
+    ) -> bool:
         keys = [self._keys.job(job_id), self._keys.unfinished, self._keys.finished]
         args = [
             job_id,
@@ -334,15 +368,22 @@ class RedisJobJournal(_Part):
             json.dumps(reply_state or {}),
             error,
             _ms(self._owner.finished_job_ttl_s),
+            owner or "",
         ]
-        if not await self._mark(keys=keys, args=args):
+        if await self._mark(keys=keys, args=args):
+            return True
+        if owner is None:
             log.warning("job %s is not in the journal (expired?); state %s not recorded", job_id, state)
+        else:
+            log.info("job %s is no longer %s's; not marked %s", job_id, owner, JobState(state).value)
+        return False
 
-    async def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> None:
-        if not job_ids:
-            return
-        keys = [self._keys.unfinished, *(self._keys.job(job_id) for job_id in job_ids)]
-        await self._renew(keys=keys, args=[owner, repr(float(lease_s)), *job_ids])
+    async def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> set[str]:
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return set()
+        keys = [self._keys.unfinished, *(self._keys.job(job_id) for job_id in ids)]
+        return {str(job_id) for job_id in await self._renew(keys=keys, args=[owner, repr(float(lease_s)), *ids])}
 
     async def take_over(self, owner: str, lease_s: float, *, include_live: bool = False) -> list[Job]:
         args = [owner, repr(float(lease_s)), "1" if include_live else "0", self._keys.job_prefix]
@@ -367,6 +408,9 @@ class RedisJobJournal(_Part):
         jobs = [_job_from_hash(raw) for raw in hashes if raw]
         return sorted((job for job in jobs if not job.state.finished), key=lambda job: (job.created_at, job.job_id))
 
+    async def pending_for(self, user: str) -> int:
+        return int(await self._pending_for(keys=[self._keys.unfinished], args=[user, self._keys.job_prefix]))
+
     async def expire_jobs(self, older_than_s: float) -> int:
         seconds, micros = await self._redis.time()  # finish times come from the server's clock
         cutoff = seconds + micros / 1e6 - older_than_s
@@ -383,8 +427,8 @@ class RedisJobJournal(_Part):
 
 
 class RedisConversations(_Part):
-    async def add_turn(self, conversation: str, role: str, text: str) -> None:
-        turn = json.dumps({"role": role, "text": text, "created_at": time.time()})
+    async def add_turn(self, conversation: str, role: str, text: str, *, message_id: str = "") -> None:
+        turn = json.dumps({"role": role, "text": text, "created_at": time.time(), "message_id": message_id})
         key = self._keys.turns(conversation)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.rpush(key, turn)
@@ -402,6 +446,7 @@ class RedisConversations(_Part):
     def __init__(self, owner: RedisStore) -> None:
         super().__init__(owner)
         self._add_file = owner.register(_ADD_FILE)
+        self._forget_turns = owner.register(_FORGET_TURNS)
 
     async def add_file(self, conversation: str, file_ref: str, content_hash: str) -> None:
         key = self._keys.files(conversation)
@@ -441,6 +486,51 @@ class RedisConversations(_Part):
         local = await self._owner.local.conversations.reset(conversation)
         return shared > 0 or local
 
+    async def forget_message(self, conversation: str, message_id: str) -> int:
+        if not message_id:
+            return 0
+        removed = int(await self._forget_turns(keys=[self._keys.turns(conversation)], args=[message_id]))
+        await self._forget_answers(conversation)
+        return removed
+
+    async def forget_files(self, scope: str, withdrawn: Callable[[str], bool]) -> list[str]:
+        """The shared files and answers here; the documents in this replica's local file (other replicas' local
+        page text is no longer reachable from the conversation and goes with its retention)."""
+        affected: list[str] = []
+        conversations = await self._conversations_in(scope)
+        for start in range(0, len(conversations), FORGET_BATCH):  # one round trip per batch of conversations
+            batch = conversations[start : start + FORGET_BATCH]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for conversation in batch:
+                    pipe.hgetall(self._keys.files(conversation))
+                all_files = await pipe.execute()
+            for conversation, raw in zip(batch, all_files, strict=True):
+                entries = {h: json.loads(value) for h, value in raw.items() if h != _SEQ_FIELD}
+                doomed = [h for h, entry in entries.items() if withdrawn(entry["file_ref"])]
+                if not doomed:
+                    continue
+                await self._redis.hdel(self._keys.files(conversation), *doomed)
+                await self._forget_answers(conversation)
+                await self._owner.local.documents.forget_documents(conversation, set(entries) - set(doomed))
+                affected.append(conversation)
+        return sorted(affected)
+
+    async def _conversations_in(self, scope: str) -> list[str]:
+        """The conversation ``scope`` and those under it (every conversation for an empty scope)."""
+        pattern = f"{scope.translate(_GLOB_SPECIAL)}:*" if scope else "*"
+        scan = self._redis.zscan_iter(self._keys.conversations, match=pattern, count=1000)
+        found = {str(conversation) async for conversation, _ in scan}
+        if scope and await self._redis.zscore(self._keys.conversations, scope) is not None:
+            found.add(scope)
+        return sorted(found)
+
+    async def _forget_answers(self, conversation: str) -> None:
+        index = self._keys.answer_index(conversation)
+        answers = await self._redis.smembers(index)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(index, *(self._keys.answer(conversation, key) for key in answers))
+            await pipe.execute()
+
     async def expire_conversations(self, older_than_s: float) -> int:
         cutoff = time.time() - older_than_s
         idle = await self._redis.zrangebyscore(self._keys.conversations, "-inf", cutoff)
@@ -461,6 +551,30 @@ class RedisAnswerCache(_Part):
             pipe.sadd(self._keys.answer_index(conversation), key)
             self._owner.touch_conversation(pipe, conversation)
             await pipe.execute()
+
+
+class RedisControls(_Part):
+    """The pause flag and the rate-limit buckets, shared by every replica (``control:<name>``, ``bucket:<name>``)."""
+
+    def __init__(self, owner: RedisStore) -> None:
+        super().__init__(owner)
+        self._take = owner.register(_TAKE_TOKEN)
+
+    async def get(self, name: str) -> str | None:
+        value = await self._redis.get(self._keys.control(name))
+        return None if value is None else str(value)
+
+    async def put(self, name: str, value: str | None, ttl_s: float | None = None) -> None:
+        if value is None:
+            await self._redis.delete(self._keys.control(name))
+        else:
+            await self._redis.set(self._keys.control(name), value, px=None if ttl_s is None else _ms(ttl_s))
+
+    async def take(self, bucket: str, rate_per_s: float, burst: int) -> float:
+        if rate_per_s <= 0:
+            return 0.0
+        wait = await self._take(keys=[self._keys.bucket(bucket)], args=[repr(float(rate_per_s)), max(int(burst), 1)])
+        return float(wait)
 
 
 class RedisAudit(_Part):
@@ -534,6 +648,7 @@ class RedisStore:
         self.jobs = RedisJobJournal(self)
         self.conversations = RedisConversations(self)
         self.cache = RedisAnswerCache(self)
+        self.controls = RedisControls(self)
         self.documents: DocumentIndex = local.documents
         self.audit: AuditLog = RedisAudit(self)
 

@@ -11,8 +11,9 @@ commits (the file stays consistent). ``PEEKBOT_STORE_SYNCHRONOUS=full`` fsyncs e
 too, at the price of one disk flush per accepted message.
 
 Several processes may open the same file: writes that must hand something to exactly one of them (``claim``,
-``accept``, ``take_over``) run in ``BEGIN IMMEDIATE`` transactions, which take the write lock before reading;
-``busy_timeout`` makes the others wait for it instead of failing.
+``accept``, ``take_over``, a token ``take``) run in ``BEGIN IMMEDIATE`` transactions, which take the write lock
+before reading; ``busy_timeout`` makes the others wait for it instead of failing. ``mark`` with an owner is one
+``UPDATE … WHERE owner = ?``: a process that lost a job's lease cannot finish it.
 
 Schema: ``PRAGMA user_version`` is the schema version; ``MIGRATIONS`` lists the steps in order and ``open()``
 applies the missing ones, each in its own transaction. A file written by a newer version is refused.
@@ -31,7 +32,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +44,7 @@ from bot.store.base import (
     AuditLog,
     AuditRecord,
     AuditSummary,
+    ControlStore,
     ConversationStore,
     DedupeStore,
     DocumentIndex,
@@ -179,6 +181,27 @@ MIGRATIONS: tuple[Migration, ...] = (
                 text TEXT NOT NULL,
                 created_at REAL NOT NULL
             ) WITHOUT ROWID""",
+        ),
+    ),
+    (
+        "shared controls (pause flag, rate-limit buckets) and each user's unfinished jobs",
+        (
+            "CREATE TABLE controls (name TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL) WITHOUT ROWID",
+            """CREATE TABLE token_buckets (
+                name TEXT PRIMARY KEY,
+                tokens REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                full_at REAL NOT NULL
+            ) WITHOUT ROWID""",
+            "CREATE INDEX token_buckets_full ON token_buckets (full_at)",
+            "CREATE INDEX jobs_user_unfinished ON jobs (user) WHERE state IN ('accepted', 'running')",
+        ),
+    ),
+    (
+        "turns name their chat message (deleted and recalled messages leave the history)",
+        (
+            "ALTER TABLE turns ADD COLUMN message_id TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX turns_message ON turns (conversation, message_id) WHERE message_id != ''",
         ),
     ),
 )
@@ -492,6 +515,54 @@ def _forget(conn: sqlite3.Connection, conversations: Sequence[str]) -> None:
     conn.execute("DELETE FROM documents WHERE document_id NOT IN (SELECT document_id FROM conversation_documents)")
 
 
+def _scope_condition(scope: str) -> tuple[str, tuple[str, ...]]:
+    """SQL matching the conversation ``scope`` and those under it (``scope:…``); everything for an empty scope."""
+    if not scope:
+        return "1", ()
+    # Conversations under the scope sort between "scope:" and "scope;" (";" follows ":"), so the index serves it.
+    return "(conversation = ? OR (conversation >= ? AND conversation < ?))", (scope, f"{scope}:", f"{scope};")
+
+
+def _unlink_documents(conn: sqlite3.Connection, conversation: str, keep: set[str]) -> int:
+    """Unlink the conversation's documents not in ``keep``; delete what no conversation uses any more (documents,
+    their pages and search entries, the transcriptions of those pages)."""
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT document_id FROM conversation_documents WHERE conversation = ?", (conversation,)
+        )
+        if row[0] not in keep
+    ]
+    if not ids:
+        return 0
+    conn.executemany(
+        "DELETE FROM conversation_documents WHERE conversation = ? AND document_id = ?",
+        [(conversation, document_id) for document_id in ids],
+    )
+    orphans = [
+        document_id
+        for document_id in ids
+        if conn.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM conversation_documents WHERE document_id = ?)", (document_id,)
+        ).fetchone()[0]
+    ]
+    if orphans:
+        marks = _placeholders(len(orphans))
+        transcribed = [
+            row[0]
+            for row in conn.execute(
+                f"SELECT DISTINCT page_hash FROM pages WHERE source = 'transcribed' AND document_id IN ({marks})",
+                orphans,
+            )
+        ]
+        conn.execute(f"DELETE FROM documents WHERE document_id IN ({marks})", orphans)  # pages follow by cascade
+        conn.executemany(
+            "DELETE FROM transcriptions WHERE page_hash = ? AND NOT EXISTS (SELECT 1 FROM pages WHERE page_hash = ?)",
+            [(page_hash, page_hash) for page_hash in transcribed],
+        )
+    return len(ids)
+
+
 class _Dedupe(_Part):
     """Dedupe keys with an expiry time."""
 
@@ -557,35 +628,43 @@ class _Journal(_Part):
         job_id: str,
         state: JobState,
         *,
+        owner: str | None = None,
         reply_state: dict[str, str] | None = None,
         error: str = "",
-    ) -> None:
+    ) -> bool:
         now = self._clock()
         encoded = json.dumps(dict(reply_state)) if reply_state is not None else None
+        sql = (
+            "UPDATE jobs SET state = ?, updated_at = ?, error = ?, reply_state = COALESCE(?, reply_state) "
+            "WHERE job_id = ?"
+        )
+        params: tuple[Any, ...] = (JobState(state).value, now, error, encoded, job_id)
+        if owner is not None:  # one statement: the owner check and the change cannot be separated
+            sql += f" AND owner = ? AND state IN {_UNFINISHED!r}"
+            params += (owner,)
 
         def mark(conn: sqlite3.Connection) -> int:
-            return conn.execute(
-                "UPDATE jobs SET state = ?, updated_at = ?, error = ?, reply_state = COALESCE(?, reply_state) "
-                "WHERE job_id = ?",
-                (JobState(state).value, now, error, encoded, job_id),
-            ).rowcount
+            return conn.execute(sql, params).rowcount
 
-        if not await self._transaction(mark):
+        if await self._transaction(mark):
+            return True
+        if owner is None:
             log.warning("state store: mark %s on unknown job %s", JobState(state).value, job_id)
+        else:
+            log.info("state store: job %s is no longer %s's; not marked %s", job_id, owner, JobState(state).value)
+        return False
 
-    async def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> None:
+    async def renew(self, owner: str, job_ids: Sequence[str], lease_s: float) -> set[str]:
         if not job_ids:
-            return
-        ids = list(job_ids)
+            return set()
+        ids = list(dict.fromkeys(job_ids))
         until = self._clock() + lease_s
 
-        def renew(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                f"UPDATE jobs SET lease_until = ? WHERE job_id = ? AND owner = ? AND state IN {_UNFINISHED!r}",
-                [(until, job_id, owner) for job_id in ids],
-            )
+        def renew(conn: sqlite3.Connection) -> set[str]:
+            sql = f"UPDATE jobs SET lease_until = ? WHERE job_id = ? AND owner = ? AND state IN {_UNFINISHED!r}"
+            return {job_id for job_id in ids if conn.execute(sql, (until, job_id, owner)).rowcount == 1}
 
-        await self._transaction(renew)
+        return await self._transaction(renew)
 
     async def take_over(self, owner: str, lease_s: float, *, include_live: bool = False) -> list[Job]:
         now = self._clock()
@@ -620,6 +699,10 @@ class _Journal(_Part):
         rows = await self._query(f"SELECT * FROM jobs WHERE state IN {_UNFINISHED!r} ORDER BY created_at, job_id")
         return [_job_from_row(row) for row in rows]
 
+    async def pending_for(self, user: str) -> int:
+        rows = await self._query(f"SELECT COUNT(*) FROM jobs WHERE user = ? AND state IN {_UNFINISHED!r}", (user,))
+        return int(rows[0][0])
+
     async def expire_jobs(self, older_than_s: float) -> int:
         cutoff = self._clock() - older_than_s
         return await self._transaction(
@@ -632,14 +715,14 @@ class _Journal(_Part):
 class _Conversations(_Part):
     """Turns and files of conversations, with their last activity for retention."""
 
-    async def add_turn(self, conversation: str, role: str, text: str) -> None:
+    async def add_turn(self, conversation: str, role: str, text: str, *, message_id: str = "") -> None:
         now = self._clock()
 
         def add(conn: sqlite3.Connection) -> None:
             _touch(conn, conversation, now)
             conn.execute(
-                "INSERT INTO turns (conversation, role, text, created_at) VALUES (?, ?, ?, ?)",
-                (conversation, role, text, now),
+                "INSERT INTO turns (conversation, role, text, created_at, message_id) VALUES (?, ?, ?, ?, ?)",
+                (conversation, role, text, now, message_id),
             )
 
         await self._transaction(add)
@@ -689,6 +772,41 @@ class _Conversations(_Part):
             return bool(had_any)
 
         return await self._transaction(reset)
+
+    async def forget_message(self, conversation: str, message_id: str) -> int:
+        if not message_id:
+            return 0
+
+        def forget(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(
+                "DELETE FROM turns WHERE conversation = ? AND message_id = ?", (conversation, message_id)
+            ).rowcount
+            conn.execute("DELETE FROM answers WHERE conversation = ?", (conversation,))
+            return removed
+
+        return await self._transaction(forget)
+
+    async def forget_files(self, scope: str, withdrawn: Callable[[str], bool]) -> list[str]:
+        def forget(conn: sqlite3.Connection) -> list[str]:
+            where, params = _scope_condition(scope)
+            files = conn.execute(f"SELECT id, conversation, file_ref FROM conversation_files WHERE {where}", params)
+            doomed = [(row["id"], row["conversation"]) for row in files if withdrawn(row["file_ref"])]
+            affected = {conversation for _, conversation in doomed}
+            documents = conn.execute(f"SELECT conversation, file_ref FROM conversation_documents WHERE {where}", params)
+            affected.update(row["conversation"] for row in documents if withdrawn(row["file_ref"]))
+            conn.executemany("DELETE FROM conversation_files WHERE id = ?", [(row_id,) for row_id, _ in doomed])
+            for conversation in sorted(affected):
+                keep = {
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT content_hash FROM conversation_files WHERE conversation = ?", (conversation,)
+                    )
+                }
+                _unlink_documents(conn, conversation, keep)
+                conn.execute("DELETE FROM answers WHERE conversation = ?", (conversation,))
+            return sorted(affected)
+
+        return await self._transaction(forget)
 
     async def expire_conversations(self, older_than_s: float) -> int:
         """Forget conversations idle for longer than ``older_than_s``, and old cached transcriptions no page uses."""
@@ -814,6 +932,10 @@ class _Documents(_Part):
 
         return await self._run(search)
 
+    async def forget_documents(self, conversation: str, keep: Collection[str]) -> int:
+        kept = set(keep)
+        return await self._transaction(lambda conn: _unlink_documents(conn, conversation, kept))
+
 
 class _Audit(_Part):
     """One record per question: no content, only lengths, hashes, latency and outcome."""
@@ -926,6 +1048,58 @@ class _Cache(_Part):
         await self._transaction(put)
 
 
+class _Controls(_Part):
+    """Small shared values (the pause flag) and token buckets (rate limits), kept across restarts."""
+
+    async def get(self, name: str) -> str | None:
+        rows = await self._query(
+            "SELECT value FROM controls WHERE name = ? AND (expires_at IS NULL OR expires_at > ?)",
+            (name, self._clock()),
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def put(self, name: str, value: str | None, ttl_s: float | None = None) -> None:
+        expires_at = None if ttl_s is None else self._clock() + ttl_s
+
+        def put(conn: sqlite3.Connection) -> None:
+            if value is None:
+                conn.execute("DELETE FROM controls WHERE name = ?", (name,))
+                return
+            conn.execute(
+                "INSERT INTO controls (name, value, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                (name, value, expires_at),
+            )
+
+        await self._transaction(put)
+
+    async def take(self, bucket: str, rate_per_s: float, burst: int) -> float:
+        """One token from ``bucket``; a bucket that has refilled completely is the same as none (its row goes)."""
+        capacity = float(max(int(burst), 1))
+        if rate_per_s <= 0:
+            return 0.0
+        now = self._clock()
+
+        def take(conn: sqlite3.Connection) -> float:
+            conn.execute("DELETE FROM token_buckets WHERE full_at <= ?", (now,))
+            row = conn.execute("SELECT tokens, updated_at FROM token_buckets WHERE name = ?", (bucket,)).fetchone()
+            tokens = capacity
+            if row is not None:
+                tokens = min(capacity, row[0] + max(now - row[1], 0.0) * rate_per_s)
+            if tokens < 1.0:
+                return (1.0 - tokens) / rate_per_s
+            tokens -= 1.0
+            conn.execute(
+                "INSERT INTO token_buckets (name, tokens, updated_at, full_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at, "
+                "full_at = excluded.full_at",
+                (bucket, tokens, now, now + (capacity - tokens) / rate_per_s),
+            )
+            return 0.0
+
+        return await self._transaction(take)
+
+
 class SQLiteStore:
     """The whole ``bot.store.base.Store`` in one SQLite file; its parts share one connection and worker thread.
 
@@ -955,6 +1129,7 @@ class SQLiteStore:
         self.documents: DocumentIndex = _Documents(self._database)
         self.audit: AuditLog = _Audit(self._database)
         self.cache: AnswerCache = _Cache(self._database)
+        self.controls: ControlStore = _Controls(self._database)
 
     async def open(self) -> None:
         if self._database.is_open:
