@@ -2,8 +2,13 @@
 
 Allowlist entries are ``platform:id``. A workspace matches ``platform:conversation.workspace`` (Slack team id,
 Feishu tenant key), a channel ``platform:conversation.channel``, a user ``user.key``; an empty list lets
-everyone in. The channel list limits group chats only: a direct message is governed by the user list.
-Admins are allowed users, and their commands pass every check but the workspace allowlist.
+everyone in. The workspace list also checks the sender's own organisation (``user.org``) when the adapter knows
+it: a guest from another company in a shared channel (Slack Connect) or an external Feishu chat is refused unless
+their workspace or tenant is listed too. The channel list limits group chats only: a direct message is governed
+by the user list. Admins are allowed users, and their commands pass every check but the workspace allowlist.
+
+A refused person hears the refusal at most once per ``REFUSAL_REPEAT_S`` (the application stays silent for the
+others and still audits them), so a refused user cannot make the bot post without limit.
 
 peekbot never speaks up in a group when nobody addressed it: a refused group message that neither mentions
 the bot nor is a platform command (e.g. a thread follow-up without a mention) gets a silent refusal.
@@ -33,6 +38,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONTACT = "the people who run peekbot"
 DM_ONLY_REPLY = "I only answer in direct messages here — send me a DM."
 MENTION_ONLY_REPLY = "Mention me to ask me something here."
+REFUSAL_REPEAT_S = 60.0
+"""A refused (or rate-limited) person is told why at most once in this many seconds; later refusals are silent."""
 
 _WORKSPACE_WORDS = {"feishu": "organization", "lark": "organization"}
 
@@ -41,7 +48,8 @@ _WORKSPACE_WORDS = {"feishu": "organization", "lark": "organization"}
 class Refusal:
     """Why a message is not answered, and what (if anything) to say in the chat.
 
-    ``reason`` is one of workspace_not_allowed, channel_not_allowed, user_not_allowed, dm_only, mention_only.
+    ``reason`` is one of workspace_not_allowed, org_not_allowed (the sender's own organisation),
+    channel_not_allowed, user_not_allowed, dm_only, mention_only.
     ``silent`` means: say nothing, the message was not meant for peekbot.
     """
 
@@ -98,6 +106,9 @@ class AccessPolicy:
         conversation = message.conversation
         if self._workspaces and f"{platform}:{conversation.workspace}" not in self._workspaces:
             return Refusal("workspace_not_allowed", self._workspace_reply(platform))
+        org = message.user.org
+        if self._workspaces and org and f"{platform}:{org}" not in self._workspaces:
+            return Refusal("org_not_allowed", self._org_reply(platform))
         is_admin = self._is_admin(message.user.key)
         if is_admin and is_command:
             return None
@@ -124,6 +135,13 @@ class AccessPolicy:
     def _workspace_reply(self, platform: str) -> str:
         word = _WORKSPACE_WORDS.get(platform, "workspace")
         return f"Sorry, this {word} isn't set up for peekbot. Please ask {self._contact} to enable it."
+
+    def _org_reply(self, platform: str) -> str:
+        word = _WORKSPACE_WORDS.get(platform, "workspace")
+        return (
+            f"Sorry, I only answer people from the {word}s I'm set up for, and yours isn't one of them. "
+            f"Please ask {self._contact} if you need access."
+        )
 
 
 def looks_like_a_command(message: IncomingMessage) -> bool:

@@ -14,7 +14,9 @@ app with several connections (e.g. one per replica): each event goes to one live
 (``seed`` makes the draw repeatable), and a re-push after no ack is drawn again, so it may reach another one.
 
 A reply with a ``uuid`` seen before answers with the message sent the first time (Feishu dedupes replies per
-``uuid`` for an hour); ``recall`` marks a message deleted as recalling it in the client does; CardKit's
+``uuid`` for an hour); ``recall`` marks a message deleted as recalling it in the client does (``recall_event``
+also returns the ``im.message.recalled_v1`` event to push), and the bot recalls its own messages with
+``DELETE /im/v1/messages/{id}``; CardKit's
 ``id_convert`` finds the card entity a card message shows. Reactions record who added them (the app, or a
 person through ``add_user_reaction``) and can be listed per emoji type a page at a time, as Feishu lists them.
 """
@@ -205,6 +207,8 @@ class FakeFeishu:
         """reaction_id → (operator_type "app" | "user", operator_id: the app id or the person's open_id)."""
         self.resources: dict[tuple[str, str], Resource] = {}
         self._faults: list[Fault] = []
+        self.redirects: dict[str, str] = {}
+        """Path → URL: requests to the path are answered with a 307 redirect there (same method and body)."""
         self._tokens: set[str] = set()
         self._uuids: dict[str, str] = {}
         self._connections: list[_Connection] = []
@@ -224,6 +228,7 @@ class FakeFeishu:
         app.router.add_get("/open-apis/bot/v3/info", self._bot_info)
         app.router.add_get("/open-apis/im/v1/messages/{message_id}", self._get_message)
         app.router.add_patch("/open-apis/im/v1/messages/{message_id}", self._patch_message)
+        app.router.add_delete("/open-apis/im/v1/messages/{message_id}", self._delete_message)
         app.router.add_post("/open-apis/im/v1/messages/{message_id}/reply", self._reply)
         app.router.add_post("/open-apis/im/v1/messages/{message_id}/reactions", self._add_reaction)
         app.router.add_get("/open-apis/im/v1/messages/{message_id}/reactions", self._list_reactions)
@@ -381,8 +386,12 @@ class FakeFeishu:
         parent_id: str = "",
         root_id: str = "",
         event_id: str | None = None,
+        sender_tenant_key: str | None = None,
     ) -> dict[str, Any]:
-        """An ``im.message.receive_v1`` event (schema 2.0); the message is stored as well."""
+        """An ``im.message.receive_v1`` event (schema 2.0); the message is stored as well.
+
+        ``sender_tenant_key`` makes the sender an external user from another tenant (the header keeps the app's).
+        """
         stored = self.add_message(
             chat_id=chat_id,
             msg_type=msg_type,
@@ -407,7 +416,7 @@ class FakeFeishu:
                 "sender": {
                     "sender_id": {"open_id": sender_open_id, "union_id": f"on_{sender_open_id}", "user_id": ""},
                     "sender_type": sender_type,
-                    "tenant_key": self.tenant_key,
+                    "tenant_key": sender_tenant_key or self.tenant_key,
                 },
                 "message": {
                     "message_id": stored.message_id,
@@ -470,6 +479,28 @@ class FakeFeishu:
     def recall(self, message_id: str) -> None:
         """Someone recalled (deleted) the message: it stays known to the server, marked deleted."""
         self.messages[message_id].deleted = True
+
+    def recall_event(self, message_id: str, *, recall_type: str = "message_owner") -> dict[str, Any]:
+        """Its author recalls the message: marked deleted, and the ``im.message.recalled_v1`` event is returned
+        (deliver it with ``push_event``)."""
+        self.recall(message_id)
+        return {
+            "schema": "2.0",
+            "header": {
+                "event_id": uuid.uuid4().hex,
+                "event_type": "im.message.recalled_v1",
+                "create_time": str(int(time.time() * 1000)),
+                "token": "",
+                "app_id": self.app_id,
+                "tenant_key": self.tenant_key,
+            },
+            "event": {
+                "message_id": message_id,
+                "chat_id": self.messages[message_id].chat_id,
+                "recall_time": str(int(time.time() * 1000)),
+                "recall_type": recall_type,
+            },
+        }
 
     def replies_to(self, message_id: str) -> list[StoredMessage]:
         replies = [m for m in self.messages.values() if m.parent_id == message_id and m.sender_type == "app"]
@@ -617,6 +648,8 @@ class FakeFeishu:
     # HTTP ----------------------------------------------------------------------------------------
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in self.redirects:
+            raise web.HTTPTemporaryRedirect(self.redirects[request.path])
         if not request.path.startswith("/open-apis/"):
             return await handler(request)
         body: Any = None
@@ -729,6 +762,18 @@ class FakeFeishu:
         stored.edits += 1
         return _ok()
 
+    async def _delete_message(self, request: web.Request) -> web.Response:
+        """``DELETE /im/v1/messages/{id}``: a bot recalls the messages it sent (they stay known, marked deleted)."""
+        stored = self.messages.get(request.match_info["message_id"])
+        if stored is None:
+            return _json_error(230001, "message not found")
+        if stored.sender_type != "app":
+            return _json_error(230026, "No permission to recall this message.")
+        if stored.deleted:
+            return _json_error(230011, "The message was recalled.")
+        stored.deleted = True
+        return _ok({})
+
     async def _add_reaction(self, request: web.Request) -> web.Response:
         message_id = request.match_info["message_id"]
         body = await request.json()
@@ -782,6 +827,9 @@ class FakeFeishu:
     async def _resource(self, request: web.Request) -> web.StreamResponse:
         key = (request.match_info["message_id"], request.match_info["file_key"])
         resource = self.resources.get(key)
+        stored = self.messages.get(key[0])
+        if stored is not None and stored.deleted:
+            return _json_error(230011, "The message was recalled.")
         if resource is None:
             return _json_error(234003, "File not in msg.")
         if resource.denied:

@@ -89,6 +89,7 @@ class _File:
     info: dict[str, Any]
     content: bytes
     denied: bool = False
+    redirect: str | None = None
 
 
 class FakeSlack:
@@ -205,10 +206,12 @@ class FakeSlack:
         denied: bool = False,
         slim: bool = False,
         user: str = "U0ALICE",
+        redirect: str | None = None,
     ) -> dict[str, Any]:
         """Host a file; returns the file object as events carry it (only the id when ``slim``).
 
-        ``size`` overrides the size Slack reports; ``denied`` serves the sign-in page even to the bot.
+        ``size`` overrides the size Slack reports; ``denied`` serves the sign-in page even to the bot;
+        ``redirect`` answers the download with a 302 to that URL (a path is relative to this server).
         """
         file_id = f"F{next(self._ids):08d}"
         base = f"{self.url}/files-pri/{self.TEAM_ID}-{file_id}"
@@ -232,7 +235,7 @@ class FakeSlack:
             "url_private_download": f"{base}/download/{name}",
             "permalink": f"https://fake.slack.com/files/{user}/{file_id}/{name}",
         }
-        self._files[file_id] = _File(info=info, content=content, denied=denied)
+        self._files[file_id] = _File(info=info, content=content, denied=denied, redirect=redirect)
         if slim:
             return {"id": file_id, "file_access": "check_file_info", "created": info["created"], "user": user}
         return dict(info)
@@ -246,8 +249,13 @@ class FakeSlack:
         files: Iterable[dict[str, Any]] = (),
         thread_ts: str | None = None,
         channel_type: str | None = None,
+        user_team: str | None = None,
     ) -> dict[str, Any]:
-        """Record a person's message in the channel's history and return its ``message`` event."""
+        """Record a person's message in the channel's history and return its ``message`` event.
+
+        ``user_team`` makes the author a guest from another company's workspace (Slack Connect): the event then
+        carries their team as ``team``, ``user_team`` and ``source_team``, as Slack sends it.
+        """
         ts = self._next_ts()
         files = list(files)
         event: dict[str, Any] = {
@@ -261,6 +269,8 @@ class FakeSlack:
             "client_msg_id": str(uuid.uuid4()),
             "channel_type": channel_type or ("im" if channel.startswith("D") else "channel"),
         }
+        if user_team:
+            event.update(team=user_team, user_team=user_team, source_team=user_team)
         if files:
             event["subtype"] = "file_share"
             event["files"] = files
@@ -271,6 +281,45 @@ class FakeSlack:
         stored = {k: v for k, v in event.items() if k not in ("channel", "event_ts", "channel_type")}
         self.messages.setdefault(channel, []).append(stored)
         return event
+
+    def delete_message(self, channel: str, ts: str) -> dict[str, Any]:
+        """A person deletes their message; returns the event Slack sends about it (deliver it with ``send_event``).
+
+        As in Slack, a thread's parent that has replies stays in the thread as a tombstone ("This message was
+        deleted.", a ``message_changed`` event); any other message leaves the history (``message_deleted``).
+        """
+        history = self.messages.get(channel, [])
+        message = next(m for m in history if m["ts"] == ts)
+        event_ts = self._next_ts()
+        base = {
+            "type": "message",
+            "channel": channel,
+            "hidden": True,
+            "ts": event_ts,
+            "event_ts": event_ts,
+            "channel_type": "im" if channel.startswith("D") else "channel",
+            "previous_message": dict(message),
+        }
+        if any(m.get("thread_ts") == ts and m["ts"] != ts for m in history):
+            tombstone = {"type": "message", "subtype": "tombstone", "text": "This message was deleted.",
+                         "user": "USLACKBOT", "hidden": True, "ts": ts, "thread_ts": ts}
+            history[history.index(message)] = tombstone
+            return {**base, "subtype": "message_changed", "message": tombstone}
+        history.remove(message)
+        return {**base, "subtype": "message_deleted", "deleted_ts": ts}
+
+    def delete_file(self, file_id: str) -> dict[str, Any]:
+        """A person deletes a file: it is served no more and shows as a tombstone in the messages that had it.
+        Returns the ``file_deleted`` event (deliver it with ``send_event``)."""
+        self._files.pop(file_id, None)
+        for history in self.messages.values():
+            for message in history:
+                files = message.get("files")
+                if files:
+                    message["files"] = [
+                        {"id": file_id, "mode": "tombstone"} if f.get("id") == file_id else f for f in files
+                    ]
+        return {"type": "file_deleted", "file_id": file_id, "event_ts": self._next_ts()}
 
     @staticmethod
     def app_mention(message_event: dict[str, Any]) -> dict[str, Any]:
@@ -667,6 +716,15 @@ class FakeSlack:
         message["edits"] += 1
         return {"channel": channel, "ts": ts, "text": text}
 
+    def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``chat.delete``: a bot token deletes only the bot's own messages."""
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        message = self._find(channel, ts)
+        if message.get("bot_id") != self.BOT_ID:
+            raise _ApiError("cant_delete_message")
+        self.messages[channel].remove(message)
+        return {"channel": channel, "ts": ts}
+
     def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("channel") or not args.get("user"):
             raise _ApiError("invalid_arguments")
@@ -722,6 +780,8 @@ class FakeSlack:
         authorized = request.headers.get("Authorization") == f"Bearer {self.BOT_TOKEN}"
         served = file is not None and authorized and not file.denied
         self.downloads.append((file_id, served))
+        if file is not None and file.redirect is not None:
+            raise web.HTTPFound(file.redirect)
         if not served or file is None:
             return web.Response(body=LOGIN_PAGE, content_type="text/html")
         return web.Response(body=file.content, content_type=file.info["mimetype"])

@@ -241,7 +241,7 @@ def test_the_manifest_declares_socket_mode_the_command_the_events_and_only_the_s
     commands = [c["command"] for c in manifest["features"]["slash_commands"]]
     assert commands == [SlackSettings.model_fields["command"].default]
     assert set(settings["event_subscriptions"]["bot_events"]) == {
-        "app_mention", "message.channels", "message.groups", "message.im", "message.mpim"
+        "app_mention", "message.channels", "message.groups", "message.im", "message.mpim", "file_deleted"
     }
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert scopes == {

@@ -2,7 +2,8 @@
 
 An event frame is acked (code 200) only after the core's handler returned, i.e. after the question was
 journaled. When the handler raises, the frame is answered with code 500 and Feishu sends the event again;
-the connection stays up.
+the connection stays up. A recalled message (``im.message.recalled_v1``) goes to the core's withdrawal handler
+the same way: acked once the core has stopped and forgotten it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ from dataclasses import replace
 from typing import Any
 
 from adapters.feishu.connection import FatalConnectionError, InboundFrame, LongConnection
-from adapters.feishu.events import Addressed, BoundedSet, EventTranslator, merge_files, parse_event
+from adapters.feishu.events import Addressed, BoundedSet, EventTranslator, merge_files, parse_event, parse_recall
 from adapters.feishu.replies import FeishuReply
 from adapters.feishu.rest import BotIdentity, DownloadTooLarge, FeishuApiError, FeishuRest
 from bot.errors import FileAccessDenied, FileTooLarge, UnsupportedFile
 from bot.settings import Settings
-from bot.types import AdapterHealth, FileRef, IncomingMessage, MessageHandler, ReplyHandle
+from bot.types import (
+    AdapterHealth,
+    FileRef,
+    IncomingMessage,
+    MessageHandler,
+    MessageWithdrawn,
+    ReplyHandle,
+    WithdrawalHandler,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +65,7 @@ class FeishuAdapter:
         self._accepted = BoundedSet()
         self._in_flight: dict[str, asyncio.Future[int]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._withdrawal_handler: WithdrawalHandler | None = None
 
     # Adapter -------------------------------------------------------------------------------------
     async def start(self, handler: MessageHandler) -> None:
@@ -155,6 +165,11 @@ class FeishuAdapter:
             raise FileTooLarge(f"“{name}” is {_size_text(len(download.data))}; the limit is {_size_text(limit)}.")
         return download.data
 
+    # ReportsWithdrawals --------------------------------------------------------------------------
+    def use_withdrawal_handler(self, handler: WithdrawalHandler) -> None:
+        """Where recalled messages go (the core stops and forgets them) before their event is acked."""
+        self._withdrawal_handler = handler
+
     # ResumableReplies ----------------------------------------------------------------------------
     def reply_for(self, message: IncomingMessage, state: Mapping[str, str]) -> ReplyHandle:
         """The reply handle for a journaled message; keeps streaming into the card ``state`` names, if any.
@@ -181,6 +196,11 @@ class FeishuAdapter:
     def _on_inbound(self, inbound: InboundFrame) -> None:
         """Called in arrival order: parse and translate now (no I/O), deliver and ack in a task."""
         event = parse_event(inbound.payload)
+        if event is None and (withdrawn := parse_recall(inbound.payload)) is not None:
+            if self._translator is not None:
+                self._translator.memory.forget(withdrawn.message_id)
+            self._spawn(self._deliver_withdrawal(inbound, withdrawn))
+            return
         addressed: Addressed | None = None
         if event is not None and self._translator is not None:
             try:
@@ -194,6 +214,20 @@ class FeishuAdapter:
 
     async def _ack_only(self, inbound: InboundFrame) -> None:
         await inbound.ack(200)
+
+    async def _deliver_withdrawal(self, inbound: InboundFrame, withdrawn: MessageWithdrawn) -> None:
+        """Hand a recalled message to the core; ack 200 once it is forgotten, 500 (sent again) if that failed."""
+        code = 200
+        handler = self._withdrawal_handler
+        if handler is not None:
+            try:
+                await handler(withdrawn)
+                logger.info("feishu: %s was recalled; the core forgot it", withdrawn.message_id)
+            except Exception:
+                logger.exception("feishu: the core did not take the recall of %s; the server will send it again",
+                                 withdrawn.message_id)
+                code = 500
+        await inbound.ack(code)
 
     async def _deliver(self, inbound: InboundFrame, addressed: Addressed) -> None:
         message = addressed.message

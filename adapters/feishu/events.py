@@ -10,7 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from lark_oapi.api.im.v1 import EventMessage, Message, P2ImMessageReceiveV1
+from lark_oapi.api.im.v1 import EventMessage, Message, P2ImMessageRecalledV1, P2ImMessageReceiveV1
 from lark_oapi.core.json import JSON
 
 from bot.types import (
@@ -21,6 +21,7 @@ from bot.types import (
     ImageSegment,
     IncomingMessage,
     MentionSegment,
+    MessageWithdrawn,
     Segment,
     TextSegment,
     User,
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 PLATFORM = "feishu"
 MESSAGE_RECEIVED = "im.message.receive_v1"
+MESSAGE_RECALLED = "im.message.recalled_v1"
 IMAGE_MIME = "image/*"
 _PLACEHOLDER = re.compile(r"@_user_\d+|@_all")
 _SPACES = re.compile(r"[ \t]{2,}")
@@ -154,6 +156,26 @@ def parse_event(payload: bytes) -> P2ImMessageReceiveV1 | None:
     return event
 
 
+def parse_recall(payload: bytes) -> MessageWithdrawn | None:
+    """The withdrawal an ``im.message.recalled_v1`` event reports (schema 2.0), else None.
+
+    The event names the message and its chat only; the files that go with it are those whose ``source`` names the
+    message (``MessageWithdrawn.covers``).
+    """
+    try:
+        event = JSON.unmarshal(payload.decode("utf-8"), P2ImMessageRecalledV1)
+    except (ValueError, UnicodeDecodeError, TypeError, AttributeError):
+        return None
+    header, body = event.header, event.event
+    if header is None or header.event_type != MESSAGE_RECALLED or body is None or not body.message_id:
+        return None
+    conversation = ConversationKey(PLATFORM, header.tenant_key or "", body.chat_id or "") if body.chat_id else None
+    return MessageWithdrawn(
+        PLATFORM, header.event_id or body.message_id, message_id=body.message_id, conversation=conversation,
+        kind="recalled",
+    )
+
+
 class BoundedSet:
     """Recently seen keys, oldest forgotten first."""
 
@@ -192,6 +214,10 @@ class ThreadMemory:
 
     def files_of(self, message_id: str) -> tuple[FileRef, ...] | None:
         return self._files.get(message_id)
+
+    def forget(self, message_id: str) -> None:
+        """A recalled message: its files are no longer context for follow-ups."""
+        self._files.pop(message_id, None)
 
     def knows(self, message_id: str) -> bool:
         return message_id in self._files
@@ -286,7 +312,7 @@ class EventTranslator:
                 channel=chat_id,
                 thread=root_id or message_id,
             ),
-            user=User(platform=PLATFORM, user_id=sender_open_id or ""),
+            user=User(platform=PLATFORM, user_id=sender_open_id or "", org=sender.tenant_key or ""),
             chat_type=chat_type,
             segments=tuple(segments),
             mentions_bot=mentions_bot,
@@ -297,6 +323,8 @@ class EventTranslator:
     def parent_files(self, chat_id: str, parent: Message) -> tuple[FileRef, ...]:
         """Files of a message read through the REST API (remembered for later follow-ups)."""
         message_id = parent.message_id or ""
+        if parent.deleted:  # recalled: nothing of it is context any more
+            return ()
         raw = parent.body.content if parent.body is not None else None
         content = parse_content(message_id, parent.msg_type or "", raw)
         files = tuple(f for f in content.files if f.source.get("type") != "unsupported")

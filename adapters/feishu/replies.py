@@ -24,6 +24,12 @@ A "Typing" reaction no journal names. A process can die after adding its "Typing
 recorded the reaction's id. A resumed reply whose state names no reaction id therefore, once it has finished or
 failed, lists the question's "Typing" reactions (one page) and removes those this app added; a person's own
 "Typing" reaction stays. A failure there is logged and never holds up the answer.
+
+Long answers, once. The final text is split over several cards; after each one (but the last) the reply tells the
+core (``bind_journal``'s checkpoint), which journals ``resume_state()`` with ``parts_posted`` and the idempotency
+salt of those cards (``final_salt``). A reply resumed from such a state skips the parts already out and sends the
+next ones under the same keys, so Feishu drops a card the dead process had sent but not journaled (within the
+hour Feishu remembers a key). The core hands the resumed reply the same final text (it journals it first).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -59,6 +65,8 @@ SEQUENCE_TICKS_PER_S = 10
 runs ahead of this many ticks per second since the card was created (plus a few for progress and closing)."""
 RESUME_SEQUENCE_MARGIN = 1000
 """Added on resume to cover those few and clock differences between processes (100 s at 10 ticks per second)."""
+RETRACT_WAIT_S = 10.0
+"""How long taking back a reply waits for a card (or an edit) already on its way."""
 TYPING_SWEEP_MAX_WAIT_S = 5.0
 """How long looking for a dead process's "Typing" reaction may wait out rate limits (the answer is out by then)."""
 
@@ -159,6 +167,7 @@ class FeishuReply:
         self._next_push_at = 0.0
         self._penalty = 0.0
         self._flusher: asyncio.Task[None] | None = None
+        self._opening: asyncio.Future[None] | None = None
         self._closed = False
         self.card_created_at: float | None = None
         self._uuid_salt = ""
@@ -168,6 +177,12 @@ class FeishuReply:
         """True for a reply resumed without a card: its first card goes out under the original key (see above)."""
         self._sweep_typing = False
         """True for a reply resumed from a state that names no reaction id: an earlier process may have left one."""
+        self._checkpoint: Callable[[], Awaitable[None]] | None = None
+        self._may_edit: Callable[[], bool] = lambda: True
+        self.parts_posted: int | None = None
+        """Cards of the final answer already out (the streamed card counts as the first); None before."""
+        self._final_salt: str | None = None
+        """The idempotency salt of the final answer's cards (kept across a resume, see the module docstring)."""
 
     @classmethod
     def resumed(
@@ -195,6 +210,10 @@ class FeishuReply:
             reply._typing_added = True
             reply._reaction_id = state.get("reaction_id") or None
         reply._sweep_typing = not state.get("reaction_id")
+        parts = state.get("parts_posted", "")
+        if parts.isdigit():  # the final answer was being delivered: same text, same keys, skip what is out
+            reply.parts_posted = int(parts)
+            reply._final_salt = state.get("final_salt", "")
         return reply
 
     def resume_state(self) -> dict[str, str]:
@@ -211,7 +230,22 @@ class FeishuReply:
             state["typing"] = "1"
             if self._reaction_id is not None:
                 state["reaction_id"] = self._reaction_id
+        if self.parts_posted is not None:
+            state["parts_posted"] = str(self.parts_posted)
+            state["final_salt"] = self._final_salt or ""
         return state
+
+    # JournaledReply -------------------------------------------------------------------------------
+    def bind_journal(self, checkpoint: Callable[[], Awaitable[None]], may_edit: Callable[[], bool]) -> None:
+        self._checkpoint = checkpoint
+        self._may_edit = may_edit
+
+    def abandon(self) -> None:
+        """Another process answers this question now: no more edits, nothing removed or sent."""
+        self._closed = True
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and not flusher.done():
+            flusher.cancel()
 
     @property
     def _interval(self) -> float:
@@ -232,7 +266,11 @@ class FeishuReply:
         try:
             await self._check_resumed_card()
             if self.card_message_id is None:
-                await asyncio.gather(self._add_typing(), self._open_card(text))
+                # The card goes out even if the question is cancelled meanwhile (a recalled question), so that
+                # ``retract`` knows the card it must recall.
+                self._opening = asyncio.ensure_future(self._open_card(text))
+                self._opening.add_done_callback(_retrieve)  # its error is reported below, or nowhere once cancelled
+                await asyncio.gather(self._add_typing(), asyncio.shield(self._opening))
             elif not self._answer_started:
                 await self._push(text, max_wait_s=self._settings.update_interval_s)
                 self._shown = text
@@ -252,6 +290,26 @@ class FeishuReply:
 
     async def fail(self, text: str) -> None:
         await self._close(ERROR_PREFIX + text, error=True)
+
+    # RetractableReply ----------------------------------------------------------------------------
+    async def retract(self) -> None:
+        """The question was recalled before it was answered: recall the card (``DELETE /im/v1/messages/{id}``)
+        and drop the "Typing" reaction; nothing more is sent."""
+        self._closed = True
+        pending = [f for f in (self._flusher, self._opening) if f is not None and not f.done()]
+        if pending:  # let a card on its way arrive, so that it can be recalled
+            await asyncio.wait(pending, timeout=RETRACT_WAIT_S)
+        await self._stop_flusher()
+        async with self._lock:
+            card_message_id, self.card_message_id, self.card_id = self.card_message_id, None, None
+        if card_message_id is not None:
+            try:
+                await self._rest.delete_message(card_message_id)
+                logger.info("feishu: recalled the card %s: its question %s was recalled", card_message_id,
+                            self.message_id)
+            except FeishuApiError as exc:
+                logger.warning("feishu: could not recall the card %s: %s", card_message_id, exc)
+        await self._remove_typing()
 
     # internals -----------------------------------------------------------------------------------
     async def _check_resumed_card(self) -> None:
@@ -407,14 +465,25 @@ class FeishuReply:
         logger.info("feishu: adopted card message %s for %s from an earlier process", message_id, self.message_id)
         return _SentCard(message_id, card_id, _created_at(sent.create_time), adopted=True)
 
-    async def _reply_card(self, text: str, *, purpose: str) -> str:
+    async def _reply_card(self, text: str, *, purpose: str, key: str | None = None) -> str:
         return await self._rest.reply(
             self.message_id,
             msg_type="interactive",
             content=json.dumps(card(text), ensure_ascii=False),
             in_thread=self._in_thread,
-            uuid=self._uuid(purpose),
+            uuid=key or self._uuid(purpose),
         )
+
+    def _final_key(self, index: int) -> str:
+        """The idempotency key of the final answer's card ``index``: the same in a reply resumed mid-way."""
+        salt = self._uuid_salt if self._final_salt is None else self._final_salt
+        return hashlib.sha1(f"{self.message_id}:final-{index}{salt}".encode()).hexdigest()[:32]
+
+    async def _part_done(self, posted: int, total: int) -> None:
+        """Note a card of the final answer as out; the core journals it unless it was the last one."""
+        self.parts_posted = posted
+        if posted < total and self._checkpoint is not None:
+            await self._checkpoint()
 
     async def _push(self, text: str, *, max_wait_s: float | None = None) -> None:
         """Show ``text`` in the card; rate limits wait at most ``max_wait_s`` (None: the long default)."""
@@ -450,8 +519,8 @@ class FeishuReply:
             if delay > 0:
                 await asyncio.sleep(delay)
             text = self._latest
-            if self._closed or text is None or text == self._shown:
-                return
+            if self._closed or text is None or text == self._shown or not self._may_edit():
+                return  # (not sure the question is still ours: the core's next update starts a new round)
             try:
                 await self._check_resumed_card()
                 if self.card_message_id is None:
@@ -482,21 +551,30 @@ class FeishuReply:
         self._closed = True
         try:
             await self._stop_flusher()
+            if self._opening is not None and not self._opening.done():  # a card on its way: finish that one
+                await asyncio.wait({self._opening}, timeout=RETRACT_WAIT_S)
             await self._check_resumed_card()
             pieces = [text] if error else split_answer(text, self._settings.max_reply_chars)
-            delivered = False
-            if self.card_message_id is not None:
-                try:
-                    await self._push(pieces[0])
-                    delivered = True
-                except FeishuApiError as exc:
-                    logger.warning("feishu: final edit of the card failed (%s); sending a new message", exc)
-                if delivered and self.card_id is not None:
-                    await self._end_streaming(pieces[0])
-            if not delivered:
-                await self._reply_card(pieces[0], purpose="final-0")
-            for index, piece in enumerate(pieces[1:], start=1):
-                await self._reply_card(piece, purpose=f"final-{index}")
+            if self._final_salt is None:
+                self._final_salt = self._uuid_salt
+            done = min(self.parts_posted or 0, len(pieces))
+            if done == 0:
+                delivered = False
+                if self.card_message_id is not None:
+                    try:
+                        await self._push(pieces[0])
+                        delivered = True
+                    except FeishuApiError as exc:
+                        logger.warning("feishu: final edit of the card failed (%s); sending a new message", exc)
+                    if delivered and self.card_id is not None:
+                        await self._end_streaming(pieces[0])
+                if not delivered:
+                    await self._reply_card(pieces[0], purpose="final-0", key=self._final_key(0))
+                done = 1
+                await self._part_done(done, len(pieces))
+            for index in range(done, len(pieces)):
+                await self._reply_card(pieces[index], purpose=f"final-{index}", key=self._final_key(index))
+                await self._part_done(index + 1, len(pieces))
             self._shown = pieces[-1]
         finally:
             await self._remove_typing()
@@ -510,6 +588,12 @@ class FeishuReply:
                 await self._rest.set_card_settings(self.card_id, settings, self._sequence)
             except FeishuApiError as exc:  # the card still shows the full text; Feishu ends streaming by itself
                 logger.info("feishu: could not end streaming on card %s: %s", self.card_id, exc)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a background future's error as seen (whoever awaited it has reported it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def resume_sequence(stored: int, card_created_at: float | None, now: float | None = None) -> int:

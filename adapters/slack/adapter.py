@@ -44,6 +44,7 @@ from bot.types import (
     ReplyHandle,
     TextSegment,
     User,
+    WithdrawalHandler,
 )
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class SlackAdapter:
         self._threads = AnsweredThreads(self._slack.thread_memory)
         """Threads answered in this process: a fast local cache in front of the conversation directory."""
         self._directory: ConversationDirectory | None = None
+        self._withdrawal_handler: WithdrawalHandler | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._reply_options = ReplyOptions(
             update_interval_s=self._slack.update_interval_s,
@@ -130,6 +132,8 @@ class SlackAdapter:
                 bot_token=bot_token,
                 max_bytes=self._settings.images.max_file_bytes,
                 timeout_s=self._slack.download_timeout_s,
+                api_url=self._slack.api_url,
+                file_hosts=self._slack.file_hosts,
             )
             self._assistant_status = AssistantStatus(self._web)
             self._handler = handler
@@ -175,6 +179,10 @@ class SlackAdapter:
     def use_conversation_directory(self, directory: ConversationDirectory) -> None:
         """Where to ask whether a thread unknown to this process was answered before (earlier run, other replica)."""
         self._directory = directory
+
+    def use_withdrawal_handler(self, handler: WithdrawalHandler) -> None:
+        """Where deleted messages and files go (the core stops and forgets them) before their event is acked."""
+        self._withdrawal_handler = handler
 
     # ResumableReplies ----------------------------------------------------------------------------
     def reply_for(self, message: IncomingMessage, state: Mapping[str, str]) -> ReplyHandle:
@@ -332,6 +340,9 @@ class SlackAdapter:
                     taken = True
                     return
                 claimed.append((self._seen_events, event_id))
+            if await self._withdrawn(body, event, me):
+                taken = True
+                return
             verdict = events.classify(event, me, self._threads)
             if await self._thread_answered_before(body, event, me, verdict):
                 verdict = events.classify(event, me, self._threads)
@@ -359,6 +370,21 @@ class SlackAdapter:
                 if self._in_flight.get(key) is outcome:
                     del self._in_flight[key]
             outcome.set_result(taken)
+
+    async def _withdrawn(self, body: Mapping[str, Any], event: Mapping[str, Any], me: Identity) -> bool:
+        """True when the event deleted a message or file: the core has stopped and forgotten it (its failure
+        propagates, leaving the envelope unacked)."""
+        team_id = str(body.get("team_id") or event.get("team") or me.team_id)
+        event_id = str(body.get("event_id") or "")
+        withdrawn = events.withdrawal(event, me, event_id=event_id, team_id=team_id)
+        if withdrawn is None:
+            return False
+        handler = self._withdrawal_handler
+        if handler is not None:
+            logger.info("slack: %s %s withdrawn (%d files)", withdrawn.kind, withdrawn.message_id or "-",
+                        len(withdrawn.file_ids))
+            await handler(withdrawn)
+        return True
 
     async def _claim(self, keys: RecentKeys, key: str, outcome: asyncio.Future[bool]) -> bool:
         """True when this copy is the one to process (``key`` is then in flight with ``outcome``); False when an

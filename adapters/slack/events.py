@@ -20,6 +20,7 @@ from bot.types import (
     FileSegment,
     ImageSegment,
     MentionSegment,
+    MessageWithdrawn,
     Segment,
     TextSegment,
     User,
@@ -201,9 +202,63 @@ def message_id(event: Mapping[str, Any]) -> str:
 
 
 def user(event: Mapping[str, Any]) -> User:
+    """The author of a message event, with their own workspace (``org``): in a Slack Connect channel a guest's
+    ``user_team`` (or ``user_profile.team``) is their company's team, not the one the bot is installed in."""
     profile = event.get("user_profile") or {}
     name = profile.get("display_name") or profile.get("real_name") or profile.get("name") or ""
-    return User(platform=PLATFORM, user_id=str(event.get("user", "")), display_name=str(name))
+    org = event.get("user_team") or profile.get("team") or event.get("team") or ""
+    return User(platform=PLATFORM, user_id=str(event.get("user", "")), display_name=str(name), org=str(org))
+
+
+def withdrawal(event: Mapping[str, Any], me: Identity, *, event_id: str, team_id: str) -> MessageWithdrawn | None:
+    """A deleted message or file the core must forget, from a ``message`` or ``file_deleted`` event; else None.
+
+    A message deleted outright is ``message_deleted``; a thread's parent deleted while it has replies (as a
+    question the bot answered in its thread is) becomes a ``message_changed`` to a ``tombstone``; a file taken out
+    of a message is a ``message_changed`` whose file became a tombstone, and ``file_deleted`` deletes a file
+    everywhere. Only people's messages that may concern the bot count (a direct message, a mention, a thread
+    reply, or one with files); the bot's own messages never do.
+    """
+    kind = event.get("type")
+    if kind == "file_deleted":
+        file_id = str(event.get("file_id") or "")
+        if not file_id:
+            return None
+        return MessageWithdrawn(PLATFORM, event_id, file_ids=(file_id,), kind="file_deleted")
+    subtype = event.get("subtype")
+    previous = event.get("previous_message")
+    if kind != "message" or subtype not in ("message_deleted", "message_changed") or not isinstance(previous, Mapping):
+        return None
+    if previous.get("bot_id") or previous.get("user") in (None, "", me.user_id):
+        return None
+    channel = str(event.get("channel", ""))
+    current = event.get("message") if isinstance(event.get("message"), Mapping) else {}
+    before = [str(f["id"]) for f in usable_files(previous.get("files"))]
+    if subtype == "message_changed" and current.get("subtype") != "tombstone":
+        after = {str(f["id"]) for f in usable_files(current.get("files"))}
+        gone = tuple(file_id for file_id in before if file_id not in after)
+        if not gone:
+            return None  # an edit of the text: not a withdrawal
+        where = ConversationKey(PLATFORM, team_id, channel, thread_root(previous))
+        return MessageWithdrawn(PLATFORM, event_id, conversation=where, file_ids=gone, kind="file_deleted")
+    ts = str(event.get("deleted_ts") or previous.get("ts") or current.get("ts") or "")
+    if not ts or not _may_concern(previous, event, me):
+        return None
+    where = ConversationKey(PLATFORM, team_id, channel, str(previous.get("thread_ts") or ts))
+    return MessageWithdrawn(
+        PLATFORM, event_id, message_id=f"{channel}:{ts}", conversation=where, file_ids=tuple(before), kind="deleted"
+    )
+
+
+def _may_concern(previous: Mapping[str, Any], event: Mapping[str, Any], me: Identity) -> bool:
+    """Whether a deleted message may have been a question, or context of one: worth the core's attention."""
+    direct = chat_type({**previous, "channel": event.get("channel"), "channel_type": event.get("channel_type")})
+    return (
+        direct is ChatType.DIRECT
+        or me.user_id in mentioned_users(str(previous.get("text") or ""))
+        or bool(previous.get("thread_ts"))
+        or bool(usable_files(previous.get("files")))
+    )
 
 
 def earlier_files(replies: Iterable[Mapping[str, Any]], before_ts: str) -> list[Mapping[str, Any]]:

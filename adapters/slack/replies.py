@@ -13,6 +13,12 @@ placeholder posted by an older version has none; so when no tagged message match
 right after the question (no one else spoke in between) is adopted if it still shows placeholder text and carries
 no metadata naming another question. The bot's answers to other questions are never taken: their metadata names
 those questions, and a finished answer no longer shows placeholder text.
+
+Long answers, once. The final text is split over several messages; after each one (but the last) the reply tells
+the core (``bind_journal``'s checkpoint), which journals ``resume_state()`` with ``parts_posted``. A reply restored
+from such a state skips the parts already out. The message that was being posted when the process died is found
+by its metadata (``event_type`` ``peekbot_reply_part``: the question and the part's number), with one look at the
+thread, so it is not posted twice. The core hands the same final text to the restored reply (it journals it first).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ PLACEHOLDER_GONE = frozenset({"message_not_found", "cant_update_message", "edit_
 
 REPLY_EVENT_TYPE = "peekbot_reply"
 """The metadata ``event_type`` of a reply's first message (the placeholder): its payload names the question."""
+REPLY_PART_EVENT_TYPE = "peekbot_reply_part"
+"""The metadata ``event_type`` of the further messages of a long answer: the question and the part's number."""
 ADOPT_LOOKUP_LIMIT = 50
 """How many thread messages after the question one look for an earlier placeholder reads."""
 QUEUED_PREFIX = "Queued — "
@@ -109,6 +117,31 @@ def find_own_placeholder(
             untagged = message
         right_after = False  # only the bot's first message after the question may be adopted untagged
     return untagged
+
+
+def posted_parts(
+    messages: Sequence[Mapping[str, Any]], *, channel: str, question_ts: str, bot_user_id: str, bot_id: str
+) -> set[int]:
+    """The numbers of the answer parts (2nd message on) the bot posted for the question at ``question_ts``."""
+    found: set[int] = set()
+    for message in messages:
+        if not (
+            (bot_id and message.get("bot_id") == bot_id) or (bot_user_id and message.get("user") == bot_user_id)
+        ):
+            continue
+        metadata = message.get("metadata")
+        if not isinstance(metadata, Mapping) or metadata.get("event_type") != REPLY_PART_EVENT_TYPE:
+            continue
+        payload = metadata.get("event_payload") or {}
+        if not isinstance(payload, Mapping) or str(payload.get("question_ts", "")) != question_ts:
+            continue
+        if str(payload.get("channel") or channel) != channel:
+            continue
+        try:
+            found.add(int(str(payload.get("part"))))
+        except ValueError:
+            continue
+    return found
 
 
 def split_message(text: str, limit: int) -> list[str]:
@@ -264,6 +297,23 @@ class ThreadReply:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
+        self._posting: asyncio.Future[None] | None = None
+        self._checkpoint: Callable[[], Awaitable[None]] | None = None
+        self._may_edit: Callable[[], bool] = lambda: True
+        self.parts_posted: int | None = None
+        """Messages of the final answer already out (the placeholder's edit counts as the first); None before."""
+        self._look_for_parts = False
+        """True for a reply restored mid-way through a long answer: look once for the part being posted then."""
+
+    # JournaledReply -------------------------------------------------------------------------------
+    def bind_journal(self, checkpoint: Callable[[], Awaitable[None]], may_edit: Callable[[], bool]) -> None:
+        self._checkpoint = checkpoint
+        self._may_edit = may_edit
+
+    def abandon(self) -> None:
+        """Another process answers this question now: no more edits, nothing removed or posted."""
+        self._closed = self._finished = True
+        self._wake.set()
 
     # ReplyHandle ---------------------------------------------------------------------------------
     async def start_progress(self, queue_position: int | None = None) -> None:
@@ -273,7 +323,10 @@ class ThreadReply:
         async with self._lock:
             adopted = await self._adopt_placeholder()
             if self.placeholder_ts is None:
-                await asyncio.gather(self._react(), self._set_status(), self._post_placeholder(text))
+                # The post runs to its end even if the question is cancelled meanwhile (a deleted question), so
+                # that ``retract`` knows the placeholder it must remove.
+                self._posting = asyncio.ensure_future(self._post_placeholder(text))
+                await asyncio.gather(self._react(), self._set_status(), asyncio.shield(self._posting))
                 return
             if adopted:
                 await asyncio.gather(self._react(), self._set_status())
@@ -306,6 +359,32 @@ class ThreadReply:
     async def fail(self, text: str) -> None:
         await self._deliver_final(f":warning: {text}")
 
+    # RetractableReply ----------------------------------------------------------------------------
+    async def retract(self) -> None:
+        """The question was deleted before it was answered: delete the placeholder (``chat.delete``, which
+        ``chat:write`` allows for the bot's own messages) and the progress reaction; nothing more is posted."""
+        self._finished = self._closed = True
+        self._wake.set()
+        pending = [f for f in (self._flusher, self._posting) if f is not None and not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=self._options.update_interval_s + 10)
+        async with self._lock:
+            await self._adopt_placeholder()  # resumed: the placeholder an earlier process posted
+            ts, self.placeholder_ts = self.placeholder_ts, None
+            if ts is not None:
+                try:
+                    await call_with_retry(
+                        self._web.chat_delete, what="chat.delete", retries=self._options.retries,
+                        channel=self.channel, ts=ts,
+                    )
+                    logger.info("removed the placeholder %s in %s: its question was deleted", ts, self.channel)
+                except SlackApiError as exc:
+                    if _error_code(exc) != "message_not_found":
+                        logger.warning("could not remove the placeholder in %s: %s", self.channel, _error_code(exc))
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    logger.warning("could not remove the placeholder in %s: %s", self.channel, exc)
+        await self._unreact()
+
     # ResumableReply ------------------------------------------------------------------------------
     def resume_state(self) -> dict[str, str]:
         """Where this reply lives, its placeholder (once posted) and the progress reaction (once added)."""
@@ -320,6 +399,8 @@ class ThreadReply:
             state["placeholder_ts"] = self.placeholder_ts
         if self._reacted:
             state["reaction"] = self._reaction
+        if self.parts_posted is not None:
+            state["parts_posted"] = str(self.parts_posted)
         return state
 
     def restore(self, state: Mapping[str, str]) -> None:
@@ -333,6 +414,10 @@ class ThreadReply:
         if state.get("reaction"):
             self._reaction = state["reaction"]
             self._reacted = True
+        parts = state.get("parts_posted", "")
+        if parts.isdigit():
+            self.parts_posted = int(parts)
+            self._look_for_parts = self.parts_posted > 0
 
     # internals -----------------------------------------------------------------------------------
     async def _adopt_placeholder(self) -> bool:
@@ -408,9 +493,15 @@ class ThreadReply:
         except Exception as exc:
             logger.warning("could not post the placeholder in %s: %s", self.channel, exc)
 
-    async def _post(self, text: str, *, retries: int, first: bool = False) -> str:
-        """Post ``text`` in the thread; the reply's ``first`` message (its placeholder) carries reply metadata."""
-        extra: dict[str, Any] = {"metadata": reply_metadata(self.channel, self._question_ts)} if first else {}
+    async def _post(self, text: str, *, retries: int, first: bool = False, part: int | None = None) -> str:
+        """Post ``text`` in the thread; the reply's ``first`` message (its placeholder) carries reply metadata, a
+        further ``part`` of the answer its own (so a restarted process can tell it was posted)."""
+        extra: dict[str, Any] = {}
+        if first:
+            extra["metadata"] = reply_metadata(self.channel, self._question_ts)
+        elif part is not None:
+            payload = {"channel": self.channel, "question_ts": self._question_ts, "part": str(part)}
+            extra["metadata"] = {"event_type": REPLY_PART_EVENT_TYPE, "event_payload": payload}
         response = await call_with_retry(
             self._web.chat_postMessage,
             what="chat.postMessage",
@@ -450,8 +541,8 @@ class ThreadReply:
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 continue  # re-check: closed, or still too early after a wake-up
             async with self._lock:
-                if self._closed:
-                    return
+                if self._closed or not self._may_edit():
+                    return  # not sure the question is still ours: the core's next update starts a new round
                 source = self._latest
                 try:
                     await self._edit(_streaming_view(source, self._options.max_chars), retries=0)
@@ -478,15 +569,60 @@ class ThreadReply:
         self._wake.set()
         if self._flusher is not None and not self._flusher.done():
             await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._posting is not None and not self._posting.done():  # a placeholder on its way: edit that one
+            await asyncio.wait({self._posting}, timeout=self._options.update_interval_s + 10)
         pieces = split_message(text, self._options.max_chars) or ["(no answer)"]
         async with self._lock:
-            delay = self._next_edit_at - time.monotonic()
-            if delay > 0 and self.placeholder_ts is not None:
-                await asyncio.sleep(delay)
-            await self._replace_placeholder(pieces[0])
-            for piece in pieces[1:]:
-                await self._post(piece, retries=self._options.retries)
+            done = min(self.parts_posted or 0, len(pieces))
+            if self._look_for_parts and done < len(pieces):
+                done = await self._parts_out(done)
+            if done == 0:
+                delay = self._next_edit_at - time.monotonic()
+                if delay > 0 and self.placeholder_ts is not None:
+                    await asyncio.sleep(delay)
+                await self._replace_placeholder(pieces[0])
+                done = 1
+                await self._part_done(done, len(pieces))
+            for index in range(done, len(pieces)):
+                await self._post(pieces[index], retries=self._options.retries, part=index)
+                await self._part_done(index + 1, len(pieces))
         await self._unreact()
+
+    async def _part_done(self, posted: int, total: int) -> None:
+        """Note a part of the final answer as out; the core journals it unless it was the last one."""
+        self.parts_posted = posted
+        if posted < total and self._checkpoint is not None:
+            await self._checkpoint()
+
+    async def _parts_out(self, noted: int) -> int:
+        """Once, for a reply restored mid-way through a long answer: how many parts are out, counting one the
+        earlier process posted but had not journaled (found by its metadata)."""
+        self._look_for_parts = False
+        try:
+            response = await self._web.conversations_replies(
+                channel=self.channel,
+                ts=self.thread_ts,
+                oldest=self._question_ts,
+                inclusive=False,
+                include_all_metadata=True,
+                limit=ADOPT_LOOKUP_LIMIT,
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.info("could not look for answer parts posted earlier in %s: %s", self.channel, exc)
+            return noted
+        found = posted_parts(
+            response.get("messages") or [],
+            channel=self.channel,
+            question_ts=self._question_ts,
+            bot_user_id=self._bot_user_id,
+            bot_id=self._bot_id,
+        )
+        out = noted
+        while out in found:
+            out += 1
+        if out > noted:
+            logger.info("%d part(s) of the answer in %s were posted by an earlier process", out - noted, self.channel)
+        return out
 
     async def _replace_placeholder(self, text: str) -> None:
         retries = self._options.retries
