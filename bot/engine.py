@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -11,6 +12,9 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 T = TypeVar("T")
+
+answering_job: ContextVar[str | None] = ContextVar("answering_job", default=None)
+"""The journal job (``platform:message_id``) the current task answers; requests made in it carry its id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,8 @@ class GenerationRequest:
     timeout_s: float | None = None
     min_new_tokens: int | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    job_id: str | None = field(default_factory=answering_job.get)
+    """The journal job this request serves (taken from :data:`answering_job` when the request is made)."""
 
 
 @dataclass(slots=True)
@@ -88,7 +94,8 @@ class Engine(Protocol):
     async def start(self) -> None:
         """Load the model and warm it up."""
 
-    async def stop(self) -> None: ...
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Stop intake; the running batch may finish within ``timeout_s`` (None: the configured bound)."""
 
     def submit(self, request: GenerationRequest) -> AnswerStream:
         """Queue a request. Raises ``Busy`` at once when the queue is full."""
@@ -97,5 +104,8 @@ class Engine(Protocol):
 
     async def run_on_worker(self, fn: Callable[[], T], timeout_s: float) -> T:
         """Run ``fn`` on the model's worker thread between batches (cleanup, liveness)."""
+
+    def running_requests(self) -> list[GenerationRequest]:
+        """The requests the model is generating right now (the running batch), not those waiting for it."""
 
     def describe(self) -> dict[str, Any]: ...

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from bot.errors import StartupError
 from bot.metrics import AppMetrics
 from bot.report import collect_status
 from bot.services import maintenance_of
@@ -23,6 +25,33 @@ if TYPE_CHECKING:
     from bot.app import Application
 
 logger = logging.getLogger(__name__)
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """The sentence for an address the server cannot listen on, naming the settings that choose it."""
+    return (
+        f"cannot serve health and metrics on {host}:{port} ({exc.strerror or exc}). Another program (or another "
+        "peekbot) may be using it: stop it, choose a free PEEKBOT_HTTP_PORT (0 turns the server off), or set "
+        "PEEKBOT_HTTP_HOST to an address of this machine."
+    )
+
+
+def address_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (checked by binding it for a moment), or None.
+
+    ``peekbot run`` asks before it loads the model, so a taken port is reported in a second, not after minutes.
+    """
+    if port == 0:
+        return None
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in addresses:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+                probe.bind(address)
+    except OSError as exc:
+        return cannot_listen(host, port, exc)
+    return None
 
 
 class StatusServer:
@@ -62,6 +91,9 @@ class StatusServer:
         await runner.setup()
         try:
             await web.TCPSite(runner, self._host, self._requested_port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(cannot_listen(self._host, self._requested_port, exc)) from exc
         except BaseException:
             await runner.cleanup()
             raise
@@ -80,15 +112,23 @@ class StatusServer:
         raise web.HTTPFound("/status")
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        """The process serves HTTP and its event loop turns: a scheduled callback runs (its delay is reported)."""
+        """The process serves HTTP and its event loop turns: a scheduled callback runs (its delay is reported).
+
+        503 once the process must be restarted (the model's worker hung for ``PEEKBOT_ENGINE_STUCK_EXIT_S``): it
+        is then draining and about to exit, and a liveness probe that sees this restarts it in any case.
+        """
         loop = asyncio.get_running_loop()
         started = loop.time()
         await asyncio.sleep(0)
-        return web.json_response({
-            "status": "ok",
+        body: dict[str, object] = {
+            "status": "ok" if self._app.unhealthy is None else "failing",
             "uptime_s": round(time.time() - self._app.started_at, 3),
             "loop_turn_ms": round((loop.time() - started) * 1000, 3),
-        })
+        }
+        if self._app.unhealthy is not None:
+            body["reason"] = self._app.unhealthy
+            return web.json_response(body, status=503)
+        return web.json_response(body)
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         report = await collect_status(self._app)

@@ -388,6 +388,11 @@ class TransformersEngine:
             latency_histogram=snapshot.latency_histogram,
         )
 
+    def running_requests(self) -> list[GenerationRequest]:
+        """The requests of the batch the worker is generating (what a hung worker is stuck on)."""
+        with self._cond:
+            return [job.request for job in self._running if not job.done]
+
     @property
     def ready(self) -> bool:
         return self._accepting and self._thread is not None and self._thread.is_alive()

@@ -1,4 +1,5 @@
-"""Background maintenance on APScheduler: memory cleanup, health pings, watchdog, expiry, metrics snapshots."""
+"""Background maintenance on APScheduler: memory cleanup, health pings, watchdog, expiry, metrics snapshots, and
+systemd notifications (``scheduler.systemd``)."""
 
 from scheduler.runner import IntervalScheduler, JobResult, JobRun, JobSkipped, JobState
 from scheduler.service import MaintenanceScheduler

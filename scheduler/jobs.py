@@ -97,12 +97,22 @@ def _ping() -> float:
 
 
 def _progress(stats: EngineStats) -> int:
-    """Tokens generated plus requests settled: grows while the worker makes progress."""
-    return stats.generated_tokens + sum(stats.requests_by_outcome.values())
+    """Work only the worker thread does (tokens generated, batches started, answers completed).
+
+    Requests settled on the event loop (deadlines passed, "busy" refusals, cancellations) go on while the worker
+    hangs, so they are not progress.
+    """
+    return stats.generated_tokens + stats.batches + stats.requests_by_outcome.get("answered", 0)
 
 
 class EngineLiveness:
-    """Runs a tiny callable on the model's worker thread; no reply within the timeout means the worker is stuck."""
+    """Runs a tiny callable on the model's worker thread; no reply within the timeout means the worker is stuck.
+
+    A worker stuck for ``engine_stuck_exit_s`` (no ping answered, no progress) is given up on: the application fails
+    ``/healthz`` and ends the process for its supervisor to restart (:meth:`bot.app.Application.engine_stuck`).
+    Any progress (a long batch generating) resets that timer. A remote model server that does not answer only
+    fails ``/readyz``: restarting the bot would not bring it back.
+    """
 
     def __init__(self, app: Application, settings: SchedulerSettings) -> None:
         self._app = app
@@ -114,6 +124,18 @@ class EngineLiveness:
         self.last_ok_at: float | None = None
         self.last_round_trip_s: float | None = None
         self.stuck_since: float | None = None
+        """Wall-clock time the unanswered pings began (None while the worker answers or makes progress)."""
+        self.gave_up = False
+        """True once the worker was stuck for ``engine_stuck_exit_s`` and the application was told to restart."""
+        self._stuck_started: float | None = None
+
+    def stuck_for_s(self) -> float:
+        """How long the worker has been stuck (0 while it answers or makes progress)."""
+        return 0.0 if self._stuck_started is None else time.monotonic() - self._stuck_started
+
+    def _answers(self) -> None:
+        self.alive = True
+        self.stuck_since = self._stuck_started = None
 
     async def run(self) -> JobResult:
         stats = self._app.engine.stats()
@@ -131,19 +153,29 @@ class EngineLiveness:
         except TimeoutError as exc:
             produced = _progress(self._app.engine.stats()) - _progress(stats)
             if produced > 0:  # a long batch, not a hang: the ping waits for the batch to end
+                if self.alive is False:
+                    logger.warning("the model's worker thread makes progress again")
+                self._answers()
                 return JobResult(f"no reply within {timeout:g} s, but the worker is generating "
-                                 f"({produced} tokens and answers meanwhile)", {"busy": True})
+                                 f"({produced} tokens, batches and answers meanwhile)", {"busy": True})
             self.stuck_count += 1
-            if self.alive is not False:
-                self.stuck_since = time.time()
+            if self._stuck_started is None:
+                self._stuck_started = started
+                self.stuck_since = time.time() - (time.monotonic() - started)
             self.alive = False
-            logger.error("the model's worker thread did not answer a ping within %.0f s", timeout)
-            raise EngineStuck(f"the model's worker thread did not answer within {timeout:g} s") from exc
+            stuck_for = self.stuck_for_s()
+            logger.error("the model's worker thread did not answer a ping within %g s (stuck for %.0f s)",
+                         timeout, stuck_for)
+            limit = self._settings.engine_stuck_exit_s
+            if limit > 0 and stuck_for >= limit and not self.gave_up:
+                self.gave_up = True
+                self._app.engine_stuck(f"the model's worker thread has been stuck for {stuck_for:.0f} s")
+            raise EngineStuck(f"the model's worker thread did not answer within {timeout:g} s "
+                              f"(stuck for {stuck_for:.0f} s)") from exc
         self.last_round_trip_s = time.monotonic() - started
         if self.alive is False:
             logger.warning("the model's worker thread answers again")
-        self.alive = True
-        self.stuck_since = None
+        self._answers()
         self.last_ok_at = time.time()
         return JobResult(f"worker answered in {self.last_round_trip_s * 1000:.1f} ms",
                          {"round_trip_s": self.last_round_trip_s})
@@ -157,13 +189,13 @@ class EngineLiveness:
             self.stuck_count += 1
             if self.alive is not False:
                 self.stuck_since = time.time()
+                self._stuck_started = time.monotonic()
             self.alive = False
             logger.error("the model server does not answer the liveness ping: %s", reason)
             raise EngineStuck(f"the model server does not answer: {reason}") from exc
         if self.alive is False:
             logger.warning("the model server answers again")
-        self.alive = True
-        self.stuck_since = None
+        self._answers()
         self.last_ok_at = time.time()
         self.last_round_trip_s = round_trip
         return JobResult(f"model server answered in {round_trip * 1000:.1f} ms", {"round_trip_s": round_trip})

@@ -9,6 +9,7 @@ from bot.ring import SnapshotRing
 from bot.settings import SchedulerSettings
 from scheduler.jobs import ConnectionWatchdog, EngineLiveness, MemoryCleanup, MetricsSnapshots, StateExpiry
 from scheduler.runner import IntervalScheduler, JobResult, JobRun, JobState
+from scheduler.systemd import SystemdWatchdog, watchdog_interval_s
 
 if TYPE_CHECKING:
     from bot.app import Application
@@ -20,10 +21,14 @@ LIVENESS = "engine-liveness"
 WATCHDOG = "connection-watchdog"
 EXPIRY = "expiry"
 SNAPSHOT = "metrics-snapshot"
+SYSTEMD_WATCHDOG = "systemd-watchdog"
 
 
 class MaintenanceScheduler:
-    """Memory cleanup, engine liveness, connection watchdog, expiry and metrics snapshots on intervals."""
+    """Memory cleanup, engine liveness, connection watchdog, expiry and metrics snapshots on intervals.
+
+    Under systemd with ``WatchdogSec`` set, also ``WATCHDOG=1`` at half that interval (:class:`SystemdWatchdog`).
+    """
 
     name = "scheduler"
 
@@ -40,6 +45,11 @@ class MaintenanceScheduler:
         self.jobs.add_job(WATCHDOG, self.watchdog.run, self.settings.watchdog_interval_s)
         self.jobs.add_job(EXPIRY, self.expiry.run, self.settings.expiry_interval_s)
         self.jobs.add_job(SNAPSHOT, self.snapshots.run, self.settings.snapshot_interval_s)
+        self.systemd_watchdog: SystemdWatchdog | None = None
+        interval = watchdog_interval_s()
+        if interval is not None:
+            self.systemd_watchdog = SystemdWatchdog(app)
+            self.jobs.add_job(SYSTEMD_WATCHDOG, self.systemd_watchdog.run, interval)
 
     @property
     def ring(self) -> SnapshotRing:

@@ -19,6 +19,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 import bot.settings
+from bot.cli import HARD_EXIT_MARGIN_S
 from bot.settings import CoreSettings
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import LocalFilesAdapter
@@ -174,6 +175,8 @@ def test_k8s_deployment_has_gpu_probes_secrets_and_grace_period() -> None:
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # room to download and load a model
     assert pod["terminationGracePeriodSeconds"] > seconds(config["PEEKBOT_DRAIN_TIMEOUT_S"])
+    liveness = container["livenessProbe"]  # a failing /healthz (hung model worker) restarts the pod
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] > seconds(config["PEEKBOT_DRAIN_TIMEOUT_S"])
 
     refs = {kind: ref[kind]["name"] for ref in container["envFrom"] for kind in ref}
     assert refs == {"configMapRef": "peekbot-config", "secretRef": "peekbot-secrets"}
@@ -294,12 +297,16 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
 def test_systemd_unit_restarts_drains_and_is_hardened() -> None:
     unit = systemd_unit()
     service = {key: values[-1] for key, values in unit["Service"].items()}
-    assert service["Type"] == "exec" and service["Restart"] == "on-failure"
+    assert service["Type"] == "notify" and service["Restart"] == "on-failure"
     assert seconds(service["RestartSec"]) > 0 and "RestartMaxDelaySec" in service
     assert service["EnvironmentFile"].startswith("/etc/") and service["KillSignal"] == "SIGTERM"
     env = unit_environment(unit)
     drain = seconds(env.get("PEEKBOT_DRAIN_TIMEOUT_S", DRAIN_TIMEOUT_S))
     assert seconds(service["TimeoutStopSec"]) > drain
+    # READY=1 comes after the model loaded; the watchdog leaves peekbot time to drain and exit by itself after a
+    # hung model worker (exit 75, restarted by Restart=on-failure).
+    assert seconds(service["TimeoutStartSec"]) >= 600
+    assert seconds(service["WatchdogSec"]) > drain + HARD_EXIT_MARGIN_S
     assert service["User"] not in ("root", "0")
     assert service["ExecStart"].split()[-2:] == ["peekbot", "run"] or service["ExecStart"].endswith("/peekbot run")
     assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"

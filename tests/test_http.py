@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.app import Application
+from bot.app import ENGINE_STUCK_EXIT_CODE, Application
+from bot.engine import GenerationRequest
 from bot.http import StatusServer
 from bot.services import default_services, maintenance_of
 from bot.settings import Settings
@@ -105,6 +106,57 @@ async def test_readyz_flips_when_an_adapter_disconnects_or_the_engine_hangs(serv
     await blocker
     assert (await maintenance.jobs.run_now(LIVENESS)).outcome == "ok"
     assert (await get_json(server, "/readyz"))[0] == 200
+
+
+async def test_healthz_fails_only_once_the_worker_was_stuck_for_the_set_time(
+    monkeypatch, tmp_path: Path, tiny_qwen3_dir: Path
+) -> None:
+    settings = configure(monkeypatch, tmp_path, tiny_qwen3_dir, LIVENESS_TIMEOUT_S=0.3, ENGINE_STUCK_EXIT_S=1.2)
+    async with running_app(settings, [ControlledAdapter("slack")],
+                           extra_services=lambda app: [StatusServer(app, port=0)]) as app:
+        server = next(s for s in app.services if isinstance(s, StatusServer))
+        maintenance = maintenance_of(app)
+        assert maintenance is not None
+        gates: list[threading.Event] = []
+
+        async def ping_while_hung() -> str:
+            gates.append(threading.Event())
+            hung = asyncio.create_task(app.engine.run_on_worker(gates[-1].wait, 60))
+            run = await maintenance.jobs.run_now(LIVENESS)
+            assert run.outcome == "failed" and not hung.done()
+            return run.detail
+
+        try:
+            first_hang = time.monotonic()
+            await ping_while_hung()
+            status, body = await get_json(server, "/healthz")
+            assert status == 200 and body["status"] == "ok", "stuck for less than the set time is still healthy"
+
+            # The worker comes back and generates a long answer: the ping waits for it, progress resets the timer.
+            gates[-1].set()
+            stream = app.engine.submit(GenerationRequest("count", max_new_tokens=4000, min_new_tokens=4000))
+            await eventually(lambda: app.engine.stats().in_flight == 1, what="the engine to start generating")
+            busy = await maintenance.jobs.run_now(LIVENESS)
+            assert busy.outcome == "ok" and "the worker is generating" in busy.detail
+            assert maintenance.liveness.stuck_since is None
+            stream.cancel()
+            await eventually(lambda: app.engine.stats().in_flight == 0, what="the engine to go idle")
+
+            # Hung again, longer after the first hang than the limit: counted from the new hang, so still healthy.
+            await asyncio.sleep(max(0.0, 1.3 - (time.monotonic() - first_hang)))
+            await ping_while_hung()
+            assert (await get_json(server, "/healthz"))[0] == 200 and not app.exit_requested.is_set()
+
+            await asyncio.sleep(1.0)
+            detail = await ping_while_hung()  # the same hang, now past the limit
+            status, body = await get_json(server, "/healthz")
+            assert status == 503 and body["status"] == "failing", detail
+            assert body["reason"].startswith("the model's worker thread has been stuck for")
+            assert app.exit_requested.is_set() and app.exit_code == ENGINE_STUCK_EXIT_CODE
+            assert (await get_json(server, "/readyz"))[0] == 503
+        finally:
+            for gate in gates:
+                gate.set()
 
 
 async def test_metrics_parse_and_move_with_requests(served, tmp_path: Path) -> None:

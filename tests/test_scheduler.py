@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.engine import GenerationRequest
+from bot.errors import DeadlineExceeded
 from bot.services import maintenance_of
 from bot.usage import RequestRecord
 from scheduler import IntervalScheduler, JobResult
@@ -92,6 +93,30 @@ async def test_liveness_ping_detects_a_hung_worker(monkeypatch, tmp_path, model_
         stream.cancel()
         assert busy.outcome == "ok" and "the worker is generating" in busy.detail
         assert maintenance.liveness.alive is True and maintenance.liveness.stuck_count == 1
+
+
+async def test_requests_settled_on_the_event_loop_while_the_worker_hangs_are_not_progress(
+    monkeypatch, tmp_path, model_dir
+) -> None:
+    settings = configure(monkeypatch, tmp_path, model_dir, LIVENESS_TIMEOUT_S=1.0, ENGINE_STUCK_EXIT_S=0)
+    async with running_app(settings, [ControlledAdapter("slack")]) as app:
+        maintenance = _maintenance(app)
+        gate = threading.Event()
+        hung = asyncio.create_task(app.engine.run_on_worker(gate.wait, 30))
+        try:
+            # A question whose deadline passes while the ping waits: settled by the event loop, not the worker.
+            stream = app.engine.submit(GenerationRequest("what is this?", timeout_s=0.2))
+            stuck = await maintenance.jobs.run_now(LIVENESS)
+            assert app.engine.stats().requests_by_outcome.get("timeout") == 1
+            with pytest.raises(DeadlineExceeded):
+                await stream.text()
+            assert stuck.outcome == "failed" and "did not answer within 1 s" in stuck.detail
+            assert maintenance.liveness.alive is False
+        finally:
+            gate.set()
+            await hung
+        # ENGINE_STUCK_EXIT_S=0: the process is never given up on, however long the worker was stuck.
+        assert app.unhealthy is None and not app.exit_requested.is_set()
 
 
 async def test_watchdog_reconnects_stale_and_disconnected_adapters(monkeypatch, tmp_path, model_dir) -> None:
