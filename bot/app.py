@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, Self
 
-from bot.access import AccessPolicy
+from bot.access import REFUSAL_REPEAT_S, AccessPolicy
 from bot.commands import BUILTIN_COMMANDS, Command, looks_like_command, parse_command
-from bot.durability import GAVE_UP_REPLY, JobKeeper, job_id_for
-from bot.engine import ChatTurn, Engine
-from bot.errors import UserFacingError
+from bot.durability import GAVE_UP_REPLY, JobKeeper, LeaseLost, job_id_for, recorded_final, was_delivered
+from bot.engine import ChatTurn, Engine, answering_job
+from bot.errors import TooManyPending, UserFacingError
 from bot.fairness import FairScheduler
 from bot.logs import log_context
 from bot.questions import answer_question
@@ -27,18 +28,33 @@ from bot.types import (
     ConversationKey,
     FileRef,
     IncomingMessage,
+    MessageWithdrawn,
     ReplyHandle,
+    ReportsWithdrawals,
     ResumableReplies,
     Service,
     User,
     UsesConversationDirectory,
 )
 from bot.usage import UsageRecorder
+from bot.withdrawals import WITHDRAWN, Withdrawals, is_tombstone, retract
 
 logger = logging.getLogger(__name__)
 
 PAUSED_REPLY = "I'm down for a short maintenance and will be back soon. Please ask again in a little while."
 SHUTTING_DOWN_REPLY = "I'm restarting right now. Please ask again in a minute."
+PAUSE_CONTROL = "paused"
+"""The shared control (``store.controls``) that holds the pause flag: set while paused."""
+CONTROLS_REFRESH_S = 10.0
+"""How often a replica re-reads the shared pause flag for ``/status`` (questions read it every time)."""
+STALLED_REPLY = (
+    "Sorry, this question made me stall, so I restarted. Please rephrase it or send a smaller file."
+)
+"""The answer to a question the model's worker hung on (it is not tried again)."""
+ENGINE_STUCK_EXIT_CODE = 75
+"""``peekbot run`` exits with this (EX_TEMPFAIL) after the model's worker hung, for its supervisor to restart it."""
+STUCK_ENGINE_STOP_S = 1.0
+"""How long stopping waits for a hung worker's batch (it will not finish)."""
 CONTEXT_TURNS = 12
 """Turns (questions and answers) of a conversation offered to the model; the budget may drop older ones."""
 CONTEXT_FILES = 16
@@ -105,7 +121,9 @@ class Application:
         self.usage = UsageRecorder(retention_days=settings.scheduler.usage_retention_days)
         """Every question's outcome, latency and engine figures (``/stats``, ``/metrics``, the status page)."""
         self.access = AccessPolicy(settings.access, settings.core.admins)
-        self.rate_limiter = RateLimiter(settings.access.rate_limit_per_minute, settings.access.rate_limit_burst)
+        self.rate_limiter = RateLimiter(
+            settings.access.rate_limit_per_minute, settings.access.rate_limit_burst, buckets=self.store.controls
+        )
         self.quota = QuotaChecker(
             settings.access.daily_quota, self._questions_since, zone(settings.access.quota_timezone)
         )
@@ -114,6 +132,12 @@ class Application:
             max_pending_per_user=settings.access.max_pending_per_user,
         )
         self.jobs = JobKeeper(self.store, settings.core)
+        from bot.media.pool import MediaPool  # Pillow/pypdfium2 only; no process starts before the first file
+
+        self.media = MediaPool(settings.images)
+        """Worker processes that open files (started on first use; stopped by ``stop``)."""
+        self.withdrawals = Withdrawals(self)
+        """Deleted and recalled messages: stopped, forgotten and audited (``withdraw`` is the adapters' callback)."""
         self._resume_jobs = resume_jobs
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -122,6 +146,14 @@ class Application:
         self._store_open = False
         self._started_adapters: list[Adapter] = []
         self._started_services: list[Service] = []
+        self.unhealthy: str | None = None
+        """Why this process must be restarted (``/healthz`` fails with it); None while it is healthy."""
+        self.exit_code: int | None = None
+        """Set with :attr:`exit_requested`: the code the process should end with."""
+        self.exit_requested = asyncio.Event()
+        """Set when the application cannot go on (the model's worker hangs); ``peekbot run`` then stops and exits."""
+        self._question_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._stalled: set[str] = set()
         if services is None:
             from bot.services import default_services
 
@@ -150,7 +182,13 @@ class Application:
                 leftovers = await self.jobs.take_over(include_live=single)
             # Leases are renewed from now on (adapters may take a while to connect); orphans of other replicas are
             # taken over only once the adapters can reply.
-            self._keep(self.jobs.lease_loop(self._resume_one, take_over=lambda: self._resume_jobs and self._ready))
+            self._keep(
+                self.jobs.lease_loop(
+                    self._resume_one, on_lost=self._lost_job, take_over=lambda: self._resume_jobs and self._ready
+                )
+            )
+            await self.refresh_paused()
+            self._keep(self._watch_controls())
             self._accepting = True
             for service in self.services:
                 await service.start()
@@ -158,6 +196,8 @@ class Application:
             for adapter in self.adapters.values():
                 if isinstance(adapter, UsesConversationDirectory):
                     adapter.use_conversation_directory(StoredConversations(self.store))
+                if isinstance(adapter, ReportsWithdrawals):
+                    adapter.use_withdrawal_handler(self.withdraw)
                 await adapter.start(self.handle)
                 self._started_adapters.append(adapter)
             self._ready = True
@@ -187,7 +227,14 @@ class Application:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self.engine.stop()
+        if self.unhealthy is not None:
+            await self.engine.stop(timeout_s=STUCK_ENGINE_STOP_S)  # a hung worker will not finish its batch
+        else:
+            await self.engine.stop()
+        try:
+            await self.media.close()
+        except Exception:
+            logger.exception("stopping the media workers failed")
         if self._store_open:
             self._store_open = False
             await self.store.close()
@@ -222,6 +269,38 @@ class Application:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
+    def engine_stuck(self, reason: str) -> None:
+        """The model's worker hangs: fail ``/healthz``, apologise for what it was generating, ask for an exit.
+
+        The questions of the batch the worker is stuck on are answered with :data:`STALLED_REPLY` and finished as
+        failed, not retried: one of them is likely what hung it. Intake stops; ``peekbot run`` then drains the
+        other questions (bounded), which stay in the journal for the next start, and exits with
+        :data:`ENGINE_STUCK_EXIT_CODE`.
+        """
+        if self.unhealthy is not None:
+            return
+        self.unhealthy = reason
+        self._accepting = False
+        try:
+            stalled = sorted({r.job_id for r in self.engine.running_requests() if r.job_id})
+        except Exception:
+            logger.exception("could not tell which questions the model was generating")
+            stalled = []
+        others = sorted(set(self._question_tasks) - set(stalled))
+        logger.error(
+            "%s: restarting (exit code %d). Stalled on %s (answered with an apology, not retried); "
+            "%d other questions in flight stay in the journal for the next start: %s",
+            reason, ENGINE_STUCK_EXIT_CODE, ", ".join(stalled) or "no question", len(others),
+            ", ".join(others) or "none",
+        )
+        for job_id in stalled:
+            task = self._question_tasks.get(job_id)
+            if task is not None and not task.done():
+                self._stalled.add(job_id)
+                task.cancel()
+        self.exit_code = ENGINE_STUCK_EXIT_CODE
+        self.exit_requested.set()
+
     def _keep(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
@@ -240,7 +319,10 @@ class Application:
         deduplicated by their event and message ids. Raises when the store cannot be written, so that the adapter
         does not ack and the platform delivers the event again.
         """
-        if await self.store.jobs.get(job_id_for(message)) is not None:
+        existing = await self.store.jobs.get(job_id_for(message))
+        if existing is not None:
+            if is_tombstone(existing):  # deleted or recalled before it arrived: never answered
+                await self.withdrawals.question_arrived_late(message)
             return self._duplicate(message)
         is_command = message.is_command or looks_like_command(message.text)
         refusal = self.access.check(message, is_command=is_command)
@@ -251,11 +333,18 @@ class Application:
             logger.info("refused (%s) for %s", refusal.reason, message.user.key)
             await self._audit(message, "refused")
             if not refusal.silent:
-                self._spawn(self._safe_fail(reply, refusal.reply), message)
+                await self._say_refusal(message, reply, refusal.reply)
             return True
         if is_command:
             if not await self._first_delivery(message):
                 return self._duplicate(message)
+            if not self.is_admin(message.user):  # commands count against the same per-user rate limit
+                limited = await self._limit_reply(message, command=True)
+                if limited is not None:
+                    self.counters["rate_limited"] += 1
+                    await self._audit(message, "rate_limited")
+                    await self._say_refusal(message, reply, limited)
+                    return True
             self.counters["accepted"] += 1
             self._spawn(self._run_command(message, reply), message)
             return True
@@ -266,7 +355,7 @@ class Application:
                     return self._duplicate(message)
                 self.counters["rate_limited"] += 1
                 await self._audit(message, "rate_limited")
-                self._spawn(self._safe_fail(reply, limited), message)
+                await self._say_refusal(message, reply, limited)
                 return True
         job = await self.jobs.accept(message)
         if job is None:  # another delivery of the same message (another event id, another replica) won
@@ -287,19 +376,79 @@ class Application:
             f"{message.platform}:event:{message.event_id}", ttl
         ) and await self.store.dedupe.claim(f"{message.platform}:msg:{message.message_id}", ttl)
 
+    async def _say_refusal(self, message: IncomingMessage, reply: ReplyHandle, text: str) -> None:
+        """Tell a refused or rate-limited person why, at most once per ``REFUSAL_REPEAT_S`` (on every replica);
+        later refusals are silent (still counted and audited)."""
+        if await self.store.dedupe.claim(f"refusal-said:{message.user.key}", REFUSAL_REPEAT_S):
+            self._spawn(self._safe_fail(reply, text), message)
+        else:
+            logger.info("%s was told why within the last %.0f s; refused silently", message.user.key,
+                        REFUSAL_REPEAT_S)
+
+    async def withdraw(self, withdrawn: MessageWithdrawn) -> None:
+        """The adapters' callback for a deleted or recalled message (``bot.withdrawals``). Raises when the store
+        cannot be written, so that the adapter does not ack and the platform delivers the event again."""
+        where = str(withdrawn.conversation) if withdrawn.conversation is not None else "-"
+        with log_context(request_id=withdrawn.message_id or "-", platform=withdrawn.platform, conversation=where):
+            await self.withdrawals.handle(withdrawn)
+
     def _duplicate(self, message: IncomingMessage) -> bool:
         self.counters["duplicates"] += 1
         logger.info("duplicate %s ignored", message.message_id)
         return False
 
-    async def _limit_reply(self, message: IncomingMessage) -> str | None:
-        wait_s = self.rate_limiter.try_acquire(message.user.key)
+    async def _limit_reply(self, message: IncomingMessage, *, command: bool = False) -> str | None:
+        """The rate limit (a token bucket in the shared store), pending questions and the daily quota: every
+        replica counts the same, and a restart forgets nothing. A ``command`` meets the rate limit only."""
+        wait_s = await self.rate_limiter.acquire(message.user.key)
         if wait_s is not None:
             return rate_limit_reply(wait_s)
-        quota_wait_s = await self.quota.check(message.user.key, pending=self.fair.pending(message.user.key))
+        if command:
+            return None
+        pending = await self._pending(message.user.key)
+        limit = self.settings.access.max_pending_per_user
+        if limit > 0 and pending >= limit:
+            logger.info("%s has %d questions pending, refusing another", message.user.key, pending)
+            return TooManyPending(pending, limit).user_message
+        quota_wait_s = await self.quota.check(message.user.key, pending=pending)
         if quota_wait_s is not None:
             return quota_reply(self.settings.access.daily_quota, quota_wait_s)
         return None
+
+    async def _pending(self, user: str) -> int:
+        """The user's unanswered questions on every replica (the journal's unfinished jobs)."""
+        try:
+            return await self.store.jobs.pending_for(user)
+        except Exception:
+            logger.warning("could not count the pending questions of %s; counting this replica's", user, exc_info=True)
+            return self.fair.pending(user)
+
+    # controls shared by every replica -----------------------------------------------------------------
+    async def set_paused(self, paused: bool) -> None:
+        """Pause or resume answering on every replica, kept across restarts (``/pause``, ``/resume``)."""
+        await self.store.controls.put(PAUSE_CONTROL, "1" if paused else None)
+        self.paused = paused
+        logger.warning("answering %s by an admin", "paused" if paused else "resumed")
+
+    async def refresh_paused(self) -> bool:
+        """Read the shared pause flag (``paused`` keeps the last value read when the store fails)."""
+        try:
+            self.paused = await self.store.controls.get(PAUSE_CONTROL) is not None
+        except Exception:
+            logger.warning("could not read the pause flag; keeping %s", self.paused, exc_info=True)
+        return self.paused
+
+    async def _watch_controls(self) -> None:
+        """Follow the pause flag another replica (or an earlier run) set, for ``/status`` and the metrics."""
+        while True:
+            await asyncio.sleep(CONTROLS_REFRESH_S)
+            await self.refresh_paused()
+
+    def _lost_job(self, job_id: str) -> None:
+        """Another process took the job over (we stalled past its lease): stop answering it here."""
+        task = self._question_tasks.get(job_id)
+        if task is not None and not task.done():
+            task.cancel()
 
     async def _questions_since(self, user: str, since: float) -> int:
         return await self.store.audit.count_for_user(user, since)
@@ -317,19 +466,45 @@ class Application:
                 await self._resume_one(job, message)
 
     async def _resume_one(self, job: Job, message: IncomingMessage) -> None:
+        if self.withdrawals.cancelled(job.job_id):  # deleted or recalled while it waited: already taken care of
+            self.jobs.forget(job.job_id)
+            return
+        final = recorded_final(job)
+        if was_delivered(job):  # the reply went out in full before the restart: nothing to generate or post
+            logger.info("job %s: its reply was delivered before; finishing it", job.job_id)
+            await self.jobs.finished(job, answered=final is None or final[1] == "finish")
+            return
         adapter = self.adapters.get(message.platform)
         if not isinstance(adapter, ResumableReplies):
             logger.warning("job %s: no adapter %s to answer it; marking it failed", job.job_id, message.platform)
             await self.jobs.finished(job, answered=False, error=f"no adapter {message.platform}")
             return
-        reply = adapter.reply_for(message, job.reply_state)
+        reply = self.jobs.track(job, adapter.reply_for(message, job.reply_state))
         self.counters["resumed"] += 1
         logger.info("resuming job %s (attempt %d)", job.job_id, job.attempts + 1)
         if self.jobs.exhausted(job):
             await self._safe_fail(reply, GAVE_UP_REPLY.format(attempts=job.attempts))
             await self.jobs.finished(job, answered=False, error="too many attempts")
             return
+        if final is not None:  # the answer was complete: deliver the same text; the reply skips parts already out
+            self._spawn(self._deliver_recorded(job, reply, *final), message)
+            return
         self._spawn(self._run_question(message, reply, job, resumed=True), message)
+
+    async def _deliver_recorded(self, job: Job, reply: ReplyHandle, text: str, kind: str) -> None:
+        """Deliver the final text an earlier owner journaled but had not delivered in full, without regenerating."""
+        tracked = self.jobs.track(job, reply)
+        try:
+            await (tracked.finish if kind == "finish" else tracked.fail)(text)
+            await self.jobs.finished(job, answered=kind == "finish")
+        except LeaseLost:
+            tracked.abandon()
+        except asyncio.CancelledError:
+            await self.jobs.release(job)
+            raise
+        except Exception:
+            logger.exception("job %s: could not deliver its journaled answer; leaving it for another try", job.job_id)
+            await self.jobs.release(job)
 
     async def _run_command(self, message: IncomingMessage, reply: ReplyHandle) -> None:
         self.counters["commands"] += 1
@@ -352,10 +527,17 @@ class Application:
         self, message: IncomingMessage, reply: ReplyHandle, job: Job, *, resumed: bool = False
     ) -> None:
         adapter = self.adapters.get(message.platform)
+        reply = tracked = self.jobs.track(job, reply)  # touches the chat only while the job is ours
+        reply = self.withdrawals.guard(reply, job.job_id)  # another replica may learn that it was withdrawn
         started = time.monotonic()
         outcome, answer_chars, image_hashes = "failed", 0, ()
+        task = asyncio.current_task()
+        if task is not None:
+            self._question_tasks[job.job_id] = task
+        answering_job.set(job.job_id)  # engine requests made for this question carry its job id
         try:
-            if self.paused:
+            await self.withdrawals.ensure_wanted(job.job_id)  # withdrawn before it started: stop here
+            if await self.refresh_paused():
                 await reply.finish(PAUSED_REPLY)
                 outcome = "paused"
                 await self.jobs.finished(job, answered=True)
@@ -365,33 +547,51 @@ class Application:
             if adapter is None:
                 raise RuntimeError(f"no adapter named {message.platform}")
             conversation = str(message.conversation)
-            waiting = self.fair.ahead_of_new_turn(message.user.key)
-            if waiting:
-                await reply.start_progress(waiting)
-            async with self.fair.turn(message.user.key):
-                with self.usage.track(message):
-                    result = await answer_question(
-                        message,
-                        reply,
-                        adapter=adapter,
-                        engine=self.engine,
-                        settings=self.settings,
-                        history=await self._history(conversation),
-                        conversation_files=await self._conversation_files(conversation),
-                        store=self.store,
-                    )
+            with self.usage.track(message):
+                result = await answer_question(
+                    message,
+                    reply,
+                    adapter=adapter,
+                    engine=self.engine,
+                    settings=self.settings,
+                    history=await self._history(conversation),
+                    conversation_files=await self._conversation_files(conversation),
+                    store=self.store,
+                    media=self.media,
+                    engine_turn=lambda: self._engine_turn(message.user.key, reply),
+                )
             image_hashes = tuple(result.image_hashes)
             answer_chars = len(result.answer)
             outcome = "cached" if result.cached else "answered"
             self.counters[outcome] += 1
-            await self._remember(conversation, result)
+            await self._remember(conversation, result, message.message_id)
             await self.jobs.finished(job, answered=True)
+        except LeaseLost:
+            outcome = "lost"  # another process answers it; this one leaves the reply alone
+            tracked.abandon()
         except UserFacingError as exc:
             self.counters["failed"] += 1
             logger.info("answered with an error (%s): %s", exc.kind, exc)
             await self._safe_fail(reply, exc.user_message)
             await self.jobs.finished(job, answered=False, error=exc.kind)
         except asyncio.CancelledError:
+            if job.job_id in self._stalled:  # the model hung on it: apologise, never retry it
+                outcome = "stalled"
+                self.counters["failed"] += 1
+                try:
+                    await self._safe_fail(reply, STALLED_REPLY)
+                finally:
+                    await self.jobs.finished(job, answered=False, error="stalled the model")
+                raise
+            if self.withdrawals.cancelled(job.job_id):  # deleted or recalled: take back the reply, never retry
+                outcome = WITHDRAWN
+                self._spawn(retract(reply), message)
+                await self.jobs.finished(job, answered=False, error=WITHDRAWN)
+                raise
+            if self.jobs.is_lost(job.job_id):  # taken over while we stalled: the new owner answers it
+                outcome = "lost"
+                tracked.abandon()
+                raise
             # Stopping: leave the job for the next start, which continues the same reply.
             outcome = "interrupted"
             await self.jobs.release(job)
@@ -403,11 +603,24 @@ class Application:
                                   f"happening, tell an admin (reference {message.message_id}).")
             await self.jobs.finished(job, answered=False, error="internal")
         finally:
-            if outcome != "interrupted":
+            self._question_tasks.pop(job.job_id, None)
+            if self.jobs.is_lost(job.job_id):
+                outcome = "lost"
+            self.jobs.forget(job.job_id)
+            if outcome not in ("interrupted", "lost", WITHDRAWN):  # a withdrawal audits itself, without content
                 await self._audit(
                     message, outcome, latency_s=time.monotonic() - started, image_hashes=image_hashes,
                     answer_chars=answer_chars, job_id=job.job_id,
                 )
+
+    @contextlib.asynccontextmanager
+    async def _engine_turn(self, user: str, reply: ReplyHandle) -> AsyncIterator[None]:
+        """The user's fair share of the model (``bot.fairness``), showing the place in line while waiting."""
+        waiting = self.fair.ahead_of_new_turn(user)
+        if waiting:
+            await reply.start_progress(waiting)
+        async with self.fair.turn(user):
+            yield
 
     async def _history(self, conversation: str) -> list[ChatTurn]:
         turns = await self.store.conversations.turns(conversation, CONTEXT_TURNS)
@@ -422,12 +635,12 @@ class Application:
                 logger.warning("skipped an unreadable stored file reference")
         return files
 
-    async def _remember(self, conversation: str, result: Any) -> None:
+    async def _remember(self, conversation: str, result: Any, message_id: str) -> None:
         try:
             for file, content_hash in result.files_seen:
                 await self.store.conversations.add_file(conversation, encode_file(file), content_hash)
-            await self.store.conversations.add_turn(conversation, "user", result.question)
-            await self.store.conversations.add_turn(conversation, "assistant", result.answer)
+            await self.store.conversations.add_turn(conversation, "user", result.question, message_id=message_id)
+            await self.store.conversations.add_turn(conversation, "assistant", result.answer, message_id=message_id)
         except Exception:
             logger.exception("could not store the conversation's turn")
 
@@ -461,6 +674,8 @@ class Application:
     async def _safe_fail(self, reply: ReplyHandle, text: str) -> None:
         try:
             await reply.fail(text)
+        except LeaseLost:
+            logger.info("the error reply was left to the process that owns the question now")
         except Exception:
             logger.exception("could not deliver the error reply")
 

@@ -9,12 +9,16 @@ File bytes and pictures live only for this request; what is reported back (``Ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.engine import ChatTurn, Engine, GenerationRequest
 from bot.errors import InputError, UserFacingError
@@ -24,7 +28,8 @@ from bot.types import Adapter, FileRef, IncomingMessage, ReplyHandle
 from bot.usage import note_engine_usage
 
 if TYPE_CHECKING:
-    from bot.media.images import PreparedImage
+    from bot.media.pictures import PreparedImage
+    from bot.media.pool import MediaPool
     from bot.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -96,14 +101,21 @@ async def gather_inputs(
     *,
     library: DocumentLibrary | None = None,
     conversation_files: Sequence[FileRef] = (),
+    media: MediaPool | None = None,
 ) -> GatheredInput:
     """Fetch and decode the message's own files (errors go to the user) and earlier files (best effort).
 
     Without a ``library`` every PDF is read as today (its first pages); with one, a PDF too long for one question
     becomes a document of the conversation. ``images`` is left empty: ``fit_context`` chooses what is sent.
+    Files are opened in ``media``'s worker processes (default: ``shared_pool()``), in the lane of the person who
+    asked; PDF work shares one deadline, ``pdf_time_budget_s`` from now.
     """
-    from bot.media.images import load_attachment, sniff_kind  # PIL/pypdfium2 only; imported lazily
+    from bot.media.pool import shared_pool  # PIL/pypdfium2 only; imported lazily
+    from bot.media.sniff import sniff_kind
 
+    opener = media if media is not None else shared_pool()
+    owner = message.user.key
+    deadline = time.monotonic() + settings.images.pdf_time_budget_s
     gathered = GatheredInput()
     hashes_read: set[str] = set()
     conversation = str(message.conversation)
@@ -116,23 +128,23 @@ async def gather_inputs(
             return []
         hashes_read.add(content_hash)
         if library is not None and data and sniff_kind(data, file.name, file.mime_type) == "pdf":
-            from bot.media.pdf import pdf_page_count
-
-            page_count = await asyncio.to_thread(pdf_page_count, data, name=file.name)
+            page_count = await opener.page_count(data, name=file.name, owner=owner)
             if library.is_long(page_count):
                 document = await library.open_document(
-                    file, data, conversation=conversation, page_count=page_count, content_hash=content_hash
+                    file, data, conversation=conversation, page_count=page_count, content_hash=content_hash,
+                    owner=owner,
                 )
                 gathered.documents.append(document)
                 return []
-        attachment = await asyncio.to_thread(
-            load_attachment,
+        attachment = await opener.open_file(
             data,
             name=file.name,
             mime_type=file.mime_type,
             images=settings.images,
             max_pixels=settings.engine.max_pixels,
             min_pixels=settings.engine.min_pixels,
+            deadline=deadline,
+            owner=owner,
         )
         gathered.notes.extend(attachment.notes)
         return list(attachment.images)
@@ -253,12 +265,44 @@ def compose_final(answer: str, notes: list[str]) -> str:
     return answer + "\n\n" + "\n".join(f"_{note}_" for note in notes)
 
 
-def answer_cache_key(question: str, files_seen: Sequence[tuple[FileRef, str]]) -> str:
-    """Identical question on identical files (by content), in the same order."""
-    digest = hashlib.sha256(question.strip().encode())
-    for _, content_hash in files_seen:
-        digest.update(b"\0" + content_hash.encode())
-    return digest.hexdigest()
+CACHE_KEY_VERSION = 2
+"""Bumped whenever what goes into the answer cache key changes, so older entries are never matched."""
+CACHE_SAMPLING_FIELDS = ("max_new_tokens", "min_new_tokens")
+"""``GenerationRequest`` fields that shape the answer beyond its inputs; add sampling settings here as requests get
+them (temperature, top_p …). Fields that do not change the answer (``request_id``, ``timeout_s``) stay out."""
+CACHE_MODEL_FIELDS = ("backend", "model", "quantization", "dtype")
+"""Entries of ``Engine.describe()`` that name the model answering."""
+
+
+def answer_cache_key(
+    request: GenerationRequest,
+    files_seen: Sequence[tuple[FileRef, str]],
+    *,
+    picture_hashes: Sequence[str],
+    model: Mapping[str, Any],
+    instructions: str = "",
+) -> str:
+    """The key of an answer: the same question in the same context gets the same key, any difference a new one.
+
+    It covers everything the model is sent (the prompt, the thread's turns that fit the token budget, the pictures
+    by ``picture_hashes`` and size, the system prompt), the files read for it by content hash in order, the model
+    (``model`` is ``Engine.describe()``), the length and sampling settings, and ``instructions``: the place for
+    per-channel instructions once channels have them (they belong in the key even when they also reach the system
+    prompt).
+    """
+    sizes = [f"{image.width}x{image.height}" for image in request.images]
+    parts = {
+        "v": CACHE_KEY_VERSION,
+        "question": request.question,
+        "history": [[turn.role, turn.text] for turn in request.history],
+        "pictures": [f"{content_hash}:{size}" for content_hash, size in zip(picture_hashes, sizes, strict=False)],
+        "files": [content_hash for _, content_hash in files_seen],
+        "system_prompt": request.system_prompt or "",
+        "instructions": instructions,
+        "model": {name: str(model.get(name, "")) for name in CACHE_MODEL_FIELDS},
+        "sampling": {name: getattr(request, name, None) for name in CACHE_SAMPLING_FIELDS},
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 async def answer_question(
@@ -272,12 +316,16 @@ async def answer_question(
     library: DocumentLibrary | None = None,
     conversation_files: Sequence[FileRef] = (),
     store: Store | None = None,
+    media: MediaPool | None = None,
+    engine_turn: Callable[[], AbstractAsyncContextManager[object]] | None = None,
 ) -> AnsweredQuestion:
     """Run one question end to end; raises UserFacingError.
 
     ``history`` is the conversation's earlier turns, oldest first; ``conversation_files`` are files the store
     remembers from the conversation beyond the adapter's ``context_files``. With a ``store``, long documents are
     searched through ``store.documents`` (unless a ``library`` is given) and answers are cached in ``store.cache``.
+    ``media`` opens the files (worker processes; default ``bot.media.pool.shared_pool()``). ``engine_turn`` (the
+    core's fair share of the model) is entered once the files are open, so opening files never holds a model slot.
     """
     question = message.text
     if len(question) > settings.core.max_question_chars:
@@ -285,26 +333,48 @@ async def answer_question(
             f"Your question is {len(question):,} characters long; the limit is {settings.core.max_question_chars:,}."
         )
     if library is None and store is not None:
-        library = DocumentLibrary(store.documents, engine, settings)
+        library = DocumentLibrary(store.documents, engine, settings, media=media)
     gathered = await gather_inputs(
-        message, adapter, settings, library=library, conversation_files=conversation_files
+        message, adapter, settings, library=library, conversation_files=conversation_files, media=media
     )
     if not question and not gathered.own and not gathered.context and not gathered.documents:
         raise InputError("Send me a screenshot, photo or PDF with a question, or type /help.")
     asked = question or DEFAULT_QUESTION
-    conversation = str(message.conversation)
+    async with engine_turn() if engine_turn is not None else contextlib.nullcontext():
+        return await _answer_gathered(
+            message, reply, asked, gathered, history, engine=engine, settings=settings, library=library, store=store
+        )
 
+
+async def _answer_gathered(
+    message: IncomingMessage,
+    reply: ReplyHandle,
+    asked: str,
+    gathered: GatheredInput,
+    history: Sequence[ChatTurn],
+    *,
+    engine: Engine,
+    settings: Settings,
+    library: DocumentLibrary | None,
+    store: Store | None,
+) -> AnsweredQuestion:
+    """Choose pages, fit the context, answer from cache or the engine, and deliver the final text."""
+    conversation = str(message.conversation)
+    request, pages = await _build_request(message, asked, gathered, history, settings=settings, library=library)
+    pages_used = [(document.label, list(numbers)) for document, numbers in pages.pages]
     caching = store is not None and gathered.files_seen and settings.core.answer_cache_ttl_s > 0
-    cache_key = answer_cache_key(asked, gathered.files_seen) if caching else None
-    if cache_key is not None:
+    cache_key = None
+    if caching:  # keyed on what is actually sent: after the context fit and the choice of pages
+        cache_key = answer_cache_key(
+            request, gathered.files_seen, picture_hashes=gathered.image_hashes, model=_model_of(engine)
+        )
         cached = await _cached_answer(store, conversation, cache_key)
         if cached is not None:
             logger.info("answered from cache (%d files)", len(gathered.files_seen))
             await reply.finish(cached)
             return AnsweredQuestion(asked, cached, files_seen=gathered.files_seen, cached=True,
-                                    image_hashes=[h for _, h in gathered.files_seen])
+                                    image_hashes=gathered.image_hashes, pages_used=pages_used)
 
-    request, pages = await _build_request(message, asked, gathered, history, settings=settings, library=library)
     answer = await _stream_answer(request, reply, engine)
     notes = list(gathered.notes)
     used = pages.used_note()
@@ -319,7 +389,7 @@ async def answer_question(
         answer=answer,
         image_hashes=gathered.image_hashes,
         files_seen=gathered.files_seen,
-        pages_used=[(document.label, list(numbers)) for document, numbers in pages.pages],
+        pages_used=pages_used,
     )
 
 
@@ -406,6 +476,15 @@ async def _stream_answer(request: GenerationRequest, reply: ReplyHandle, engine:
         stream.cancel()
         raise
     return answer
+
+
+def _model_of(engine: Engine) -> Mapping[str, Any]:
+    """What the engine says about its model (for the cache key); empty when it cannot say."""
+    try:
+        return engine.describe()
+    except Exception:
+        logger.warning("the engine could not describe its model; caching under an unnamed model")
+        return {}
 
 
 async def _cached_answer(store: Store, conversation: str, key: str) -> str | None:

@@ -151,6 +151,16 @@ class EngineSettings(_Layer):
 class ImageSettings(_Layer):
     max_file_bytes: int = 25 * 1024 * 1024
     max_decode_pixels: int = 64_000_000
+    max_decode_bytes: int = 256 * 1024 * 1024
+    """Memory one image's decoder may take, checked before any pixel is decoded: pixels × bytes per pixel (1 for
+    1-bit, grey and palette, 2 for 16-bit grey, 4 otherwise) × the full-size buffers its format's decoder holds,
+    plus the coefficients of a progressive JPEG."""
+    media_workers: int = 2
+    """Worker processes that open files (Pillow, PDFium); each opens one file at a time."""
+    media_memory_limit_mb: int = 1024
+    """Address-space limit (RLIMIT_AS) of each worker process: a file that needs more is refused with a reason."""
+    media_time_limit_s: float = 12.0
+    """Wall-clock and CPU limit for opening one file (or one step of a long document) in a worker process."""
     min_image_side: int = 8
     max_aspect_ratio: float = 8.0
     max_tiles: int = 4
@@ -159,8 +169,11 @@ class ImageSettings(_Layer):
     pdf_max_dpi: int = 200
     pdf_max_text_pages: int = 300
     """Pages whose text layer is extracted (for document search); may exceed the pages rendered."""
-    pdf_time_budget_s: float = 30.0
-    """Wall-clock budget for drawing and reading one PDF; pages past it are skipped with a note."""
+    pdf_time_budget_s: float = 8.0
+    """Wall-clock budget for a question's PDF work (drawing, text layer), checked before each page; pages past it
+    are skipped with a note. Kept below ``media_time_limit_s`` so a slow PDF stops itself before it is killed."""
+    pdf_max_objects: int = 1_000_000
+    """Drawing objects (paths, text runs, images) parsed per PDF and step; pages past this are left unread."""
     doc_pages_per_question: int = 4
     """Pages of a long document (more pages than one question carries) sent with each question."""
     transcribe_pages_per_question: int = 20
@@ -175,6 +188,9 @@ class SlackSettings(_Layer):
     bot_token: SecretStr | None = None
     app_token: SecretStr | None = None
     api_url: str = "https://slack.com/api/"
+    file_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["files.slack.com"])
+    """Hosts the bot token may be sent to (over https) to download files, besides ``api_url``'s own host and port.
+    Add ``files.slack-gov.com`` style hosts for GovSlack; a file stored anywhere else is refused with a reply."""
     # Socket Mode connection and watchdog.
     ping_interval_s: float = 10.0
     """slack_sdk's WebSocket ping interval; no traffic or pong for ``stale_after_pings`` × this ⇒ reconnect."""
@@ -197,6 +213,8 @@ class SlackSettings(_Layer):
     download_timeout_s: float = 60.0
     thread_memory: int = 10_000
     """Threads remembered as answered, so follow-ups there need no new mention."""
+
+    _split_file_hosts = field_validator("file_hosts", mode="before")(_comma_list)
 
     @property
     def configured(self) -> bool:
@@ -259,6 +277,9 @@ class SchedulerSettings(_Layer):
     # Health: the engine liveness ping and the connection watchdog.
     liveness_timeout_s: float = 30.0
     """A ping that does not come back from the model's worker thread within this time marks the engine stuck."""
+    engine_stuck_exit_s: float = 180.0
+    """A model worker stuck this long (pings unanswered, no token generated) fails ``/healthz`` and ends the process
+    with exit code 75 for its supervisor to restart it; 0 never exits. A long batch that generates is not stuck."""
     watchdog_stale_after_s: float = 300.0
     """An adapter whose last pong is older than this is reconnected at once."""
     watchdog_disconnected_checks: int = 2

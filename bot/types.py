@@ -34,6 +34,9 @@ class User:
     user_id: str
     display_name: str = ""
     is_bot: bool = False
+    org: str = ""
+    """The sender's own workspace or tenant (Slack team id, Feishu tenant key). It differs from the conversation's
+    workspace for a guest from another company (Slack Connect, Feishu external chats); empty when unknown."""
 
     @property
     def key(self) -> str:
@@ -43,7 +46,8 @@ class User:
 
 @dataclass(frozen=True, slots=True)
 class FileRef:
-    """A file on the platform. ``source`` holds adapter-private details (URLs, message ids)."""
+    """A file on the platform. ``source`` holds adapter-private details (URLs, message ids); a ``message_id`` there
+    names the chat message the file came in, so a withdrawal of that message takes the file along."""
 
     platform: str
     file_id: str
@@ -113,6 +117,33 @@ class IncomingMessage:
     @property
     def files(self) -> tuple[FileRef, ...]:
         return tuple(s.file for s in self.segments if isinstance(s, ImageSegment | FileSegment))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageWithdrawn:
+    """A message or file its author deleted or recalled: peekbot does not answer it and forgets it.
+
+    ``message_id`` has the form ``IncomingMessage.message_id`` has (empty when only files were deleted).
+    ``conversation`` is where it was: the thread when the platform says, else its channel (``thread`` None), or
+    None when the platform does not say (a file deleted everywhere). The files that go are those ``covers`` picks:
+    the ``file_ids`` the platform named, and files whose ``source["message_id"]`` is ``message_id``.
+    ``kind`` (``deleted``, ``recalled``, ``file_deleted``) is for the logs.
+    """
+
+    platform: str
+    event_id: str
+    message_id: str = ""
+    conversation: ConversationKey | None = None
+    file_ids: tuple[str, ...] = ()
+    kind: str = "deleted"
+
+    def covers(self, file: FileRef) -> bool:
+        """True when ``file`` went with the withdrawn message (or is a withdrawn file)."""
+        if file.platform != self.platform:
+            return False
+        if file.file_id in self.file_ids:
+            return True
+        return bool(self.message_id) and file.source.get("message_id") == self.message_id
 
 
 class ReplyHandle(Protocol):
@@ -185,6 +216,23 @@ class ResumableReply(Protocol):
 
 
 @runtime_checkable
+class JournaledReply(Protocol):
+    """A resumable reply that helps the core deliver a long answer once, across restarts and take-overs.
+
+    The core hands it two hooks before anything is shown. ``checkpoint()`` is awaited after each part of a final
+    answer split over several messages was posted, except the last: the core journals ``resume_state()``, which
+    notes the parts already out (a reply re-created from it skips them). It raises when another process owns the
+    question now: post nothing more then. ``may_edit()`` is False while the core is not sure it still owns the
+    question: background edits skip until the core passes new text. ``abandon()`` stops background edits for good
+    and touches nothing: another process finishes the reply.
+    """
+
+    def bind_journal(self, checkpoint: Callable[[], Awaitable[None]], may_edit: Callable[[], bool]) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
+@runtime_checkable
 class ConversationDirectory(Protocol):
     """What the core knows about conversations, shared by every replica (it reads the state store)."""
 
@@ -200,6 +248,28 @@ class UsesConversationDirectory(Protocol):
     """
 
     def use_conversation_directory(self, directory: ConversationDirectory) -> None: ...
+
+
+WithdrawalHandler = Callable[[MessageWithdrawn], Awaitable[None]]
+"""The core's callback for deleted or recalled messages. Raises when it could not record the withdrawal (the
+adapter then leaves the event unacked, so the platform delivers it again)."""
+
+
+@runtime_checkable
+class ReportsWithdrawals(Protocol):
+    """An adapter that tells the core when a message was deleted or recalled. The core hands it the callback
+    before ``start``; the adapter calls it before acking the platform's event."""
+
+    def use_withdrawal_handler(self, handler: WithdrawalHandler) -> None: ...
+
+
+@runtime_checkable
+class RetractableReply(Protocol):
+    """A reply handle that can take back what it showed (the question was deleted before it was answered)."""
+
+    async def retract(self) -> None:
+        """Remove the placeholder (and any part of the answer) and the progress indicator; afterwards ``update``,
+        ``finish`` and ``fail`` show nothing."""
 
 
 class Service(Protocol):
