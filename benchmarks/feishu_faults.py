@@ -1,6 +1,6 @@
 """Feishu fault injection: questions at a steady rate through the real adapter while the link misbehaves.
 
-The loopback fake Feishu (``tests/fake_feishu.py``: discovery, pbbp2 WebSocket, REST) runs on its own event
+The loopback fake Feishu (``tests/support/fake_feishu.py``: discovery, pbbp2 WebSocket, REST) runs on its own event
 loop in a second thread, like a remote server. The bot is the real ``Application`` with the real
 ``FeishuAdapter`` and ``TransformersEngine`` on a tiny random Qwen3-VL model (or ``--model``), its queue and
 batch limits kept small so that the engine stays saturated. Questions are image messages (direct) and
@@ -79,7 +79,7 @@ from benchmarks.faults_common import (  # noqa: E402
 )
 
 if TYPE_CHECKING:  # the fake is imported lazily so ``--help`` stays fast
-    from tests.fake_feishu import FakeFeishu, StoredMessage
+    from tests.support.fake_feishu import FakeFeishu, StoredMessage
 
 logger = logging.getLogger("benchmarks.feishu_faults")
 
@@ -259,7 +259,7 @@ async def inject(fake: FakeFeishu, fault: FaultLog, log: DriveLog, options: Opti
 
 def reply_view(fake: FakeFeishu, message: StoredMessage) -> tuple[str, bool]:
     """A bot reply's visible text and whether it is final (a closed streaming card, or a plain card/text)."""
-    from tests.fake_feishu import card_text
+    from tests.support.fake_feishu import card_text
 
     try:
         content = json.loads(message.content or "{}")
@@ -494,7 +494,7 @@ def load_settings(env: dict[str, str]) -> Any:
 
 
 async def _start_fake(options: Options) -> FakeFeishu:
-    from tests.fake_feishu import FakeFeishu
+    from tests.support.fake_feishu import FakeFeishu
 
     config = {"PingInterval": options.ping_interval_s, "ReconnectCount": -1, "ReconnectInterval": 120,
               "ReconnectNonce": 30}  # Feishu's own values, except the ping interval

@@ -11,11 +11,11 @@ Targets: every file answered (a reply or a reason) within 30 s end to end, proce
 most 300 MiB over its reference's run (the screenshot for images; for PDFs the normal PDF, since any PDF question
 sends the model several pages).
 
-Part 2 (``--lane``): a real ``peekbot run`` against the loopback fake Slack (``tests/fake_slack.py``) with the tiny
-model. 20 normal questions (a screenshot each) from one user at one every 2 s, first alone, then while 4 hostile
-files from another user are in flight. Target: the p95 latency (event sent → the bot removes its progress reaction)
-with the hostile files at most 2× the p95 alone. File work has its own lane (worker processes at a lower CPU
-priority, at most workers − 1 per person), so it cannot starve the model.
+Part 2 (``--lane``): a real ``peekbot run`` against the loopback fake Slack (``tests/support/fake_slack.py``)
+with the tiny model. 20 normal questions (a screenshot each) from one user at one every 2 s, first alone, then
+while 4 hostile files from another user are in flight. Target: the p95 latency (event sent → the bot removes its
+progress reaction) with the hostile files at most 2× the p95 alone. File work has its own lane (worker
+processes at a lower CPU priority, at most workers − 1 per person), so it cannot starve the model.
 
     .venv/bin/python benchmarks/hostile.py                        # part 1, about two minutes on 2 cores
     .venv/bin/python benchmarks/hostile.py --lane --json out.json # both parts, about five minutes
@@ -59,7 +59,7 @@ from benchmarks.faults_common import (  # noqa: E402
     targets_json,
     write_json,
 )
-from tests import corpus  # noqa: E402
+from tests.support import corpus  # noqa: E402
 
 logger = logging.getLogger("benchmarks.hostile")
 
@@ -346,7 +346,7 @@ async def run_lane(
     hostile: int = 4,
     max_pixels: int = LANE_MAX_PIXELS,
 ) -> LaneResult:
-    from tests.fake_slack import FakeSlack
+    from tests.support.fake_slack import FakeSlack
 
     model = await asyncio.to_thread(build_tiny_model, directory / "tiny-model")
     fake = FakeSlack()

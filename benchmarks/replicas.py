@@ -21,7 +21,7 @@ The exit status is 0 when every target is met, 1 otherwise. Everything it starts
 the fakes) is stopped before it exits, also on a timeout (``--timeout``).
 
 The same harness (``Replica``, ``replica_env``, ``ask_slack``, ``ask_feishu``, the outcome counters and the
-takeover measurement) drives ``tests/test_replicas.py``.
+takeover measurement) drives ``tests/e2e/test_replicas.py``.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ from benchmarks.faults_common import (  # noqa: E402
     write_json,
 )
 from bot.store.base import Job, JobState  # noqa: E402
-from tests.fake_feishu import FakeFeishu, feishu_environment  # noqa: E402
-from tests.fake_slack import FakeSlack  # noqa: E402
-from tests.redis_server import RedisServer, redis_server_binary  # noqa: E402
+from tests.support.fake_feishu import FakeFeishu, feishu_environment  # noqa: E402
+from tests.support.fake_slack import FakeSlack  # noqa: E402
+from tests.support.redis_server import RedisServer, redis_server_binary  # noqa: E402
 
 logger = logging.getLogger("benchmarks.replicas")
 

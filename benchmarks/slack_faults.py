@@ -1,8 +1,8 @@
 """Slack fault injection: questions at a steady rate over Socket Mode while connections fail and Slack misbehaves.
 
 The real slack-bolt/slack_sdk stack (``SlackAdapter`` inside ``Application``) talks to the loopback fake Slack
-(``tests/fake_slack.py``), which runs on its own event loop in another thread, like a separate server. The engine
-is a tiny random Qwen3-VL model kept saturated: a small queue and batch and enough new tokens per answer that
+(``tests/support/fake_slack.py``), which runs on its own event loop in another thread, like a separate server.
+The engine is a tiny random Qwen3-VL model kept saturated: a small queue and batch and enough new tokens per answer that
 questions wait (and some get the polite "busy" reply, which counts as an answer).
 
 Faults, evenly spaced and cycled in this order: an abrupt socket kill (TCP reset), a server ``disconnect``
@@ -76,7 +76,7 @@ from benchmarks.faults_common import (  # noqa: E402
     timeline_svg,
     write_json,
 )
-from tests.fake_slack import FakeSlack  # noqa: E402
+from tests.support.fake_slack import FakeSlack  # noqa: E402
 
 if TYPE_CHECKING:
     from bot.app import Application

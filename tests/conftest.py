@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 # Fixtures for replies that outlive their process (Slack and Feishu adapters on the loopback fakes).
-from tests.resume_support import feishu, slack, start_feishu, start_slack  # noqa: F401
+from tests.support.resume_support import feishu, slack, start_feishu, start_slack  # noqa: F401
 
 
 @pytest.fixture(scope="session")
