@@ -507,7 +507,7 @@ async def _run_bot(options: Options, fake: FakeFeishu, fake_loop: LoopThread, mo
                    data_dir: Path) -> dict[str, Any]:
     from adapters.feishu import FeishuAdapter
     from bot.app import Application
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     settings = load_settings(bot_environment(options, fake, model_dir, data_dir))
     images = render_images()

@@ -366,7 +366,7 @@ def build_application(fake: FakeSlack, config: SlackFaultsConfig, model: str, da
     from adapters.slack import SlackAdapter
     from bot.app import Application
     from bot.settings import AccessSettings, CoreSettings, EngineSettings, Settings, SlackSettings
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     settings = Settings()
     settings.core = CoreSettings(data_dir=data_dir, http_port=0, drain_timeout_s=10.0)

@@ -180,8 +180,8 @@ async def run_soak(args: argparse.Namespace) -> dict[str, Any]:
     from bot.services import maintenance_of
     from bot.settings import Settings
     from inference.bench import default_tiny_model
-    from inference.engine import TransformersEngine
     from inference.stats import percentile
+    from inference.transformers_engine import TransformersEngine
     from scheduler.service import CLEANUP
 
     model = args.model or str(default_tiny_model())  # built once under the usual data dir

@@ -14,7 +14,7 @@ from bot.commands import BUILTIN_COMMANDS, Command, looks_like_command, parse_co
 from bot.durability import GAVE_UP_REPLY, JobKeeper, LeaseLost, job_id_for, recorded_final, was_delivered
 from bot.engine import ChatTurn, Engine, answering_job
 from bot.errors import TooManyPending, UserFacingError
-from bot.fairness import FairScheduler
+from bot.fairness import FairShare
 from bot.logs import log_context
 from bot.questions import answer_question
 from bot.ratelimit import QuotaChecker, RateLimiter, quota_reply, rate_limit_reply, zone
@@ -127,7 +127,7 @@ class Application:
         self.quota = QuotaChecker(
             settings.access.daily_quota, self._questions_since, zone(settings.access.quota_timezone)
         )
-        self.fair = FairScheduler(
+        self.fair = FairShare(
             slots=max(1, settings.engine.max_batch_size),
             max_pending_per_user=settings.access.max_pending_per_user,
         )

@@ -9,7 +9,7 @@ jobs in the shared journal; this check is the per-process backstop.)
 
 Use one scheduler per process, from the event loop's thread. Example::
 
-    scheduler = FairScheduler(slots=settings.engine.max_batch_size,
+    scheduler = FairShare(slots=settings.engine.max_batch_size,
                               max_pending_per_user=settings.access.max_pending_per_user)
     async with scheduler.turn(message.user.key):
         answer = await ask_the_engine(...)
@@ -38,7 +38,7 @@ class FairnessStats:
     waiting_by_user: dict[str, int]
 
 
-class FairScheduler:
+class FairShare:
     """``slots`` concurrent turns, handed out fairly across users (see the module docstring)."""
 
     def __init__(self, slots: int, max_pending_per_user: int) -> None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bot.app import Application
-    from scheduler.runner import JobState
+    from scheduler.runner import ScheduledJobState
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class StatusReport:
     answer_latency_p50_s: float | None
     answer_latency_p95_s: float | None
     adapters: list[AdapterReport]
-    jobs: list[JobState] = field(default_factory=list)
+    jobs: list[ScheduledJobState] = field(default_factory=list)
     engine_alive: bool | None = None
     """Result of the last liveness ping: None before the first, False while the worker is stuck."""
     engine_stuck_count: int = 0
@@ -115,7 +115,7 @@ async def collect_status(app: Application) -> StatusReport:
     )
 
 
-def _clean_job(job: JobState, clean: Callable[[str], str]) -> JobState:
+def _clean_job(job: ScheduledJobState, clean: Callable[[str], str]) -> ScheduledJobState:
     last = replace(job.last, detail=clean(job.last.detail)) if job.last is not None else None
     failure = replace(job.last_failure, detail=clean(job.last_failure.detail)) if job.last_failure is not None else None
     return replace(job, last=last, last_failure=failure)

@@ -456,7 +456,7 @@ def _ms(value: float | None) -> float | None:
 
 
 @dataclass(slots=True)
-class RequestRecord:
+class BenchRequest:
     index: int
     width: int
     height: int
@@ -522,13 +522,13 @@ def fit_images(items: Sequence[WorkItem], settings: EngineSettings, factor: int)
 async def drive(
     items: Sequence[WorkItem],
     concurrency: int,
-    serve: Callable[[WorkItem], Awaitable[RequestRecord]],
+    serve: Callable[[WorkItem], Awaitable[BenchRequest]],
     *,
     label: str = "timed run",
-) -> tuple[list[RequestRecord], float]:
+) -> tuple[list[BenchRequest], float]:
     """C clients take requests from one shared list until it is empty; returns records and wall time."""
     pending = iter(items)
-    records: list[RequestRecord] = []
+    records: list[BenchRequest] = []
     step = max(1, len(items) // 4)
 
     async def client() -> None:
@@ -542,7 +542,7 @@ async def drive(
     return sorted(records, key=lambda r: r.index), time.perf_counter() - started
 
 
-def side_figures(records: Sequence[RequestRecord], wall_s: float) -> dict[str, Any]:
+def side_figures(records: Sequence[BenchRequest], wall_s: float) -> dict[str, Any]:
     """Throughput and latency of one side's timed run."""
     latencies = [r.latency_s for r in records]
     ttfts = [r.ttft_s for r in records if r.ttft_s is not None]
@@ -674,7 +674,7 @@ class BaselineServer:
         self._lock = asyncio.Lock()
         self._block_eos = _eos_blocker(_eos_ids(loaded))
 
-    def generate(self, item: WorkItem, max_new_tokens: int, started: float) -> tuple[RequestRecord, Probe]:
+    def generate(self, item: WorkItem, max_new_tokens: int, started: float) -> tuple[BenchRequest, Probe]:
         """Build the prompt, preprocess the image and generate exactly ``max_new_tokens`` tokens."""
         import torch
         from transformers import LogitsProcessorList
@@ -702,7 +702,7 @@ class BaselineServer:
         _synchronize(device)
         finished = time.perf_counter()
         generated = int(output.shape[1] - input_ids.shape[1])
-        record = RequestRecord(
+        record = BenchRequest(
             index=item.index,
             width=item.image.width,
             height=item.image.height,
@@ -720,7 +720,7 @@ class BaselineServer:
         )
         return record, probe
 
-    async def serve(self, item: WorkItem, max_new_tokens: int) -> tuple[RequestRecord, Probe]:
+    async def serve(self, item: WorkItem, max_new_tokens: int) -> tuple[BenchRequest, Probe]:
         started = time.perf_counter()
         async with self._lock:
             return await asyncio.to_thread(self.generate, item, max_new_tokens, started)
@@ -732,16 +732,16 @@ async def run_baseline(
     items: Sequence[WorkItem],
     spec: WorkerSpec,
     probe_item: WorkItem | None,
-) -> tuple[list[RequestRecord], float, Probe | None]:
+) -> tuple[list[BenchRequest], float, Probe | None]:
     server = BaselineServer(loaded, settings)
 
-    async def warm_up(item: WorkItem) -> RequestRecord:
+    async def warm_up(item: WorkItem) -> BenchRequest:
         record, _ = await server.serve(item, WARMUP_TOKENS)
         return record
 
     await drive(items[: spec.concurrency], spec.concurrency, warm_up, label="warm-up")
 
-    async def serve(item: WorkItem) -> RequestRecord:
+    async def serve(item: WorkItem) -> BenchRequest:
         record, _ = await server.serve(item, spec.max_new_tokens)
         return record
 
@@ -752,7 +752,7 @@ async def run_baseline(
     return records, wall, probe
 
 
-async def _engine_request(engine: Any, item: WorkItem, max_new_tokens: int) -> tuple[RequestRecord, Probe]:
+async def _engine_request(engine: Any, item: WorkItem, max_new_tokens: int) -> tuple[BenchRequest, Probe]:
     from bot.engine import GenerationRequest
 
     started = time.perf_counter()
@@ -775,7 +775,7 @@ async def _engine_request(engine: Any, item: WorkItem, max_new_tokens: int) -> t
             first = last
     finished = time.perf_counter()
     usage = stream.usage
-    record = RequestRecord(
+    record = BenchRequest(
         index=item.index,
         width=item.image.width,
         height=item.image.height,
@@ -800,20 +800,20 @@ async def run_engine(
     items: Sequence[WorkItem],
     spec: WorkerSpec,
     probe_item: WorkItem | None,
-) -> tuple[list[RequestRecord], float, Probe | None, dict[str, Any]]:
-    from inference.engine import TransformersEngine
+) -> tuple[list[BenchRequest], float, Probe | None, dict[str, Any]]:
+    from inference.transformers_engine import TransformersEngine
 
     engine = TransformersEngine(settings, loaded=loaded)
     await engine.start()
     try:
 
-        async def warm_up(item: WorkItem) -> RequestRecord:
+        async def warm_up(item: WorkItem) -> BenchRequest:
             record, _ = await _engine_request(engine, item, WARMUP_TOKENS)
             return record
 
         await drive(items[: spec.concurrency], spec.concurrency, warm_up, label="warm-up")
 
-        async def serve(item: WorkItem) -> RequestRecord:
+        async def serve(item: WorkItem) -> BenchRequest:
             record, _ = await _engine_request(engine, item, spec.max_new_tokens)
             return record
 

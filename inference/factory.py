@@ -19,7 +19,7 @@ def create_engine(settings: Settings) -> Engine:
     """
     backend = settings.core.backend
     if backend == "transformers":
-        from inference.engine import TransformersEngine
+        from inference.transformers_engine import TransformersEngine
 
         return TransformersEngine(settings.engine)
     if backend == "openai":

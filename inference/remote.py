@@ -175,7 +175,7 @@ class _SseEvents:
         return self.feed("")
 
 
-class _Job:
+class _RemoteRequest:
     """Engine-side state of one remote request."""
 
     def __init__(self, request: GenerationRequest, *, max_new_tokens: int, min_new_tokens: int,
@@ -207,7 +207,7 @@ class OpenAIEngine:
         self._counters = EngineCounters()
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._jobs: set[_Job] = set()
+        self._jobs: set[_RemoteRequest] = set()
         self._waiting = 0
         self._in_flight = 0
         self._accepting = False
@@ -295,7 +295,7 @@ class OpenAIEngine:
                         settings.queue_limit)
             raise Busy(self._waiting, settings.queue_limit)
         max_new = max(1, request.max_new_tokens or settings.max_new_tokens)
-        job = _Job(
+        job = _RemoteRequest(
             request,
             max_new_tokens=max_new,
             min_new_tokens=min(max(0, request.min_new_tokens or 0), max_new),
@@ -308,13 +308,13 @@ class OpenAIEngine:
         job.task = asyncio.get_running_loop().create_task(self._run(job), name=f"peekbot-remote-{request.request_id}")
         return job.stream
 
-    def _cancel(self, job: _Job) -> None:
+    def _cancel(self, job: _RemoteRequest) -> None:
         if self._end(job, "cancelled", Cancelled()):
             logger.info("request %s cancelled", job.request.request_id)
         if job.task is not None and job.task is not asyncio.current_task():
             job.task.cancel()
 
-    def _end(self, job: _Job, outcome: str, error: BaseException | None) -> bool:
+    def _end(self, job: _RemoteRequest, outcome: str, error: BaseException | None) -> bool:
         """Settle ``job`` once; later calls are ignored. Returns whether this call settled it."""
         if job.done:
             return False
@@ -330,7 +330,7 @@ class OpenAIEngine:
             job.stream._deliver(StreamEnd(error))
         return True
 
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: _RemoteRequest) -> None:
         request_id = job.request.request_id
         deadline = asyncio.timeout(job.timeout_s)
         try:
@@ -372,7 +372,7 @@ class OpenAIEngine:
     def _encode_images(self, images: list[Image]) -> list[str]:
         return [image_data_url(image, self.core.openai_image_format) for image in images]
 
-    def _payload(self, job: _Job, image_urls: list[str]) -> dict[str, Any]:
+    def _payload(self, job: _RemoteRequest, image_urls: list[str]) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": chat_messages(job.request, image_urls, self.settings.system_prompt),
@@ -385,7 +385,7 @@ class OpenAIEngine:
             payload["min_tokens"] = job.min_new_tokens  # vLLM/SGLang extension; only sent when asked for
         return payload
 
-    async def _generate(self, job: _Job, payload: dict[str, Any]) -> None:
+    async def _generate(self, job: _RemoteRequest, payload: dict[str, Any]) -> None:
         """Stream one answer, retrying retryable failures while no text has been streamed yet."""
         retries = max(0, self.core.openai_retries)
         attempt = 0
@@ -411,7 +411,7 @@ class OpenAIEngine:
                                attempt, retries, delay)
                 await asyncio.sleep(delay)
 
-    async def _attempt(self, job: _Job, payload: dict[str, Any]) -> None:
+    async def _attempt(self, job: _RemoteRequest, payload: dict[str, Any]) -> None:
         session = self._session
         if session is None:
             raise EngineUnavailable("the bot is shutting down")
@@ -436,7 +436,7 @@ class OpenAIEngine:
         parts = urlsplit(self.base_url)
         return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{path}"))
 
-    def _connection_lost(self, job: _Job, exc: BaseException) -> NoReturn:
+    def _connection_lost(self, job: _RemoteRequest, exc: BaseException) -> NoReturn:
         what = f"{type(exc).__name__}: {exc}".rstrip(": ")
         if job.first_text_at is not None:
             raise EngineError("Sorry, the connection to the model server broke in the middle of the answer. "
@@ -481,7 +481,7 @@ class OpenAIEngine:
         raise EngineError("Sorry, the model server could not process this question.",
                           detail=f"HTTP {status}: {message}")
 
-    async def _read_events(self, job: _Job, response: aiohttp.ClientResponse) -> None:
+    async def _read_events(self, job: _RemoteRequest, response: aiohttp.ClientResponse) -> None:
         events = _SseEvents([])
         stall = self.core.openai_stall_timeout_s
         finished = False
@@ -506,7 +506,7 @@ class OpenAIEngine:
             return
         raise aiohttp.ServerDisconnectedError("the stream ended before [DONE]")
 
-    async def _read_whole(self, job: _Job, response: aiohttp.ClientResponse) -> None:
+    async def _read_whole(self, job: _RemoteRequest, response: aiohttp.ClientResponse) -> None:
         """A server that ignored ``stream=true`` and sent one JSON completion."""
         data = await response.json(content_type=None)
         choices = data.get("choices") or [{}]
@@ -516,7 +516,7 @@ class OpenAIEngine:
             self._emit(job, text)
         self._settle_usage(job)
 
-    def _handle_event(self, job: _Job, data: str) -> bool:
+    def _handle_event(self, job: _RemoteRequest, data: str) -> bool:
         """Apply one event; returns True at ``[DONE]``."""
         if data.strip() == "[DONE]":
             return True
@@ -540,7 +540,7 @@ class OpenAIEngine:
                 self._emit(job, text)
         return False
 
-    def _emit(self, job: _Job, text: str) -> None:
+    def _emit(self, job: _RemoteRequest, text: str) -> None:
         if job.done or job.stream is None:
             return
         if job.first_text_at is None:
@@ -550,12 +550,12 @@ class OpenAIEngine:
         job.stream._deliver(text)
 
     @staticmethod
-    def _record_usage(job: _Job, usage: Any) -> None:
+    def _record_usage(job: _RemoteRequest, usage: Any) -> None:
         if isinstance(usage, dict):
             job.usage.prompt_tokens = int(usage.get("prompt_tokens") or job.usage.prompt_tokens)
             job.usage.generated_tokens = int(usage.get("completion_tokens") or job.usage.generated_tokens)
 
-    def _settle_usage(self, job: _Job) -> None:
+    def _settle_usage(self, job: _RemoteRequest) -> None:
         if not job.usage.generated_tokens:
             job.usage.generated_tokens = job.chunks  # servers without usage: about one token per chunk
         self._counters.tokens(job.usage.generated_tokens)

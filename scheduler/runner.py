@@ -2,7 +2,7 @@
 
 A job is an ``async`` callable returning a :class:`JobResult`. Runs of one job never overlap (APScheduler's
 ``max_instances=1`` for the timer, a lock for runs started by hand), late runs are coalesced, and an exception is
-logged and counted in the job's :class:`JobState` without stopping the scheduler or the job's next runs.
+logged and counted in the job's :class:`ScheduledJobState` without stopping the scheduler or the job's next runs.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class JobRun:
 
 
 @dataclass(slots=True)
-class JobState:
+class ScheduledJobState:
     """Counts and the last run of one job (shown by ``/status`` and the status page)."""
 
     name: str
@@ -63,9 +63,9 @@ JobFunc = Callable[[], Awaitable[JobResult]]
 
 
 @dataclass(slots=True)
-class _Job:
+class _ScheduledJob:
     func: JobFunc
-    state: JobState
+    state: ScheduledJobState
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -73,7 +73,7 @@ class IntervalScheduler:
     """Runs registered jobs every ``interval_s`` seconds while started."""
 
     def __init__(self) -> None:
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, _ScheduledJob] = {}
         self._scheduler: AsyncIOScheduler | None = None
         self._running_tasks: set[asyncio.Task[Any]] = set()
 
@@ -83,7 +83,7 @@ class IntervalScheduler:
             raise ValueError(f"a job named {name!r} exists already")
         if interval_s <= 0:
             raise ValueError(f"the interval of {name!r} must be positive, not {interval_s}")
-        self._jobs[name] = _Job(func, JobState(name, interval_s))
+        self._jobs[name] = _ScheduledJob(func, ScheduledJobState(name, interval_s))
         if self._scheduler is not None:
             self._schedule(self._scheduler, name, interval_s)
 
@@ -91,10 +91,10 @@ class IntervalScheduler:
     def running(self) -> bool:
         return self._scheduler is not None
 
-    def states(self) -> list[JobState]:
+    def states(self) -> list[ScheduledJobState]:
         return [job.state for job in self._jobs.values()]
 
-    def state(self, name: str) -> JobState:
+    def state(self, name: str) -> ScheduledJobState:
         return self._jobs[name].state
 
     async def start(self) -> None:
@@ -143,7 +143,7 @@ class IntervalScheduler:
         if job is not None:
             await self._execute(job, wait_for_lock=False)
 
-    async def _execute(self, job: _Job, *, wait_for_lock: bool, func: JobFunc | None = None) -> JobRun:
+    async def _execute(self, job: _ScheduledJob, *, wait_for_lock: bool, func: JobFunc | None = None) -> JobRun:
         state = job.state
         if job.lock.locked() and not wait_for_lock:
             logger.info("job %s is still running; this run is skipped", state.name)
@@ -163,7 +163,7 @@ class IntervalScheduler:
                     raise
                 return state.last  # the run was cancelled by stop(): report it as such
 
-    async def _run_locked(self, job: _Job, func: JobFunc) -> JobRun:
+    async def _run_locked(self, job: _ScheduledJob, func: JobFunc) -> JobRun:
         state = job.state
         started_at, t0 = time.time(), time.monotonic()
         state.running = True

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from bot.ring import SnapshotRing
 from bot.settings import SchedulerSettings
 from scheduler.jobs import ConnectionWatchdog, EngineLiveness, MemoryCleanup, MetricsSnapshots, StateExpiry
-from scheduler.runner import IntervalScheduler, JobResult, JobRun, JobState
+from scheduler.runner import IntervalScheduler, JobResult, JobRun, ScheduledJobState
 from scheduler.systemd import SystemdWatchdog, watchdog_interval_s
 
 if TYPE_CHECKING:
@@ -70,5 +70,5 @@ class MaintenanceScheduler:
 
         return await self.jobs.run_now(CLEANUP, forced)
 
-    def job_states(self) -> list[JobState]:
+    def job_states(self) -> list[ScheduledJobState]:
         return self.jobs.states()

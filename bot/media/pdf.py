@@ -139,7 +139,7 @@ class _OutOfTime(Exception):
 
 
 @dataclass(frozen=True)
-class _Job:
+class _PdfTask:
     name: str
     settings: ImageSettings
     budget: PixelBudget
@@ -157,7 +157,7 @@ def _deadline(settings: ImageSettings, deadline: float | None) -> float:
     return own if deadline is None else min(own, deadline)
 
 
-def _picture(page: pdfium.PdfPage, number: int, text: str, job: _Job) -> list[PreparedImage]:
+def _picture(page: pdfium.PdfPage, number: int, text: str, job: _PdfTask) -> list[PreparedImage]:
     """One page drawn as large as pdf_max_dpi and the pixel budget allow, tiled when very long."""
     settings, budget = job.settings, job.budget
     width, height = page.get_width(), page.get_height()
@@ -203,7 +203,7 @@ def load_pdf(
     Drawing stops early at ``max_images_per_question`` pictures, at the deadline (the earlier of ``deadline`` and
     ``pdf_time_budget_s`` from now) or at the content cap; text-only pages past either are left out.
     """
-    job = _Job(name, settings, budget, source_sha, _deadline(settings, deadline))
+    job = _PdfTask(name, settings, budget, source_sha, _deadline(settings, deadline))
     content = _ContentBudget(settings.pdf_max_objects)
     images: list[PreparedImage] = []
     notes: list[str] = []
@@ -360,7 +360,7 @@ def render_pdf_pages(
     drawing stops at the deadline (the earlier of ``deadline`` and ``pdf_time_budget_s`` from now) or the content
     cap. The text layer is attached.
     """
-    job = _Job(name, settings, budget, source_sha, _deadline(settings, deadline))
+    job = _PdfTask(name, settings, budget, source_sha, _deadline(settings, deadline))
     content = _ContentBudget(settings.pdf_max_objects)
     images: list[PreparedImage] = []
     with PDFIUM_LOCK:

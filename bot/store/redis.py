@@ -315,7 +315,7 @@ def _job_from_hash(raw: dict[str, str] | Sequence[str]) -> Job:
     )
 
 
-class _Part:
+class _RedisPart:
     """Shared access to the open client for the store's parts."""
 
     def __init__(self, owner: RedisStore) -> None:
@@ -327,7 +327,7 @@ class _Part:
         return self._owner.client
 
 
-class RedisDedupe(_Part):
+class RedisDedupe(_RedisPart):
     async def claim(self, key: str, ttl_s: float) -> bool:
         return bool(await self._redis.set(self._keys.dedupe(key), "1", nx=True, px=_ms(ttl_s)))
 
@@ -336,7 +336,7 @@ class RedisDedupe(_Part):
         return 0
 
 
-class RedisJobJournal(_Part):
+class RedisJobJournal(_RedisPart):
     def __init__(self, owner: RedisStore) -> None:
         super().__init__(owner)
         self._accept = owner.register(_ACCEPT)
@@ -426,7 +426,7 @@ class RedisJobJournal(_Part):
         return sum(1 for removed in results[: len(ids)] if removed)
 
 
-class RedisConversations(_Part):
+class RedisConversations(_RedisPart):
     async def add_turn(self, conversation: str, role: str, text: str, *, message_id: str = "") -> None:
         turn = json.dumps({"role": role, "text": text, "created_at": time.time(), "message_id": message_id})
         key = self._keys.turns(conversation)
@@ -540,7 +540,7 @@ class RedisConversations(_Part):
         return len(idle)
 
 
-class RedisAnswerCache(_Part):
+class RedisAnswerCache(_RedisPart):
     async def get_answer(self, conversation: str, key: str) -> str | None:
         value = await self._redis.get(self._keys.answer(conversation, key))
         return None if value is None else str(value)
@@ -553,7 +553,7 @@ class RedisAnswerCache(_Part):
             await pipe.execute()
 
 
-class RedisControls(_Part):
+class RedisControls(_RedisPart):
     """The pause flag and the rate-limit buckets, shared by every replica (``control:<name>``, ``bucket:<name>``)."""
 
     def __init__(self, owner: RedisStore) -> None:
@@ -577,7 +577,7 @@ class RedisControls(_Part):
         return float(wait)
 
 
-class RedisAudit(_Part):
+class RedisAudit(_RedisPart):
     """Audit records stay in the replica's local file; the per-user question count (daily quota) is shared.
 
     Each answered (or cached) question adds its job id to ``asked:<user>``, a sorted set scored by time and trimmed

@@ -472,7 +472,7 @@ class _Database:
         return await self.run(lambda: self.conn.execute(sql, params).fetchall())
 
 
-class _Part:
+class _SQLitePart:
     """One part of the store; all parts share the database."""
 
     def __init__(self, database: _Database) -> None:
@@ -563,7 +563,7 @@ def _unlink_documents(conn: sqlite3.Connection, conversation: str, keep: set[str
     return len(ids)
 
 
-class _Dedupe(_Part):
+class _Dedupe(_SQLitePart):
     """Dedupe keys with an expiry time."""
 
     async def claim(self, key: str, ttl_s: float) -> bool:
@@ -591,7 +591,7 @@ class _Dedupe(_Part):
         return await self._transaction(expire)
 
 
-class _Journal(_Part):
+class _Journal(_SQLitePart):
     """The job journal: accepted questions, their state and who holds their lease."""
 
     async def accept(self, job: Job, owner: str, lease_s: float) -> bool:
@@ -712,7 +712,7 @@ class _Journal(_Part):
         )
 
 
-class _Conversations(_Part):
+class _Conversations(_SQLitePart):
     """Turns and files of conversations, with their last activity for retention."""
 
     async def add_turn(self, conversation: str, role: str, text: str, *, message_id: str = "") -> None:
@@ -827,7 +827,7 @@ class _Conversations(_Part):
         return await self._transaction(expire)
 
 
-class _Documents(_Part):
+class _Documents(_SQLitePart):
     """Documents, their pages' text (full-text indexed) and the page transcription cache."""
 
     async def add_document(self, info: DocumentInfo) -> None:
@@ -937,7 +937,7 @@ class _Documents(_Part):
         return await self._transaction(lambda conn: _unlink_documents(conn, conversation, kept))
 
 
-class _Audit(_Part):
+class _Audit(_SQLitePart):
     """One record per question: no content, only lengths, hashes, latency and outcome."""
 
     async def record(self, record: AuditRecord) -> None:
@@ -1023,7 +1023,7 @@ class _Audit(_Part):
         )
 
 
-class _Cache(_Part):
+class _Cache(_SQLitePart):
     """Answers to identical questions on identical files, per conversation, with an expiry time."""
 
     async def get_answer(self, conversation: str, key: str) -> str | None:
@@ -1048,7 +1048,7 @@ class _Cache(_Part):
         await self._transaction(put)
 
 
-class _Controls(_Part):
+class _Controls(_SQLitePart):
     """Small shared values (the pause flag) and token buckets (rate limits), kept across restarts."""
 
     async def get(self, name: str) -> str | None:

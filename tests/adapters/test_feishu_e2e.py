@@ -40,7 +40,7 @@ class World:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     async with FakeFeishu() as fake:
         with pytest.MonkeyPatch.context() as mp:

@@ -91,7 +91,7 @@ async def fake() -> AsyncIterator[FakeSlack]:
 async def start_bot(
     fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen3_dir: Path, tiny_loaded: Any
 ) -> AsyncIterator[StartBot]:
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     async with contextlib.AsyncExitStack() as stack:
 

@@ -81,7 +81,7 @@ async def start_bot(
 ) -> AsyncIterator[StartBot]:
     """``await start_bot(data_dir, **env)`` starts one bot process's worth (adapter + Application); the test may
     stop it with ``bot.app.stop()``, the rest are stopped at the end."""
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     async with contextlib.AsyncExitStack() as stack:
 

@@ -27,7 +27,7 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen3_dir: Pa
 
 @pytest.fixture
 async def running(settings: Settings) -> AsyncIterator[tuple[Application, LocalFilesAdapter, RecordingEngine]]:
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     adapter = LocalFilesAdapter()
     engine = RecordingEngine(TransformersEngine(settings.engine))
@@ -139,7 +139,7 @@ async def test_reset_forgets_the_thread(running, screenshot: Path) -> None:
 
 
 async def test_stop_drains_an_answer_in_flight(settings: Settings, screenshot: Path) -> None:
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     adapter = LocalFilesAdapter()
     app = Application(settings, engine=TransformersEngine(settings.engine), adapters=[adapter])

@@ -26,7 +26,7 @@ def screenshot(tmp_path: Path) -> Path:
 async def start(
     monkeypatch: pytest.MonkeyPatch, tiny_qwen3_dir: Path
 ) -> AsyncIterator[Callable[..., object]]:
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     apps: list[Application] = []
 

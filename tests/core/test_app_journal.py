@@ -56,7 +56,7 @@ def journal_entry(msg, attempts: int = 0) -> Job:  # type: ignore[no-untyped-def
 
 
 async def started(settings: Settings) -> tuple[Application, LocalFilesAdapter, RecordingEngine]:
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     adapter = LocalFilesAdapter()
     engine = RecordingEngine(TransformersEngine(settings.engine))

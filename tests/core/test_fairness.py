@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from bot.errors import Busy, TooManyPending
-from bot.fairness import FairScheduler
+from bot.fairness import FairShare
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -21,7 +21,7 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-async def hold(scheduler: FairScheduler, user: str, admitted: list[str], release: asyncio.Event) -> None:
+async def hold(scheduler: FairShare, user: str, admitted: list[str], release: asyncio.Event) -> None:
     async with scheduler.turn(user):
         admitted.append(user)
         await release.wait()
@@ -29,7 +29,7 @@ async def hold(scheduler: FairScheduler, user: str, admitted: list[str], release
 
 async def test_a_burst_of_30_does_not_hold_back_another_users_single_question() -> None:
     slots = 2
-    scheduler = FairScheduler(slots=slots, max_pending_per_user=50)
+    scheduler = FairShare(slots=slots, max_pending_per_user=50)
     admitted: list[tuple[str, int]] = []
 
     async def job(user: str, number: int) -> None:
@@ -54,7 +54,7 @@ async def test_a_burst_of_30_does_not_hold_back_another_users_single_question() 
 
 
 async def test_waiting_users_take_turns_round_robin() -> None:
-    scheduler = FairScheduler(slots=1, max_pending_per_user=10)
+    scheduler = FairShare(slots=1, max_pending_per_user=10)
     first_release = asyncio.Event()
     admitted: list[str] = []
     holder = asyncio.create_task(hold(scheduler, "H", admitted, first_release))
@@ -75,7 +75,7 @@ async def test_waiting_users_take_turns_round_robin() -> None:
 
 
 async def test_position_and_stats_describe_the_line() -> None:
-    scheduler = FairScheduler(slots=2, max_pending_per_user=10)
+    scheduler = FairShare(slots=2, max_pending_per_user=10)
     release = asyncio.Event()
     admitted: list[str] = []
     tasks = [asyncio.create_task(hold(scheduler, "A", admitted, release)) for _ in range(4)]
@@ -103,7 +103,7 @@ async def test_position_and_stats_describe_the_line() -> None:
 
 
 async def test_a_user_with_too_many_pending_questions_is_told_so() -> None:
-    scheduler = FairScheduler(slots=2, max_pending_per_user=10)
+    scheduler = FairShare(slots=2, max_pending_per_user=10)
     release = asyncio.Event()
     admitted: list[str] = []
     tasks = [asyncio.create_task(hold(scheduler, "slack:A", admitted, release)) for _ in range(10)]
@@ -128,7 +128,7 @@ async def test_a_user_with_too_many_pending_questions_is_told_so() -> None:
 
 
 async def test_cancelled_waiters_leave_the_line_without_losing_a_slot() -> None:
-    scheduler = FairScheduler(slots=1, max_pending_per_user=10)
+    scheduler = FairShare(slots=1, max_pending_per_user=10)
     release = asyncio.Event()
     admitted: list[str] = []
     holder = asyncio.create_task(hold(scheduler, "H", admitted, release))
@@ -150,7 +150,7 @@ async def test_cancelled_waiters_leave_the_line_without_losing_a_slot() -> None:
 
 
 async def test_a_waiter_cancelled_just_as_its_turn_came_passes_the_slot_on() -> None:
-    scheduler = FairScheduler(slots=1, max_pending_per_user=10)
+    scheduler = FairShare(slots=1, max_pending_per_user=10)
     admitted: list[str] = []
     release = asyncio.Event()
     release.set()
@@ -171,7 +171,7 @@ async def test_a_waiter_cancelled_just_as_its_turn_came_passes_the_slot_on() -> 
 
 
 async def test_errors_and_cancellation_inside_a_turn_release_the_slot() -> None:
-    scheduler = FairScheduler(slots=1, max_pending_per_user=10)
+    scheduler = FairShare(slots=1, max_pending_per_user=10)
     with pytest.raises(RuntimeError, match="engine exploded"):
         async with scheduler.turn("A"):
             raise RuntimeError("engine exploded")
@@ -197,4 +197,4 @@ async def test_errors_and_cancellation_inside_a_turn_release_the_slot() -> None:
 
 def test_at_least_one_slot() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        FairScheduler(slots=0, max_pending_per_user=10)
+        FairShare(slots=0, max_pending_per_user=10)

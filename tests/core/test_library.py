@@ -36,7 +36,7 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen3_dir: Pa
 
 @pytest.fixture
 async def engine(settings: Settings) -> AsyncIterator[RecordingEngine]:
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     inner = TransformersEngine(settings.engine)
     await inner.start()

@@ -59,7 +59,7 @@ def exchange(number: int) -> list[ChatTurn]:
 
 
 async def test_follow_up_receives_earlier_images_and_turns(tmp_path: Path, settings: Settings) -> None:
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     earlier = picture(tmp_path, "earlier", RED)
     new = picture(tmp_path, "new", BLUE)

@@ -12,7 +12,7 @@ import pytest
 
 from bot.engine import GenerationRequest
 from bot.errors import Busy, Cancelled, DeadlineExceeded, EngineUnavailable, OutOfMemory
-from inference.engine import MAX_PIXEL_REDUCTIONS
+from inference.transformers_engine import MAX_PIXEL_REDUCTIONS
 from tests.inference.test_engine_helpers import WAIT_S, collect, load_tiny, paused, question, running_engine
 
 LONG = 20_000  # more tokens than any test waits for: such a request only ends by cancel, deadline or stop
@@ -63,7 +63,7 @@ async def test_text_only_question_and_several_images(tiny_qwen25_dir):
 
 
 def test_incremental_decoder_never_splits_characters(tiny_qwen3_dir):
-    from inference.engine import IncrementalDecoder
+    from inference.transformers_engine import IncrementalDecoder
 
     tokenizer = load_tiny(str(tiny_qwen3_dir)).tokenizer
     text = "Fehler: Datei nicht gefunden 🙂 — 文件未找到 ✅ ok"
@@ -381,8 +381,8 @@ def test_loaded_tiny_model_is_ready_for_batching(tiny_qwen3_dir):
 
 def test_factory_builds_the_configured_backend(monkeypatch, tmp_path):
     from bot.settings import Settings
-    from inference.engine import TransformersEngine
     from inference.factory import create_engine
+    from inference.transformers_engine import TransformersEngine
 
     monkeypatch.delenv("PEEKBOT_CONFIG", raising=False)
     monkeypatch.setenv("PEEKBOT_BACKEND", "transformers")
@@ -398,7 +398,7 @@ def test_factory_builds_the_configured_backend(monkeypatch, tmp_path):
 
 def test_inference_package_imports_without_torch():
     code = (
-        "import sys, inference, inference.engine, inference.prompts, inference.factory, inference.stats, "
+        "import sys, inference, inference.transformers_engine, inference.prompts, inference.factory, inference.stats, "
         "inference.memory\nassert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'transformers' not in sys.modules, 'transformers was imported'"
     )

@@ -44,7 +44,7 @@ def load_tiny(model_dir: str):  # -> LoadedModel
 
 @asynccontextmanager
 async def running_engine(model_dir: Path | str, **overrides: Any) -> AsyncIterator[Any]:
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     engine = TransformersEngine(tiny_settings(model_dir, **overrides), loaded=load_tiny(str(model_dir)))
     await engine.start()

@@ -277,7 +277,7 @@ async def test_a_question_whose_file_ended_a_worker_is_answered_with_the_reason_
 ) -> None:
     from bot.app import Application
     from bot.durability import job_id_for
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
     from tests.support.helpers import RecordingEngine, RecordingReply
 
     monkeypatch.setenv("PEEKBOT_MODEL", str(tiny_qwen3_dir))

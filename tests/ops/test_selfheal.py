@@ -27,7 +27,7 @@ from bot.app import ENGINE_STUCK_EXIT_CODE, STALLED_REPLY, Application
 from bot.durability import job_id_for
 from bot.services import maintenance_of
 from bot.store.base import JobState
-from inference.engine import TransformersEngine
+from inference.transformers_engine import TransformersEngine
 from scheduler.service import LIVENESS
 from scheduler.systemd import notify
 from tests.support.fake_slack import FakeSlack

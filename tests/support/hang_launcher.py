@@ -34,7 +34,7 @@ def make_generation_hang(
 
 def main() -> int:
     from bot.cli import main as peekbot
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     signal_file = os.environ.get("HANG_SIGNAL_FILE")
     make_generation_hang(TransformersEngine, Path(signal_file) if signal_file else None)

@@ -41,7 +41,7 @@ class SharedModel:
     """The tiny model, loaded once and lent to every Application of a test."""
 
     def __init__(self, settings: Settings) -> None:
-        from inference.engine import TransformersEngine
+        from inference.transformers_engine import TransformersEngine
 
         self.inner = TransformersEngine(settings.engine)
         self._started = False

@@ -134,7 +134,7 @@ def _loaded_model(model_dir: str):  # type: ignore[no-untyped-def]
 
 def tiny_engine(settings: Settings):  # type: ignore[no-untyped-def]
     """The real engine on the tiny checkpoint; the weights are loaded once and shared by the tests."""
-    from inference.engine import TransformersEngine
+    from inference.transformers_engine import TransformersEngine
 
     return TransformersEngine(settings.engine, loaded=_loaded_model(settings.engine.model))
 

@@ -89,7 +89,7 @@ class IncrementalDecoder:
         return current[len(before) :] if len(current) > len(before) else ""
 
 
-class _Job:
+class _EngineRequest:
     """Engine-side state of one request."""
 
     def __init__(
@@ -130,7 +130,7 @@ class _Outbox:
         self._items: dict[asyncio.AbstractEventLoop, list[tuple[TextStream, str | StreamEnd]]] = {}
         self.flushed_at = time.monotonic()
 
-    def put(self, job: _Job, item: str | StreamEnd) -> None:
+    def put(self, job: _EngineRequest, item: str | StreamEnd) -> None:
         if job.stream is not None:
             self._items.setdefault(job.loop, []).append((job.stream, item))
 
@@ -156,7 +156,7 @@ class _Row:
 
     __slots__ = ("decoder", "finished", "job", "text_chars", "token_ids")
 
-    def __init__(self, job: _Job, decoder: IncrementalDecoder) -> None:
+    def __init__(self, job: _EngineRequest, decoder: IncrementalDecoder) -> None:
         self.job = job
         self.decoder = decoder
         self.finished = False
@@ -185,8 +185,8 @@ class TransformersEngine:
         self._prompts: PromptBuilder | None = None
         self._counters = EngineCounters()
         self._cond = threading.Condition()
-        self._pending: deque[_Job] = deque()
-        self._running: list[_Job] = []
+        self._pending: deque[_EngineRequest] = deque()
+        self._running: list[_EngineRequest] = []
         self._tasks: list[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = []
         self._accepting = False
         self._stopping = False
@@ -315,7 +315,7 @@ class TransformersEngine:
         max_new = max(1, request.max_new_tokens or settings.max_new_tokens)
         min_new = min(max(0, request.min_new_tokens or 0), max_new)
         timeout = request.timeout_s if request.timeout_s is not None else settings.request_timeout_s
-        job = _Job(
+        job = _EngineRequest(
             request,
             loop,
             max_new_tokens=max_new,
@@ -337,11 +337,11 @@ class TransformersEngine:
             self._cond.notify_all()
         return job.stream
 
-    def _cancel(self, job: _Job) -> None:
+    def _cancel(self, job: _EngineRequest) -> None:
         if self._finish(job, "cancelled", Cancelled()):
             logger.info("request %s cancelled", job.request.request_id)
 
-    def _expire(self, job: _Job) -> None:
+    def _expire(self, job: _EngineRequest) -> None:
         if self._finish(job, "timeout", DeadlineExceeded(job.timeout_s)):
             logger.info("request %s exceeded its %.1f s deadline", job.request.request_id, job.timeout_s)
 
@@ -515,19 +515,19 @@ class TransformersEngine:
         self._decoder.decode([_decode_row(prepared, 0)], 2, lambda tokens, step: [False])
         logger.info("engine warm-up took %.2f s", time.perf_counter() - started)
 
-    def _prepare(self, job: _Job) -> PreparedPrompt | None:
+    def _prepare(self, job: _EngineRequest) -> PreparedPrompt | None:
         """Runs on the preprocessing thread right after submit."""
         if job.done or self._prompts is None:
             return None
         return self._prompts.prepare(job.request, max_pixels=job.max_pixels)
 
-    def _take_batch(self) -> list[_Job]:
+    def _take_batch(self) -> list[_EngineRequest]:
         """The waiting requests, oldest first, that fit ``max_batch_size`` and ``max_batch_tokens``."""
         settings = self.settings
         with self._cond:
             candidates = [job for job in self._pending if not job.done][: settings.max_batch_size]
         self._prepare_newest_here(candidates)
-        selected: list[_Job] = []
+        selected: list[_EngineRequest] = []
         longest = 0
         now = time.monotonic()
         for job in candidates:
@@ -560,7 +560,7 @@ class TransformersEngine:
             self._counters.queue_wait(job.usage.queue_wait_s)
         return batch
 
-    def _prepare_newest_here(self, jobs: list[_Job]) -> None:
+    def _prepare_newest_here(self, jobs: list[_EngineRequest]) -> None:
         """Prepare on this thread, newest first, the requests whose preprocessing has not started.
 
         The worker would only wait for them; meanwhile the preprocessing thread works through the oldest, so a
@@ -574,7 +574,7 @@ class TransformersEngine:
                 return  # the preprocessing thread got this far (it takes them oldest first)
             self._await_preparation(job)
 
-    def _await_preparation(self, job: _Job) -> PreparedPrompt | None:
+    def _await_preparation(self, job: _EngineRequest) -> PreparedPrompt | None:
         if job.prepared is not None:
             return job.prepared
         assert job.prep_future is not None
@@ -594,7 +594,7 @@ class TransformersEngine:
             self._finish(job, "unavailable", EngineUnavailable("the bot is shutting down"))
         return job.prepared
 
-    def _run_batch(self, jobs: list[_Job]) -> None:
+    def _run_batch(self, jobs: list[_EngineRequest]) -> None:
         """Generate for ``jobs``, walking the OOM ladder when memory runs out."""
         self._counters.batch(len(jobs))
         try:
@@ -603,8 +603,8 @@ class TransformersEngine:
             for job in jobs:
                 job.prepared = None
 
-    def _walk_oom_ladder(self, jobs: list[_Job]) -> None:
-        work: list[list[_Job]] = [jobs]
+    def _walk_oom_ladder(self, jobs: list[_EngineRequest]) -> None:
+        work: list[list[_EngineRequest]] = [jobs]
         while work:
             batch = [job for job in work.pop() if not job.done]
             if not batch or self._generate_or_report_oom(batch):
@@ -625,7 +625,7 @@ class TransformersEngine:
                 logger.error("out of GPU memory on request %s even at the smallest pixel budget", ids)
                 self._finish(batch[0], "oom", OutOfMemory())
 
-    def _generate_or_report_oom(self, jobs: list[_Job]) -> bool:
+    def _generate_or_report_oom(self, jobs: list[_EngineRequest]) -> bool:
         """``False`` when generation ran out of memory (the caller retries); every other outcome is final."""
         import torch
 
@@ -643,7 +643,7 @@ class TransformersEngine:
             return True
         return False
 
-    def _lower_pixel_budget(self, job: _Job) -> bool:
+    def _lower_pixel_budget(self, job: _EngineRequest) -> bool:
         """Halve the largest image's pixel count for ``job`` and re-prepare; ``False`` when nothing is left to cut."""
         loaded, prompts = self._loaded, self._prompts
         prepared = job.prepared
@@ -671,7 +671,7 @@ class TransformersEngine:
         job.usage.prompt_tokens = job.prepared.prompt_tokens
         return True
 
-    def _generate(self, jobs: list[_Job]) -> None:
+    def _generate(self, jobs: list[_EngineRequest]) -> None:
         assert self._loaded is not None and self._prompts is not None and self._decoder is not None
         inputs = []
         for job in jobs:
@@ -750,7 +750,9 @@ class TransformersEngine:
 
     # ------------------------------------------------------------- both sides
 
-    def _finish(self, job: _Job, outcome: str, error: BaseException | None, outbox: _Outbox | None = None) -> bool:
+    def _finish(
+        self, job: _EngineRequest, outcome: str, error: BaseException | None, outbox: _Outbox | None = None
+    ) -> bool:
         """Settle ``job`` once (thread-safe); later calls are ignored. Returns whether this call settled it."""
         with self._cond:
             if job.done:
