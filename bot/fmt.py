@@ -33,6 +33,17 @@ def size(value: float | None) -> str:
     return f"{value / 2**20:.1f} MiB"
 
 
+def size_text(num_bytes: float) -> str:
+    """A file's size as people read it: 900 -> "900 bytes", 5000 -> "5 KB", 1.5 * 2**20 -> "1.5 MB"."""
+    if num_bytes < 1024:
+        return f"{num_bytes:.0f} bytes"
+    if num_bytes < 1024 * 1024:
+        return f"{num_bytes / 1024:.0f} KB"
+    unit, scale = ("MB", 2**20) if num_bytes < 2**30 else ("GB", 2**30)
+    value = num_bytes / scale
+    return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+
+
 def age(value: float | None) -> str:
     """How long ago, from an age in seconds."""
     if value is None:

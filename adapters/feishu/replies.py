@@ -1,9 +1,9 @@
-"""How an answer looks in Feishu: a "Typing" reaction, then one card that streams the answer.
+"""How an answer looks in Feishu: a "Typing" reaction, then one card that streams the answer. ``FeishuCard`` is the
+surface of the kit's streaming reply (``adapters.kit.replies``: throttling, coalescing, the final text, parts).
 
 The card is a CardKit streaming card (``POST /cardkit/v1/cards``, ``PUT …/elements/{id}/content`` with an
 increasing ``sequence``, ``PATCH …/settings`` to close it). Where CardKit is unavailable the reply is an
 interactive card message edited with ``PATCH /im/v1/messages/{id}`` (at most 5 edits per second).
-Edits are coalesced (the newest text wins) and never block the caller; the final text always lands.
 
 ``resume_state()`` names the card so that another process can finish it (``FeishuReply.resumed``): it checks
 once that the card message still exists (else it replies afresh), and streams with sequence numbers above any
@@ -34,21 +34,21 @@ hour Feishu remembers a key). The core hands the resumed reply the same final te
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
 from lark_oapi.api.im.v1 import ReplyMessageResponseBody
 
-from adapters.feishu.rest import FeishuApiError, FeishuRateLimited, FeishuRest
-from bot.settings import FeishuSettings
+from adapters.feishu.rest import FeishuApiError, FeishuRateLimited, FeishuRest, classify
+from adapters.feishu.settings import FeishuSettings
+from adapters.kit.outbound import Verdict
+from adapters.kit.replies import ReplyConfig, Spawn, StreamingReply, Surface
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +56,6 @@ ANSWER_ELEMENT = "answer"
 TYPING_EMOJI = "Typing"
 MIN_PATCH_INTERVAL_S = 0.2  # Feishu allows 5 edits per second per message
 MIN_STREAM_INTERVAL_S = 0.1  # and 10 per second per CardKit card
-MAX_UPDATE_BACKOFF_S = 10.0
-ERROR_PREFIX = "⚠️ "
 STREAMING_CLOSED_CODE = 300309
 """CardKit's answer to a streaming update after streaming mode ended (CardKit ends it by itself after a while)."""
 SEQUENCE_TICKS_PER_S = 10
@@ -65,38 +63,8 @@ SEQUENCE_TICKS_PER_S = 10
 runs ahead of this many ticks per second since the card was created (plus a few for progress and closing)."""
 RESUME_SEQUENCE_MARGIN = 1000
 """Added on resume to cover those few and clock differences between processes (100 s at 10 ticks per second)."""
-RETRACT_WAIT_S = 10.0
-"""How long taking back a reply waits for a card (or an edit) already on its way."""
 TYPING_SWEEP_MAX_WAIT_S = 5.0
 """How long looking for a dead process's "Typing" reaction may wait out rate limits (the answer is out by then)."""
-
-Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
-
-
-def progress_text(queue_position: int | None) -> str:
-    if not queue_position:
-        return "Looking at it…"
-    noun = "question" if queue_position == 1 else "questions"
-    return f"Queued — {queue_position} {noun} ahead of yours."
-
-
-def split_answer(text: str, limit: int) -> list[str]:
-    """Pieces of at most ``limit`` characters, cut at paragraph, line or word boundaries where possible."""
-    limit = max(limit, 100)
-    rest = text.strip()
-    pieces: list[str] = []
-    while len(rest) > limit:
-        cut = -1
-        for separator in ("\n\n", "\n", " "):
-            cut = rest.rfind(separator, 0, limit)
-            if cut >= limit // 2:
-                break
-        if cut < limit // 2:
-            cut = limit
-        pieces.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    pieces.append(rest)
-    return [piece for piece in pieces if piece] or [text]
 
 
 def _summary(text: str) -> str:
@@ -138,86 +106,44 @@ def card(text: str, *, streaming: bool = False) -> dict[str, Any]:
     }
 
 
-class FeishuReply:
-    """The reply handle for one question (``ReplyHandle`` of ``bot.types``)."""
+class FeishuCard(Surface):
+    """The card a question's answer streams into, and the "Typing" reaction on the question."""
 
-    def __init__(
-        self,
-        rest: FeishuRest,
-        message_id: str,
-        *,
-        settings: FeishuSettings,
-        in_thread: bool,
-        spawn: Spawn,
-    ) -> None:
+    def __init__(self, rest: FeishuRest, message_id: str, *, settings: FeishuSettings, in_thread: bool) -> None:
         self._rest = rest
         self.message_id = message_id
         self._settings = settings
         self._in_thread = in_thread
-        self._spawn = spawn
-        self._lock = asyncio.Lock()
+        self.label = f"feishu {message_id}"
         self.card_id: str | None = None
         self.card_message_id: str | None = None
+        self.card_created_at: float | None = None
         self._sequence = 0
         self._reaction_id: str | None = None
         self._typing_added = False
-        self._latest: str | None = None
-        self._shown: str | None = None
-        self._answer_started = False
-        self._next_push_at = 0.0
-        self._penalty = 0.0
-        self._flusher: asyncio.Task[None] | None = None
-        self._opening: asyncio.Future[None] | None = None
-        self._closed = False
-        self.card_created_at: float | None = None
         self._uuid_salt = ""
         self._check_card = False
-        self._check_lock = asyncio.Lock()
         self._may_adopt = False
         """True for a reply resumed without a card: its first card goes out under the original key (see above)."""
         self._sweep_typing = False
         """True for a reply resumed from a state that names no reaction id: an earlier process may have left one."""
-        self._checkpoint: Callable[[], Awaitable[None]] | None = None
-        self._may_edit: Callable[[], bool] = lambda: True
-        self.parts_posted: int | None = None
-        """Cards of the final answer already out (the streamed card counts as the first); None before."""
         self._final_salt: str | None = None
         """The idempotency salt of the final answer's cards (kept across a resume, see the module docstring)."""
 
-    @classmethod
-    def resumed(
-        cls,
-        rest: FeishuRest,
-        message_id: str,
-        state: Mapping[str, str],
-        *,
-        settings: FeishuSettings,
-        in_thread: bool,
-        spawn: Spawn,
-    ) -> Self:
-        """A handle that continues the reply ``state`` describes (from ``resume_state()`` in another process)."""
-        reply = cls(rest, state.get("message_id") or message_id, settings=settings, in_thread=in_thread, spawn=spawn)
-        # Messages sent from here on are new: the first process's idempotency keys must not swallow them.
-        reply._uuid_salt = uuid.uuid4().hex[:12]
-        reply.card_message_id = state.get("card_message_id") or None
-        reply.card_id = (state.get("card_id") or None) if reply.card_message_id else None
-        reply._check_card = reply.card_message_id is not None
-        reply._may_adopt = reply.card_message_id is None
-        reply.card_created_at = _float(state.get("card_created_at"))
-        if reply.card_id is not None:
-            reply._sequence = resume_sequence(_int(state.get("sequence")), reply.card_created_at)
-        if state.get("typing") == "1":
-            reply._typing_added = True
-            reply._reaction_id = state.get("reaction_id") or None
-        reply._sweep_typing = not state.get("reaction_id")
-        parts = state.get("parts_posted", "")
-        if parts.isdigit():  # the final answer was being delivered: same text, same keys, skip what is out
-            reply.parts_posted = int(parts)
-            reply._final_salt = state.get("final_salt", "")
-        return reply
+    @property
+    def min_interval_s(self) -> float:
+        return MIN_STREAM_INTERVAL_S if self.card_id else MIN_PATCH_INTERVAL_S
 
-    def resume_state(self) -> dict[str, str]:
-        """What another process needs to finish this reply: the question, the card, the sequence, the reaction."""
+    @property
+    def has_placeholder(self) -> bool:
+        return self.card_message_id is not None
+
+    def classify(self, error: BaseException) -> Verdict:
+        return classify(error)
+
+    def state(self) -> dict[str, str]:
+        """What another process needs to finish this reply: the question, the card, the sequence, the reaction and
+        the idempotency salt of the final answer's cards."""
         state = {"message_id": self.message_id, "in_thread": "1" if self._in_thread else "0"}
         if self.card_message_id is not None:
             state["card_message_id"] = self.card_message_id
@@ -230,102 +156,128 @@ class FeishuReply:
             state["typing"] = "1"
             if self._reaction_id is not None:
                 state["reaction_id"] = self._reaction_id
-        if self.parts_posted is not None:
-            state["parts_posted"] = str(self.parts_posted)
-            state["final_salt"] = self._final_salt or ""
+        state["final_salt"] = self._uuid_salt if self._final_salt is None else self._final_salt
         return state
 
-    # JournaledReply -------------------------------------------------------------------------------
-    def bind_journal(self, checkpoint: Callable[[], Awaitable[None]], may_edit: Callable[[], bool]) -> None:
-        self._checkpoint = checkpoint
-        self._may_edit = may_edit
+    def restore(self, state: Mapping[str, str]) -> None:
+        """Continue the reply ``state`` describes (``state()`` of a reply in another process)."""
+        # Messages sent from here on are new: the first process's idempotency keys must not swallow them.
+        self._uuid_salt = uuid.uuid4().hex[:12]
+        self.card_message_id = state.get("card_message_id") or None
+        self.card_id = (state.get("card_id") or None) if self.card_message_id else None
+        self._check_card = self.card_message_id is not None
+        self._may_adopt = self.card_message_id is None
+        self.card_created_at = _float(state.get("card_created_at"))
+        if self.card_id is not None:
+            self._sequence = resume_sequence(_int(state.get("sequence")), self.card_created_at)
+        if state.get("typing") == "1":
+            self._typing_added = True
+            self._reaction_id = state.get("reaction_id") or None
+        self._sweep_typing = not state.get("reaction_id")
+        if state.get("parts_posted", "").isdigit():  # the final answer was being delivered: the same keys
+            self._final_salt = state.get("final_salt", "")
 
-    def abandon(self) -> None:
-        """Another process answers this question now: no more edits, nothing removed or sent."""
-        self._closed = True
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None and not flusher.done():
-            flusher.cancel()
-
-    @property
-    def _interval(self) -> float:
-        floor = MIN_STREAM_INTERVAL_S if self.card_id else MIN_PATCH_INTERVAL_S
-        return max(self._settings.update_interval_s, floor)
-
-    def _uuid(self, purpose: str, *, salted: bool = True) -> str:
-        """An idempotency key: Feishu sends a reply with the same uuid only once. Unsalted, it is the key the
-        question's first process used for the same purpose."""
-        salt = self._uuid_salt if salted else ""
-        return hashlib.sha1(f"{self.message_id}:{purpose}{salt}".encode()).hexdigest()[:32]
-
-    # ReplyHandle ---------------------------------------------------------------------------------
-    async def start_progress(self, queue_position: int | None = None) -> None:
-        if self._closed:
-            return
-        text = progress_text(queue_position)
-        try:
-            await self._check_resumed_card()
-            if self.card_message_id is None:
-                # The card goes out even if the question is cancelled meanwhile (a recalled question), so that
-                # ``retract`` knows the card it must recall.
-                self._opening = asyncio.ensure_future(self._open_card(text))
-                self._opening.add_done_callback(_retrieve)  # its error is reported below, or nowhere once cancelled
-                await asyncio.gather(self._add_typing(), asyncio.shield(self._opening))
-            elif not self._answer_started:
-                await self._push(text, max_wait_s=self._settings.update_interval_s)
-                self._shown = text
-        except FeishuApiError as exc:
-            logger.warning("feishu: could not show progress for %s: %s", self.message_id, exc)
-
-    async def update(self, text: str) -> None:
-        if self._closed:
-            return
-        self._latest = text
-        self._answer_started = True
-        if self._flusher is None or self._flusher.done():
-            self._flusher = self._spawn(self._flush())
-
-    async def finish(self, text: str) -> None:
-        await self._close(text, error=False)
-
-    async def fail(self, text: str) -> None:
-        await self._close(ERROR_PREFIX + text, error=True)
-
-    # RetractableReply ----------------------------------------------------------------------------
-    async def retract(self) -> None:
-        """The question was recalled before it was answered: recall the card (``DELETE /im/v1/messages/{id}``)
-        and drop the "Typing" reaction; nothing more is sent."""
-        self._closed = True
-        pending = [f for f in (self._flusher, self._opening) if f is not None and not f.done()]
-        if pending:  # let a card on its way arrive, so that it can be recalled
-            await asyncio.wait(pending, timeout=RETRACT_WAIT_S)
-        await self._stop_flusher()
-        async with self._lock:
-            card_message_id, self.card_message_id, self.card_id = self.card_message_id, None, None
-        if card_message_id is not None:
-            try:
-                await self._rest.delete_message(card_message_id)
-                logger.info("feishu: recalled the card %s: its question %s was recalled", card_message_id,
-                            self.message_id)
-            except FeishuApiError as exc:
-                logger.warning("feishu: could not recall the card %s: %s", card_message_id, exc)
-        await self._remove_typing()
-
-    # internals -----------------------------------------------------------------------------------
-    async def _check_resumed_card(self) -> None:
+    async def prepare(self) -> str | None:
         """Once, for a resumed reply: forget the card if its message was deleted, so a fresh one is sent."""
-        if not self._check_card:
-            return
-        async with self._check_lock:
-            if not self._check_card or self.card_message_id is None:
-                return
+        if self._check_card and self.card_message_id is not None:
             self._check_card = False
-            if not await self._message_gone(self.card_message_id):
+            if await self._message_gone(self.card_message_id):
+                logger.info(
+                    "feishu: the card message %s for %s is gone; replying afresh", self.card_message_id, self.message_id
+                )
+                self.forget_placeholder()
+        return None
+
+    async def post_placeholder(self, text: str) -> None:
+        """Reply with the card that will hold the answer: a CardKit streaming card, else a plain card."""
+        if self._settings.streaming_cards:
+            try:
+                card_id = await self._rest.create_card(card(text, streaming=True))
+                created_at = time.time()
+                content = json.dumps({"type": "card", "data": {"card_id": card_id}})
+                sent = await self._send_first_card(content, purpose="streaming-card", created_card_id=card_id)
+                self.card_message_id = sent.message_id
+                self.card_id = sent.card_id
+                self.card_created_at = sent.created_at if sent.adopted else created_at
+                self._sequence = resume_sequence(0, sent.created_at) if sent.adopted else 0
                 return
-            logger.info("feishu: the card message %s for %s is gone; replying afresh", self.card_message_id,
-                        self.message_id)
-            self.card_message_id = self.card_id = None
-            self._shown = None
+            except FeishuApiError as exc:
+                logger.info("feishu: streaming card unavailable (%s); using an editable card", exc)
+        content = json.dumps(card(text), ensure_ascii=False)
+        sent = await self._send_first_card(content, purpose="card", created_card_id=None)
+        self.card_message_id = sent.message_id
+
+    async def edit(self, text: str, *, max_wait_s: float | None) -> None:
+        """Show ``text`` in the card (a CardKit update with the next sequence number, else a message patch)."""
+        if self.card_id is None:
+            assert self.card_message_id is not None
+            content = json.dumps(card(text), ensure_ascii=False)
+            await self._rest.patch_message(self.card_message_id, content, max_wait_s=max_wait_s)
+            return
+        self._sequence += 1
+        try:
+            await self._rest.set_card_text(self.card_id, ANSWER_ELEMENT, text, self._sequence, max_wait_s=max_wait_s)
+        except FeishuApiError as exc:
+            if exc.code != STREAMING_CLOSED_CODE:
+                raise
+            # Streaming ended by itself (a long answer, or a restart in between): turn it on again.
+            logger.info("feishu: streaming on card %s had ended; resuming it", self.card_id)
+            self._sequence += 1
+            await self._rest.set_card_settings(self.card_id, {"config": {"streaming_mode": True}}, self._sequence)
+            self._sequence += 1
+            await self._rest.set_card_text(self.card_id, ANSWER_ELEMENT, text, self._sequence, max_wait_s=max_wait_s)
+
+    def forget_placeholder(self) -> None:
+        self.card_message_id = self.card_id = None
+
+    async def post_part(self, text: str, index: int) -> None:
+        """A card of its own, under a key that is the same in a reply resumed mid-way (see the module docstring)."""
+        if self._final_salt is None:
+            self._final_salt = self._uuid_salt
+        key = hashlib.sha1(f"{self.message_id}:final-{index}{self._final_salt}".encode()).hexdigest()[:32]
+        await self._rest.reply(
+            self.message_id,
+            msg_type="interactive",
+            content=json.dumps(card(text), ensure_ascii=False),
+            in_thread=self._in_thread,
+            uuid=key,
+        )
+
+    async def close(self, text: str) -> None:
+        """End streaming mode; the card's summary becomes the answer's first line."""
+        if self.card_id is None:
+            return
+        self._sequence += 1
+        settings = {"config": {"streaming_mode": False, "summary": {"content": _summary(text)}}}
+        try:
+            await self._rest.set_card_settings(self.card_id, settings, self._sequence)
+        except FeishuApiError as exc:  # the card still shows the full text; Feishu ends streaming by itself
+            logger.info("feishu: could not end streaming on card %s: %s", self.card_id, exc)
+
+    async def delete(self) -> None:
+        """Recall the card (``DELETE /im/v1/messages/{id}``)."""
+        assert self.card_message_id is not None
+        await self._rest.delete_message(self.card_message_id)
+
+    async def react(self) -> None:
+        if self._typing_added:
+            return
+        self._typing_added = True
+        try:
+            self._reaction_id = await self._rest.add_reaction(self.message_id, TYPING_EMOJI)
+        except FeishuApiError as exc:
+            logger.info("feishu: no typing reaction on %s: %s", self.message_id, exc)
+
+    async def unreact(self) -> None:
+        reaction_id, self._reaction_id = self._reaction_id, None
+        if reaction_id is not None:
+            try:
+                await self._rest.delete_reaction(self.message_id, reaction_id)
+            except FeishuApiError as exc:
+                logger.info("feishu: typing reaction on %s not removed: %s", self.message_id, exc)
+        if self._sweep_typing:
+            self._sweep_typing = False
+            await self._remove_unrecorded_typing()
 
     async def _message_gone(self, message_id: str) -> bool:
         """True when Feishu says the message was deleted; no answer about it counts as still there."""
@@ -338,26 +290,6 @@ class FeishuReply:
                 return False
             return True
         return found is None or bool(found.deleted)
-
-    async def _add_typing(self) -> None:
-        if self._typing_added:
-            return
-        self._typing_added = True
-        try:
-            self._reaction_id = await self._rest.add_reaction(self.message_id, TYPING_EMOJI)
-        except FeishuApiError as exc:
-            logger.info("feishu: no typing reaction on %s: %s", self.message_id, exc)
-
-    async def _remove_typing(self) -> None:
-        reaction_id, self._reaction_id = self._reaction_id, None
-        if reaction_id is not None:
-            try:
-                await self._rest.delete_reaction(self.message_id, reaction_id)
-            except FeishuApiError as exc:
-                logger.info("feishu: typing reaction on %s not removed: %s", self.message_id, exc)
-        if self._sweep_typing:
-            self._sweep_typing = False
-            await self._remove_unrecorded_typing()
 
     async def _remove_unrecorded_typing(self) -> None:
         """Remove the "Typing" reactions this app added to the question that no state recorded (see above)."""
@@ -389,33 +321,11 @@ class FeishuReply:
                 continue
             logger.info("feishu: removed a typing reaction an earlier process left on %s", self.message_id)
 
-    async def _open_card(self, text: str) -> None:
-        """Reply with the card that will hold the answer: a CardKit streaming card, else a plain card."""
-        async with self._lock:
-            if self.card_message_id is not None:
-                return
-            if self._settings.streaming_cards:
-                try:
-                    card_id = await self._rest.create_card(card(text, streaming=True))
-                    created_at = time.time()
-                    content = json.dumps({"type": "card", "data": {"card_id": card_id}})
-                    sent = await self._send_first_card(content, purpose="streaming-card", created_card_id=card_id)
-                    self.card_message_id = sent.message_id
-                    self.card_id = sent.card_id
-                    if sent.adopted:
-                        self.card_created_at = sent.created_at
-                        self._sequence = resume_sequence(0, sent.created_at)
-                    else:
-                        self.card_created_at = created_at
-                        self._sequence = 0
-                    self._shown = text
-                    return
-                except FeishuApiError as exc:
-                    logger.info("feishu: streaming card unavailable (%s); using an editable card", exc)
-            content = json.dumps(card(text), ensure_ascii=False)
-            sent = await self._send_first_card(content, purpose="card", created_card_id=None)
-            self.card_message_id = sent.message_id
-            self._shown = text
+    def _uuid(self, purpose: str, *, salted: bool = True) -> str:
+        """An idempotency key: Feishu sends a reply with the same uuid only once. Unsalted, it is the key the
+        question's first process used for the same purpose."""
+        salt = self._uuid_salt if salted else ""
+        return hashlib.sha1(f"{self.message_id}:{purpose}{salt}".encode()).hexdigest()[:32]
 
     async def _send_first_card(self, content: str, *, purpose: str, created_card_id: str | None) -> _SentCard:
         """Reply with the card message; a reply resumed without a card adopts the one its question got earlier.
@@ -435,7 +345,10 @@ class FeishuReply:
             if adopted is not None:
                 return adopted
         message_id = await self._rest.reply(
-            self.message_id, msg_type="interactive", content=content, in_thread=self._in_thread,
+            self.message_id,
+            msg_type="interactive",
+            content=content,
+            in_thread=self._in_thread,
             uuid=self._uuid(purpose),
         )
         return _SentCard(message_id, created_card_id, None, adopted=False)
@@ -455,145 +368,46 @@ class FeishuReply:
             if card_id == created_card_id:
                 return _SentCard(message_id, card_id, None, adopted=False)  # nothing earlier: a new message
             if card_id is None:
-                logger.warning("feishu: the earlier card message %s for %s cannot be streamed into; replying afresh",
-                               message_id, self.message_id)
+                logger.warning(
+                    "feishu: the earlier card message %s for %s cannot be streamed into; replying afresh",
+                    message_id,
+                    self.message_id,
+                )
                 return None
         if sent.deleted or await self._message_gone(message_id):
-            logger.info("feishu: the earlier card message %s for %s is gone; replying afresh", message_id,
-                        self.message_id)
+            logger.info(
+                "feishu: the earlier card message %s for %s is gone; replying afresh", message_id, self.message_id
+            )
             return None
         logger.info("feishu: adopted card message %s for %s from an earlier process", message_id, self.message_id)
         return _SentCard(message_id, card_id, _created_at(sent.create_time), adopted=True)
 
-    async def _reply_card(self, text: str, *, purpose: str, key: str | None = None) -> str:
-        return await self._rest.reply(
-            self.message_id,
-            msg_type="interactive",
-            content=json.dumps(card(text), ensure_ascii=False),
-            in_thread=self._in_thread,
-            uuid=key or self._uuid(purpose),
-        )
 
-    def _final_key(self, index: int) -> str:
-        """The idempotency key of the final answer's card ``index``: the same in a reply resumed mid-way."""
-        salt = self._uuid_salt if self._final_salt is None else self._final_salt
-        return hashlib.sha1(f"{self.message_id}:final-{index}{salt}".encode()).hexdigest()[:32]
+class FeishuReply(StreamingReply):
+    """The reply handle for one question (``ReplyHandle`` of ``bot.types``): a ``FeishuCard``."""
 
-    async def _part_done(self, posted: int, total: int) -> None:
-        """Note a card of the final answer as out; the core journals it unless it was the last one."""
-        self.parts_posted = posted
-        if posted < total and self._checkpoint is not None:
-            await self._checkpoint()
+    def __init__(
+        self, rest: FeishuRest, message_id: str, *, settings: FeishuSettings, in_thread: bool, spawn: Spawn
+    ) -> None:
+        self.card = FeishuCard(rest, message_id, settings=settings, in_thread=in_thread)
+        config = ReplyConfig(update_interval_s=settings.update_interval_s, max_chars=settings.max_reply_chars)
+        super().__init__(self.card, config, spawn=spawn)
 
-    async def _push(self, text: str, *, max_wait_s: float | None = None) -> None:
-        """Show ``text`` in the card; rate limits wait at most ``max_wait_s`` (None: the long default)."""
-        async with self._lock:
-            if self.card_id is not None:
-                self._sequence += 1
-                try:
-                    await self._rest.set_card_text(
-                        self.card_id, ANSWER_ELEMENT, text, self._sequence, max_wait_s=max_wait_s
-                    )
-                except FeishuApiError as exc:
-                    if exc.code != STREAMING_CLOSED_CODE:
-                        raise
-                    # Streaming ended by itself (a long answer, or a restart in between): turn it on again.
-                    logger.info("feishu: streaming on card %s had ended; resuming it", self.card_id)
-                    self._sequence += 1
-                    streaming = {"config": {"streaming_mode": True}}
-                    await self._rest.set_card_settings(self.card_id, streaming, self._sequence)
-                    self._sequence += 1
-                    await self._rest.set_card_text(
-                        self.card_id, ANSWER_ELEMENT, text, self._sequence, max_wait_s=max_wait_s
-                    )
-            elif self.card_message_id is not None:
-                content = json.dumps(card(text), ensure_ascii=False)
-                await self._rest.patch_message(self.card_message_id, content, max_wait_s=max_wait_s)
-            else:
-                raise FeishuApiError("updating the reply", code=None, message="no card to update")
-
-    async def _flush(self) -> None:
-        """Push the newest text at most once per interval until nothing new is left."""
-        while not self._closed:
-            delay = self._next_push_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            text = self._latest
-            if self._closed or text is None or text == self._shown or not self._may_edit():
-                return  # (not sure the question is still ours: the core's next update starts a new round)
-            try:
-                await self._check_resumed_card()
-                if self.card_message_id is None:
-                    await self._open_card(text)
-                else:
-                    await self._push(text, max_wait_s=0.0)
-                self._shown = text
-                self._penalty = 0.0
-            except FeishuRateLimited:
-                self._penalty = min(max(self._penalty * 2, self._interval * 2), MAX_UPDATE_BACKOFF_S)
-                logger.info("feishu: card edits rate limited; next edit in %.1f s", self._penalty)
-            except FeishuApiError as exc:
-                self._penalty = min(max(self._penalty * 2, self._interval * 2), MAX_UPDATE_BACKOFF_S)
-                logger.warning("feishu: card edit failed (%s); trying again in %.1f s", exc, self._penalty)
-            self._next_push_at = time.monotonic() + max(self._interval, self._penalty)
-
-    async def _stop_flusher(self) -> None:
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None and not flusher.done():
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-
-    async def _close(self, text: str, *, error: bool) -> None:
-        if self._closed:
-            logger.info("feishu: reply to %s already closed; extra text dropped", self.message_id)
-            return
-        self._closed = True
-        try:
-            await self._stop_flusher()
-            if self._opening is not None and not self._opening.done():  # a card on its way: finish that one
-                await asyncio.wait({self._opening}, timeout=RETRACT_WAIT_S)
-            await self._check_resumed_card()
-            pieces = [text] if error else split_answer(text, self._settings.max_reply_chars)
-            if self._final_salt is None:
-                self._final_salt = self._uuid_salt
-            done = min(self.parts_posted or 0, len(pieces))
-            if done == 0:
-                delivered = False
-                if self.card_message_id is not None:
-                    try:
-                        await self._push(pieces[0])
-                        delivered = True
-                    except FeishuApiError as exc:
-                        logger.warning("feishu: final edit of the card failed (%s); sending a new message", exc)
-                    if delivered and self.card_id is not None:
-                        await self._end_streaming(pieces[0])
-                if not delivered:
-                    await self._reply_card(pieces[0], purpose="final-0", key=self._final_key(0))
-                done = 1
-                await self._part_done(done, len(pieces))
-            for index in range(done, len(pieces)):
-                await self._reply_card(pieces[index], purpose=f"final-{index}", key=self._final_key(index))
-                await self._part_done(index + 1, len(pieces))
-            self._shown = pieces[-1]
-        finally:
-            await self._remove_typing()
-
-    async def _end_streaming(self, text: str) -> None:
-        assert self.card_id is not None
-        settings = {"config": {"streaming_mode": False, "summary": {"content": _summary(text)}}}
-        async with self._lock:
-            self._sequence += 1
-            try:
-                await self._rest.set_card_settings(self.card_id, settings, self._sequence)
-            except FeishuApiError as exc:  # the card still shows the full text; Feishu ends streaming by itself
-                logger.info("feishu: could not end streaming on card %s: %s", self.card_id, exc)
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    """Mark a background future's error as seen (whoever awaited it has reported it)."""
-    if not future.cancelled():
-        future.exception()
+    @classmethod
+    def resumed(
+        cls,
+        rest: FeishuRest,
+        message_id: str,
+        state: Mapping[str, str],
+        *,
+        settings: FeishuSettings,
+        in_thread: bool,
+        spawn: Spawn,
+    ) -> Self:
+        """A handle that continues the reply ``state`` describes (from ``resume_state()`` in another process)."""
+        reply = cls(rest, state.get("message_id") or message_id, settings=settings, in_thread=in_thread, spawn=spawn)
+        reply.restore(state)
+        return reply
 
 
 def resume_sequence(stored: int, card_created_at: float | None, now: float | None = None) -> int:

@@ -78,13 +78,19 @@ from lark_oapi.core.token.create_token_request_body import CreateTokenRequestBod
 from lark_oapi.core.utils import Files
 from lark_oapi.core.utils.user_agent import build_user_agent
 
-from bot.settings import FeishuSettings
+from adapters.feishu.settings import FeishuSettings
+from adapters.kit import outbound
+from adapters.kit.outbound import Failure, RetryPolicy, Verdict
 
 logger = logging.getLogger(__name__)
 
 RATE_LIMIT_CODE = 99991400
 TOKEN_INVALID_CODES = frozenset({99991661, 99991663, 99991664, 99991665})
+GONE_CODES = frozenset({230011, 231003, 300302})
+"""Answers about a message or card that is not there any more (recalled, deleted; card not found)."""
 TRANSIENT_ATTEMPTS = 3
+RATE_LIMIT_WAIT_S = (0.05, 60.0)
+"""The shortest and longest wait a rate-limited answer's ``x-ogw-ratelimit-reset`` or ``Retry-After`` may ask."""
 MAX_CONNECTIONS = 32
 """Concurrent requests to Feishu; Feishu's own limits (5 QPS per chat for messages) bind long before."""
 MAX_IDLE_CONNECTIONS = 16
@@ -100,14 +106,19 @@ Exchange = Callable[[str | None], Awaitable[R]]
 
 
 class FeishuApiError(Exception):
-    """A REST call failed for good. ``code`` is Feishu's error code, ``status`` the HTTP status."""
+    """A REST call failed for good. ``code`` is Feishu's error code, ``status`` the HTTP status; ``retry_after_s``
+    the wait a rate-limited answer asked for."""
 
-    def __init__(self, what: str, *, code: int | None, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, what: str, *, code: int | None, message: str, status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(f"{what} failed (code {code}, HTTP {status}): {message}")
         self.what = what
         self.code = code
         self.status = status
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
 class FeishuRateLimited(FeishuApiError):
@@ -174,6 +185,31 @@ def _read_error(response: lark.BaseResponse) -> None:
     if isinstance(body, dict):
         response.code = body.get("code") if isinstance(body.get("code"), int) else None
         response.msg = str(body.get("msg") or "")
+
+
+def classify(error: BaseException) -> Verdict:
+    """A REST failure as the kit's outbound helper reads it."""
+    if isinstance(error, FeishuApiError):
+        if error.status == 429 or error.code == RATE_LIMIT_CODE:
+            return Verdict(Failure.RATE_LIMITED, error.retry_after_s)
+        if error.status is not None and error.status >= 500:
+            return Verdict(Failure.RETRYABLE)
+        return Verdict(Failure.GONE if error.code in GONE_CODES else Failure.PERMANENT)
+    if isinstance(error, httpx.HTTPError | ValueError):  # network failure, or a body that is not JSON
+        return Verdict(Failure.RETRYABLE)
+    return Verdict(Failure.PERMANENT)
+
+
+def _failure(what: str, response: lark.BaseResponse) -> FeishuApiError:
+    """The error a failed answer means; a rate limit carries the wait Feishu asked for."""
+    code, status, message = response.code, _status(response), response.msg or ""
+    if status != 429 and code != RATE_LIMIT_CODE:
+        return FeishuApiError(what, code=code, message=message, status=status)
+    headers = response.raw.headers if response.raw is not None else None
+    wait = outbound.retry_after(headers, "x-ogw-ratelimit-reset", "retry-after")
+    if wait is not None:
+        wait = min(max(wait, RATE_LIMIT_WAIT_S[0]), RATE_LIMIT_WAIT_S[1])
+    return FeishuRateLimited(what, code=code, message=message or "rate limited", status=status, retry_after_s=wait)
 
 
 def _is_success(status: int) -> bool:
@@ -366,6 +402,11 @@ class FeishuRest:
         self._config: Config = client.config
         self._transport = LarkTransport(self._config, timeout_s=settings.rest_timeout_s)
         self._token_lock = asyncio.Lock()
+        self._policy = RetryPolicy(
+            max_wait_s=settings.rate_limit_max_wait_s,
+            transient_attempts=TRANSIENT_ATTEMPTS,
+            backoff_s=settings.rate_limit_backoff_s,
+        )
 
     # lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -436,64 +477,33 @@ class FeishuRest:
     async def _retrying(
         self, what: str, request: lark.BaseRequest, exchange: Exchange[R], *, max_wait_s: float | None = None
     ) -> R:
-        max_wait = self._settings.rate_limit_max_wait_s if max_wait_s is None else max_wait_s
-        delay = self._settings.rate_limit_backoff_s
-        waited = 0.0
-        transient_failures = 0
-        token_refreshed = False
-        while True:
-            if not self._transport.started:
-                raise FeishuApiError(what, code=None, message="the Feishu client is not running")
-            token = await self._tenant_token() if request.token_types else None
-            try:
-                response = await exchange(token)
-            except (TransportClosed, ForeignUrl) as exc:
-                raise FeishuApiError(what, code=None, message=str(exc)) from exc
-            except (httpx.HTTPError, ValueError) as exc:  # network failure, or a body that is not JSON
-                transient_failures += 1
-                if transient_failures >= TRANSIENT_ATTEMPTS or waited + delay > max_wait:
-                    raise FeishuApiError(what, code=None, message=f"{type(exc).__name__}: {exc}") from exc
-                logger.info("feishu: %s failed (%s); retrying in %.1f s", what, type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 30.0)
-                continue
-            if response.success():
-                return response
-            _read_error(response)
-            code, status = response.code, _status(response)
-            message = response.msg or ""
-            if status == 429 or code == RATE_LIMIT_CODE:
-                pause = self._rate_limit_pause(response, delay)
-                if waited + pause > max_wait:
-                    raise FeishuRateLimited(what, code=code, message=message or "rate limited", status=status)
-                logger.info("feishu: %s rate limited; waiting %.1f s", what, pause)
-                await asyncio.sleep(pause)
-                waited += pause
-                delay = min(delay * 2, 30.0)
-                continue
-            if code in TOKEN_INVALID_CODES and not token_refreshed:
-                token_refreshed = True
-                self._forget_token()
-                continue
-            if status is not None and status >= 500 and transient_failures + 1 < TRANSIENT_ATTEMPTS:
-                transient_failures += 1
-                await asyncio.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 30.0)
-                continue
-            raise FeishuApiError(what, code=code, message=message, status=status)
+        """``exchange`` through the kit's outbound helper: rate limits wait (at most ``max_wait_s`` in all, else
+        ``FEISHU_RATE_LIMIT_MAX_WAIT_S``), network and server errors are tried ``TRANSIENT_ATTEMPTS`` times, and a
+        refused tenant token is renewed once."""
+        token_renewed = False
 
-    @staticmethod
-    def _rate_limit_pause(response: lark.BaseResponse, fallback: float) -> float:
-        for name in ("x-ogw-ratelimit-reset", "retry-after"):
-            value = _header(response, name)
-            if value:
-                try:
-                    return max(0.05, min(float(value), 60.0))
-                except ValueError:
-                    pass
-        return fallback
+        async def attempt() -> R:
+            nonlocal token_renewed
+            if not self._transport.started:
+                raise TransportClosed("the Feishu client is not running")
+            while True:
+                response = await exchange(await self._tenant_token() if request.token_types else None)
+                if response.success():
+                    return response
+                _read_error(response)
+                if response.code not in TOKEN_INVALID_CODES or token_renewed:
+                    raise _failure(what, response)
+                token_renewed = True
+                self._forget_token()
+
+        try:
+            return await outbound.call(
+                attempt, what=f"feishu: {what}", classify=classify, policy=self._policy.within(max_wait_s)
+            )
+        except (TransportClosed, ForeignUrl) as exc:
+            raise FeishuApiError(what, code=None, message=str(exc)) from exc
+        except (httpx.HTTPError, ValueError) as exc:  # network failure, or a body that is not JSON
+            raise FeishuApiError(what, code=None, message=f"{type(exc).__name__}: {exc}") from exc
 
     # calls ---------------------------------------------------------------------------------------
     async def bot_info(self) -> BotIdentity:

@@ -1,5 +1,9 @@
-"""Answers in Slack: a reaction and a placeholder at once, throttled edits while the answer streams, the final
-text split to fit, errors in place of the placeholder. Rate limits (429) are waited out; nothing is dropped.
+"""Answers in Slack: the surface of the kit's streaming reply (``adapters.kit.replies``) in the question's thread,
+and ephemeral answers to the slash command. Posting, editing and deleting go through ``web_call`` (the kit's
+outbound helper: 429 ``Retry-After`` waited out, network errors retried); the kit decides when.
+
+The progress sign is an :eyes: reaction on the question and, in a DM with the assistant features, Slack's
+"is looking at it…" status. An error sentence starts with ``:warning:``.
 
 Adopting a placeholder. The core posts the placeholder and only then journals where it is, so a process killed
 in between leaves a placeholder no journal entry names. Every placeholder therefore carries message metadata
@@ -24,10 +28,8 @@ thread, so it is not posted twice. The core hands the same final text to the res
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,16 +38,17 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from adapters.kit import outbound
+from adapters.kit.outbound import Failure, RetryPolicy, Verdict
+from adapters.kit.replies import ReplyConfig, Spawn, StreamingReply, Surface
+from adapters.kit.text import is_progress_text, split_text
+
 logger = logging.getLogger(__name__)
 
-LOOKING = "Looking at it…"
-ELLIPSIS = "\u2026"  # ends a streamed answer cut at the message limit
-FENCE = "```"
-
-Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
-
 PLACEHOLDER_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
-"""chat.update errors that mean the placeholder can no longer be edited: post a fresh message instead."""
+"""Web API errors that mean the placeholder can no longer be edited: post a fresh message instead."""
+STATUS_UNAVAILABLE = frozenset({"missing_scope", "not_allowed_token_type", "invalid_auth", "unknown_method"})
+"""``assistant.threads.setStatus`` errors that switch the status off for good."""
 
 REPLY_EVENT_TYPE = "peekbot_reply"
 """The metadata ``event_type`` of a reply's first message (the placeholder): its payload names the question."""
@@ -53,18 +56,7 @@ REPLY_PART_EVENT_TYPE = "peekbot_reply_part"
 """The metadata ``event_type`` of the further messages of a long answer: the question and the part's number."""
 ADOPT_LOOKUP_LIMIT = 50
 """How many thread messages after the question one look for an earlier placeholder reads."""
-QUEUED_PREFIX = "Queued — "
-
-
-def placeholder_text(queue_position: int | None) -> str:
-    if not queue_position:
-        return LOOKING
-    noun = "question" if queue_position == 1 else "questions"
-    return f"{QUEUED_PREFIX}{queue_position} {noun} ahead of yours."
-
-
-def is_placeholder_text(text: str) -> bool:
-    return text == LOOKING or text.startswith(QUEUED_PREFIX)
+NO_WAIT = RetryPolicy(max_wait_s=0.0)
 
 
 def reply_metadata(channel: str, question_ts: str) -> dict[str, Any]:
@@ -80,6 +72,23 @@ def _ts_key(ts: object) -> tuple[int, int]:
         return 0, 0
 
 
+def _own(message: Mapping[str, Any], bot_user_id: str, bot_id: str) -> bool:
+    return bool(bot_id and message.get("bot_id") == bot_id) or bool(bot_user_id and message.get("user") == bot_user_id)
+
+
+def _payload(
+    message: Mapping[str, Any], event_type: str, *, channel: str, question_ts: str
+) -> Mapping[str, Any] | None:
+    """The metadata payload of ``message`` when it is of ``event_type`` and names the question, else None."""
+    metadata = message.get("metadata")
+    if not isinstance(metadata, Mapping) or metadata.get("event_type") != event_type:
+        return None
+    payload = metadata.get("event_payload") or {}
+    if not isinstance(payload, Mapping) or str(payload.get("question_ts", "")) != question_ts:
+        return None
+    return payload if str(payload.get("channel") or channel) == channel else None
+
+
 def find_own_placeholder(
     messages: Sequence[Mapping[str, Any]], *, channel: str, question_ts: str, bot_user_id: str, bot_id: str
 ) -> Mapping[str, Any] | None:
@@ -91,29 +100,17 @@ def find_own_placeholder(
     after = sorted(
         (m for m in messages if _ts_key(m.get("ts")) > _ts_key(question_ts)), key=lambda m: _ts_key(m.get("ts"))
     )
-
-    def own(message: Mapping[str, Any]) -> bool:
-        return bool(bot_id and message.get("bot_id") == bot_id) or bool(
-            bot_user_id and message.get("user") == bot_user_id
-        )
-
     untagged: Mapping[str, Any] | None = None
     right_after = True
     for message in after:
-        if not own(message):
+        if not _own(message, bot_user_id, bot_id):
             right_after = False
             continue
+        if _payload(message, REPLY_EVENT_TYPE, channel=channel, question_ts=question_ts) is not None:
+            return message
         metadata = message.get("metadata")
         tagged = isinstance(metadata, Mapping) and metadata.get("event_type") == REPLY_EVENT_TYPE
-        if tagged:
-            payload = metadata.get("event_payload") or {}
-            if (
-                isinstance(payload, Mapping)
-                and str(payload.get("question_ts", "")) == question_ts
-                and str(payload.get("channel") or channel) == channel
-            ):
-                return message
-        elif right_after and untagged is None and is_placeholder_text(str(message.get("text") or "")):
+        if not tagged and right_after and untagged is None and is_progress_text(str(message.get("text") or "")):
             untagged = message
         right_after = False  # only the bot's first message after the question may be adopted untagged
     return untagged
@@ -125,106 +122,45 @@ def posted_parts(
     """The numbers of the answer parts (2nd message on) the bot posted for the question at ``question_ts``."""
     found: set[int] = set()
     for message in messages:
-        if not (
-            (bot_id and message.get("bot_id") == bot_id) or (bot_user_id and message.get("user") == bot_user_id)
-        ):
+        payload = _payload(message, REPLY_PART_EVENT_TYPE, channel=channel, question_ts=question_ts)
+        if payload is None or not _own(message, bot_user_id, bot_id):
             continue
-        metadata = message.get("metadata")
-        if not isinstance(metadata, Mapping) or metadata.get("event_type") != REPLY_PART_EVENT_TYPE:
-            continue
-        payload = metadata.get("event_payload") or {}
-        if not isinstance(payload, Mapping) or str(payload.get("question_ts", "")) != question_ts:
-            continue
-        if str(payload.get("channel") or channel) != channel:
-            continue
-        try:
-            found.add(int(str(payload.get("part"))))
-        except ValueError:
-            continue
+        part = str(payload.get("part"))
+        if part.isdigit():
+            found.add(int(part))
     return found
 
 
-def split_message(text: str, limit: int) -> list[str]:
-    """Cut ``text`` into pieces of at most ``limit`` characters, on paragraph, line or word boundaries.
-
-    A code block cut in two is closed at the end of one piece and reopened at the start of the next.
-    """
-    text = text.strip()
-    if len(text) <= limit:
-        return [text] if text else []
-    budget = max(limit - 2 * (len(FENCE) + 1), 16)  # room to close and reopen a code block
-    pieces: list[str] = []
-    reopen = False
-    while text:
-        if reopen:
-            text = f"{FENCE}\n{text}"
-        if len(text) <= limit:
-            pieces.append(text)
-            break
-        cut = _cut_point(text, budget)
-        piece, text = text[:cut].rstrip(), text[cut:].lstrip("\n")
-        if text.startswith(" "):
-            text = text[1:]
-        reopen = piece.count(FENCE) % 2 == 1
-        if reopen:
-            piece = f"{piece}\n{FENCE}"
-        pieces.append(piece)
-    return [p for p in pieces if p.strip()]
-
-
-def _cut_point(text: str, budget: int) -> int:
-    floor = budget // 2
-    for separator in ("\n\n", "\n", " "):
-        at = text.rfind(separator, 0, budget + 1)
-        if at >= floor:
-            return at
-    return budget
-
-
-def retry_after_s(error: SlackApiError, default: float = 1.0) -> float:
-    headers = getattr(error.response, "headers", None) or {}
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return max(float(value), 0.0) if value is not None else default
-    except (TypeError, ValueError):
-        return default
-
-
-def is_rate_limited(error: SlackApiError) -> bool:
-    return getattr(error.response, "status_code", None) == 429 or _error_code(error) == "ratelimited"
-
-
-def _error_code(error: SlackApiError) -> str:
+def error_code(error: SlackApiError) -> str:
     try:
         return str(error.response.get("error", ""))
     except Exception:
         return ""
 
 
-def placeholder_gone(error: SlackApiError) -> bool:
-    return _error_code(error) in PLACEHOLDER_GONE
+def classify(error: BaseException) -> Verdict:
+    """A Web API failure as the kit's outbound helper reads it."""
+    if isinstance(error, SlackApiError):
+        code = error_code(error)
+        status = getattr(error.response, "status_code", None)
+        if status == 429 or code == "ratelimited":
+            headers = getattr(error.response, "headers", None)
+            return Verdict(Failure.RATE_LIMITED, outbound.retry_after(headers, "Retry-After", default=1.0))
+        if code in PLACEHOLDER_GONE:
+            return Verdict(Failure.GONE)
+        if isinstance(status, int) and status >= 500:
+            return Verdict(Failure.RETRYABLE)
+        return Verdict(Failure.PERMANENT)
+    if isinstance(error, aiohttp.ClientError | TimeoutError):
+        return Verdict(Failure.RETRYABLE)
+    return Verdict(Failure.PERMANENT)
 
 
-async def call_with_retry(
-    call: Callable[..., Awaitable[AsyncSlackResponse]], /, *, what: str, retries: int, **kwargs: Any
+async def web_call(
+    method: Callable[..., Awaitable[AsyncSlackResponse]], /, *, what: str, policy: RetryPolicy, **kwargs: Any
 ) -> AsyncSlackResponse:
-    """Call a Web API method; on 429 wait ``Retry-After`` and try again, on network errors back off."""
-    attempt = 0
-    while True:
-        try:
-            return await call(**kwargs)
-        except SlackApiError as exc:
-            if not is_rate_limited(exc) or attempt >= retries:
-                raise
-            delay = retry_after_s(exc)
-            logger.info("slack %s rate limited; retrying in %.1f s", what, delay)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            if attempt >= retries:
-                raise
-            delay = min(2.0**attempt, 30.0)
-            logger.warning("slack %s failed (%s); retrying in %.1f s", what, exc, delay)
-        attempt += 1
-        await asyncio.sleep(delay)
+    """Call a Web API method (``web.chat_update`` …) through the kit's outbound helper."""
+    return await outbound.call(lambda: method(**kwargs), what=f"slack {what}", classify=classify, policy=policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +169,15 @@ class ReplyOptions:
     max_chars: int = 3900
     reaction: str = "eyes"
     retries: int = 8
+
+    @property
+    def config(self) -> ReplyConfig:
+        return ReplyConfig(update_interval_s=self.update_interval_s, max_chars=self.max_chars)
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """How the final text and the further parts wait: ``retries`` retries of 429s and network errors."""
+        return RetryPolicy(retries=self.retries, transient_attempts=self.retries + 1)
 
 
 class AssistantStatus:
@@ -248,16 +193,18 @@ class AssistantStatus:
         try:
             await self._web.assistant_threads_setStatus(channel_id=channel, thread_ts=thread_ts, status=status)
         except SlackApiError as exc:
-            code = _error_code(exc)
-            if code in ("missing_scope", "not_allowed_token_type", "invalid_auth", "unknown_method"):
+            code = error_code(exc)
+            if code in STATUS_UNAVAILABLE:
                 self.enabled = False
             logger.debug("assistant.threads.setStatus not available here: %s", code)
         except Exception as exc:
             logger.debug("assistant.threads.setStatus failed: %s", exc)
 
 
-class ThreadReply:
-    """The reply handle for one question: everything lands in the question's thread."""
+class SlackThread(Surface):
+    """A reply in the question's thread: the placeholder carries reply metadata (see the module docstring)."""
+
+    error_prefix = ":warning: "
 
     def __init__(
         self,
@@ -268,7 +215,6 @@ class ThreadReply:
         question_ts: str,
         direct: bool,
         options: ReplyOptions,
-        spawn: Spawn,
         assistant_status: AssistantStatus | None = None,
         bot_user_id: str = "",
         bot_id: str = "",
@@ -276,236 +222,165 @@ class ThreadReply:
         self._web = web
         self.channel = channel
         self.thread_ts = thread_ts
-        self._question_ts = question_ts
+        self.question_ts = question_ts
         self._direct = direct
-        self._options = options
-        self._spawn = spawn
+        self.options = options
+        self._policy = options.policy
         self._assistant_status = assistant_status
-        self._bot_user_id = bot_user_id
-        self._bot_id = bot_id
+        self._whose = {"channel": channel, "question_ts": question_ts, "bot_user_id": bot_user_id, "bot_id": bot_id}
+        """Whose messages in the thread are this reply's (``find_own_placeholder``, ``posted_parts``)."""
+        self.label = f"slack {channel}"
         self.placeholder_ts: str | None = None
         self._may_adopt = False
         """True for a reply resumed without a placeholder: look once for one an earlier process posted."""
-        self._reacted = False
         self._reaction = options.reaction
-        self._latest: str | None = None  # newest answer text from the core
-        self._streamed: str | None = None  # the answer text the placeholder shows now
-        self._shown: str | None = None  # what the placeholder message says
-        self._next_edit_at = 0.0
-        self._closed = False
-        self._finished = False
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
-        self._flusher: asyncio.Task[None] | None = None
-        self._posting: asyncio.Future[None] | None = None
-        self._checkpoint: Callable[[], Awaitable[None]] | None = None
-        self._may_edit: Callable[[], bool] = lambda: True
-        self.parts_posted: int | None = None
-        """Messages of the final answer already out (the placeholder's edit counts as the first); None before."""
-        self._look_for_parts = False
-        """True for a reply restored mid-way through a long answer: look once for the part being posted then."""
+        self._reacted = False
 
-    # JournaledReply -------------------------------------------------------------------------------
-    def bind_journal(self, checkpoint: Callable[[], Awaitable[None]], may_edit: Callable[[], bool]) -> None:
-        self._checkpoint = checkpoint
-        self._may_edit = may_edit
+    @property
+    def has_placeholder(self) -> bool:
+        return self.placeholder_ts is not None
 
-    def abandon(self) -> None:
-        """Another process answers this question now: no more edits, nothing removed or posted."""
-        self._closed = self._finished = True
-        self._wake.set()
+    def classify(self, error: BaseException) -> Verdict:
+        return classify(error)
 
-    # ReplyHandle ---------------------------------------------------------------------------------
-    async def start_progress(self, queue_position: int | None = None) -> None:
-        if self._closed:
-            return
-        text = placeholder_text(queue_position)
-        async with self._lock:
-            adopted = await self._adopt_placeholder()
-            if self.placeholder_ts is None:
-                # The post runs to its end even if the question is cancelled meanwhile (a deleted question), so
-                # that ``retract`` knows the placeholder it must remove.
-                self._posting = asyncio.ensure_future(self._post_placeholder(text))
-                await asyncio.gather(self._react(), self._set_status(), asyncio.shield(self._posting))
-                return
-            if adopted:
-                await asyncio.gather(self._react(), self._set_status())
-            if self._latest is None and self._shown != text:
-                try:
-                    await self._edit(text, retries=0)
-                except SlackApiError as exc:
-                    if not placeholder_gone(exc):
-                        logger.info("could not show the progress: %s", _error_code(exc))
-                        return
-                    logger.info("the placeholder in %s is gone (%s); posting a new one", self.channel, _error_code(exc))
-                    self.placeholder_ts = None
-                    await self._post_placeholder(text)
-                except Exception as exc:
-                    logger.info("could not show the progress: %s", exc)
-
-    async def update(self, text: str) -> None:
-        """Never blocks: remembers the newest text; a background task edits at most once per interval."""
-        if self._closed or not text.strip():
-            return
-        self._latest = text
-        if self._flusher is None or self._flusher.done():
-            self._flusher = self._spawn(self._flush_updates())
-        else:
-            self._wake.set()
-
-    async def finish(self, text: str) -> None:
-        await self._deliver_final(text)
-
-    async def fail(self, text: str) -> None:
-        await self._deliver_final(f":warning: {text}")
-
-    # RetractableReply ----------------------------------------------------------------------------
-    async def retract(self) -> None:
-        """The question was deleted before it was answered: delete the placeholder (``chat.delete``, which
-        ``chat:write`` allows for the bot's own messages) and the progress reaction; nothing more is posted."""
-        self._finished = self._closed = True
-        self._wake.set()
-        pending = [f for f in (self._flusher, self._posting) if f is not None and not f.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=self._options.update_interval_s + 10)
-        async with self._lock:
-            await self._adopt_placeholder()  # resumed: the placeholder an earlier process posted
-            ts, self.placeholder_ts = self.placeholder_ts, None
-            if ts is not None:
-                try:
-                    await call_with_retry(
-                        self._web.chat_delete, what="chat.delete", retries=self._options.retries,
-                        channel=self.channel, ts=ts,
-                    )
-                    logger.info("removed the placeholder %s in %s: its question was deleted", ts, self.channel)
-                except SlackApiError as exc:
-                    if _error_code(exc) != "message_not_found":
-                        logger.warning("could not remove the placeholder in %s: %s", self.channel, _error_code(exc))
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    logger.warning("could not remove the placeholder in %s: %s", self.channel, exc)
-        await self._unreact()
-
-    # ResumableReply ------------------------------------------------------------------------------
-    def resume_state(self) -> dict[str, str]:
+    def state(self) -> dict[str, str]:
         """Where this reply lives, its placeholder (once posted) and the progress reaction (once added)."""
         state = {
             "kind": "thread",
             "channel": self.channel,
             "thread_ts": self.thread_ts,
-            "question_ts": self._question_ts,
+            "question_ts": self.question_ts,
             "direct": "1" if self._direct else "0",
         }
         if self.placeholder_ts is not None:
             state["placeholder_ts"] = self.placeholder_ts
         if self._reacted:
             state["reaction"] = self._reaction
-        if self.parts_posted is not None:
-            state["parts_posted"] = str(self.parts_posted)
         return state
 
     def restore(self, state: Mapping[str, str]) -> None:
-        """Continue a reply another process started: edit its placeholder, remove its reaction at the end.
-
-        Without a placeholder in ``state`` the reply first looks for one the other process posted but had not
-        journaled (see the module docstring) and posts a fresh one only when there is none.
-        """
+        """Edit the placeholder ``state`` names and remove its reaction at the end. Without a placeholder there,
+        ``prepare`` looks for one the earlier process posted but had not journaled."""
         self.placeholder_ts = state.get("placeholder_ts") or None
         self._may_adopt = self.placeholder_ts is None
         if state.get("reaction"):
             self._reaction = state["reaction"]
             self._reacted = True
-        parts = state.get("parts_posted", "")
-        if parts.isdigit():
-            self.parts_posted = int(parts)
-            self._look_for_parts = self.parts_posted > 0
 
-    # internals -----------------------------------------------------------------------------------
-    async def _adopt_placeholder(self) -> bool:
-        """Once, for a reply resumed without a placeholder: take over the one an earlier process posted, if any.
-
-        True when one was adopted. A failed look counts as none found (a fresh placeholder is posted).
-        """
+    async def prepare(self) -> str | None:
+        """Once, for a reply resumed without a placeholder: adopt the one an earlier process posted, if any. A
+        failed look counts as none found (a fresh placeholder is posted)."""
         if not self._may_adopt or self.placeholder_ts is not None:
-            return False
+            return None
         self._may_adopt = False
-        try:
-            response = await self._web.conversations_replies(
-                channel=self.channel,
-                ts=self.thread_ts,
-                oldest=self._question_ts,
-                inclusive=False,
-                include_all_metadata=True,
-                limit=ADOPT_LOOKUP_LIMIT,
-            )
-        except SlackApiError as exc:
-            logger.info("could not look for an earlier placeholder in %s: %s", self.channel, _error_code(exc))
-            return False
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            logger.info("could not look for an earlier placeholder in %s: %s", self.channel, exc)
-            return False
-        found = find_own_placeholder(
-            response.get("messages") or [],
-            channel=self.channel,
-            question_ts=self._question_ts,
-            bot_user_id=self._bot_user_id,
-            bot_id=self._bot_id,
-        )
+        found = find_own_placeholder(await self._thread_after_question("an earlier placeholder"), **self._whose)
         if found is None:
-            return False
+            return None
         self.placeholder_ts = str(found["ts"])
-        self._shown = str(found.get("text") or "")
-        logger.info("adopted the placeholder %s in %s posted by an earlier process", self.placeholder_ts,
-                    self.channel)
-        return True
+        logger.info("adopted the placeholder %s in %s posted by an earlier process", self.placeholder_ts, self.channel)
+        return str(found.get("text") or "")
 
-    async def _react(self) -> None:
-        if not self._reaction:
-            return
-        try:
-            await self._web.reactions_add(channel=self.channel, timestamp=self._question_ts, name=self._reaction)
-            self._reacted = True
-        except SlackApiError as exc:
-            if _error_code(exc) == "already_reacted":  # an earlier process reacted: ours to remove at the end
-                self._reacted = True
-                return
-            logger.debug("reactions.add failed: %s", _error_code(exc))
-        except Exception as exc:
-            logger.debug("reactions.add failed: %s", exc)
+    async def parts_out(self, noted: int) -> int:
+        """How many parts of the answer are out, counting one the earlier process posted but had not journaled
+        (found by its metadata)."""
+        found = posted_parts(await self._thread_after_question("answer parts posted earlier"), **self._whose)
+        out = noted
+        while out in found:
+            out += 1
+        if out > noted:
+            logger.info("%d part(s) of the answer in %s were posted by an earlier process", out - noted, self.channel)
+        return out
 
-    async def _unreact(self) -> None:
+    async def post_placeholder(self, text: str) -> None:
+        # No waiting out a rate limit here: the core waits for this call; later edits post the message.
+        self.placeholder_ts = await self._post(text, policy=NO_WAIT, first=True)
+
+    async def edit(self, text: str, *, max_wait_s: float | None) -> None:
+        await web_call(
+            self._web.chat_update,
+            what="chat.update",
+            policy=self._policy.within(max_wait_s),
+            channel=self.channel,
+            ts=self.placeholder_ts,
+            text=text,
+        )
+
+    def forget_placeholder(self) -> None:
+        self.placeholder_ts = None
+
+    async def post_part(self, text: str, index: int) -> None:
+        ts = await self._post(text, policy=self._policy, first=index == 0, part=index or None)
+        if index == 0:
+            self.placeholder_ts = ts
+
+    async def delete(self) -> None:
+        """``chat.delete``, which ``chat:write`` allows for the bot's own messages."""
+        await web_call(
+            self._web.chat_delete,
+            what="chat.delete",
+            policy=self._policy,
+            channel=self.channel,
+            ts=self.placeholder_ts,
+        )
+
+    async def react(self) -> None:
+        await asyncio.gather(self._add_reaction(), self._set_status())
+
+    async def unreact(self) -> None:
         if not self._reacted:
             return
         try:
-            await self._web.reactions_remove(channel=self.channel, timestamp=self._question_ts, name=self._reaction)
+            await self._web.reactions_remove(channel=self.channel, timestamp=self.question_ts, name=self._reaction)
         except Exception as exc:
             logger.debug("reactions.remove failed: %s", exc)
+
+    async def _add_reaction(self) -> None:
+        if not self._reaction:
+            return
+        try:
+            await self._web.reactions_add(channel=self.channel, timestamp=self.question_ts, name=self._reaction)
+            self._reacted = True
+        except SlackApiError as exc:
+            if error_code(exc) == "already_reacted":  # an earlier process reacted: ours to remove at the end
+                self._reacted = True
+                return
+            logger.debug("reactions.add failed: %s", error_code(exc))
+        except Exception as exc:
+            logger.debug("reactions.add failed: %s", exc)
 
     async def _set_status(self) -> None:
         if self._direct and self._assistant_status is not None:
             await self._assistant_status.set(self.channel, self.thread_ts, "is looking at it…")
 
-    async def _post_placeholder(self, text: str) -> None:
+    async def _thread_after_question(self, looking_for: str) -> Sequence[Mapping[str, Any]]:
+        """One bounded page of the thread after the question, with metadata; empty when the look failed."""
         try:
-            # No waiting out a rate limit here: the core waits for this call; later edits post the message.
-            self.placeholder_ts = await self._post(text, retries=0, first=True)
-            self._shown = text
-            self._next_edit_at = time.monotonic() + self._options.update_interval_s
-        except Exception as exc:
-            logger.warning("could not post the placeholder in %s: %s", self.channel, exc)
+            response = await self._web.conversations_replies(
+                channel=self.channel,
+                ts=self.thread_ts,
+                oldest=self.question_ts,
+                inclusive=False,
+                include_all_metadata=True,
+                limit=ADOPT_LOOKUP_LIMIT,
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.info("could not look for %s in %s: %s", looking_for, self.channel, exc)
+            return []
+        return response.get("messages") or []
 
-    async def _post(self, text: str, *, retries: int, first: bool = False, part: int | None = None) -> str:
+    async def _post(self, text: str, *, policy: RetryPolicy, first: bool = False, part: int | None = None) -> str:
         """Post ``text`` in the thread; the reply's ``first`` message (its placeholder) carries reply metadata, a
         further ``part`` of the answer its own (so a restarted process can tell it was posted)."""
         extra: dict[str, Any] = {}
         if first:
-            extra["metadata"] = reply_metadata(self.channel, self._question_ts)
+            extra["metadata"] = reply_metadata(self.channel, self.question_ts)
         elif part is not None:
-            payload = {"channel": self.channel, "question_ts": self._question_ts, "part": str(part)}
+            payload = {"channel": self.channel, "question_ts": self.question_ts, "part": str(part)}
             extra["metadata"] = {"event_type": REPLY_PART_EVENT_TYPE, "event_payload": payload}
-        response = await call_with_retry(
+        response = await web_call(
             self._web.chat_postMessage,
             what="chat.postMessage",
-            retries=retries,
+            policy=policy,
             channel=self.channel,
             thread_ts=self.thread_ts,
             text=text,
@@ -515,137 +390,21 @@ class ThreadReply:
         )
         return str(response["ts"])
 
-    async def _edit(self, text: str, *, retries: int) -> None:
-        """Show ``text`` in the placeholder (posting one first if there is none)."""
-        await self._adopt_placeholder()
-        if self.placeholder_ts is None:
-            self.placeholder_ts = await self._post(text, retries=retries, first=True)
-        else:
-            await call_with_retry(
-                self._web.chat_update,
-                what="chat.update",
-                retries=retries,
-                channel=self.channel,
-                ts=self.placeholder_ts,
-                text=text,
-            )
-        self._shown = text
-        self._next_edit_at = time.monotonic() + self._options.update_interval_s
 
-    async def _flush_updates(self) -> None:
-        while not self._closed and self._latest is not None and self._latest != self._streamed:
-            delay = self._next_edit_at - time.monotonic()
-            if delay > 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
-                continue  # re-check: closed, or still too early after a wake-up
-            async with self._lock:
-                if self._closed or not self._may_edit():
-                    return  # not sure the question is still ours: the core's next update starts a new round
-                source = self._latest
-                try:
-                    await self._edit(_streaming_view(source, self._options.max_chars), retries=0)
-                    self._streamed = source
-                except SlackApiError as exc:
-                    if is_rate_limited(exc):
-                        self._next_edit_at = time.monotonic() + retry_after_s(exc)
-                        logger.info("chat.update rate limited; next edit in %.1f s", retry_after_s(exc))
-                    elif placeholder_gone(exc) and self.placeholder_ts is not None:
-                        logger.info("the placeholder in %s is gone (%s); posting a new one", self.channel,
-                                    _error_code(exc))
-                        self.placeholder_ts = None  # the next round posts a fresh message
-                    else:
-                        logger.warning("chat.update failed: %s", _error_code(exc))
-                        return
-                except Exception as exc:
-                    logger.warning("chat.update failed: %s", exc)
-                    return
+class ThreadReply(StreamingReply):
+    """The reply handle for one question: everything lands in the question's thread (``SlackThread``)."""
 
-    async def _deliver_final(self, text: str) -> None:
-        if self._finished:
-            return
-        self._finished = self._closed = True
-        self._wake.set()
-        if self._flusher is not None and not self._flusher.done():
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._posting is not None and not self._posting.done():  # a placeholder on its way: edit that one
-            await asyncio.wait({self._posting}, timeout=self._options.update_interval_s + 10)
-        pieces = split_message(text, self._options.max_chars) or ["(no answer)"]
-        async with self._lock:
-            done = min(self.parts_posted or 0, len(pieces))
-            if self._look_for_parts and done < len(pieces):
-                done = await self._parts_out(done)
-            if done == 0:
-                delay = self._next_edit_at - time.monotonic()
-                if delay > 0 and self.placeholder_ts is not None:
-                    await asyncio.sleep(delay)
-                await self._replace_placeholder(pieces[0])
-                done = 1
-                await self._part_done(done, len(pieces))
-            for index in range(done, len(pieces)):
-                await self._post(pieces[index], retries=self._options.retries, part=index)
-                await self._part_done(index + 1, len(pieces))
-        await self._unreact()
+    def __init__(self, thread: SlackThread, *, spawn: Spawn) -> None:
+        super().__init__(thread, thread.options.config, spawn=spawn)
+        self.thread = thread
 
-    async def _part_done(self, posted: int, total: int) -> None:
-        """Note a part of the final answer as out; the core journals it unless it was the last one."""
-        self.parts_posted = posted
-        if posted < total and self._checkpoint is not None:
-            await self._checkpoint()
+    @property
+    def channel(self) -> str:
+        return self.thread.channel
 
-    async def _parts_out(self, noted: int) -> int:
-        """Once, for a reply restored mid-way through a long answer: how many parts are out, counting one the
-        earlier process posted but had not journaled (found by its metadata)."""
-        self._look_for_parts = False
-        try:
-            response = await self._web.conversations_replies(
-                channel=self.channel,
-                ts=self.thread_ts,
-                oldest=self._question_ts,
-                inclusive=False,
-                include_all_metadata=True,
-                limit=ADOPT_LOOKUP_LIMIT,
-            )
-        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            logger.info("could not look for answer parts posted earlier in %s: %s", self.channel, exc)
-            return noted
-        found = posted_parts(
-            response.get("messages") or [],
-            channel=self.channel,
-            question_ts=self._question_ts,
-            bot_user_id=self._bot_user_id,
-            bot_id=self._bot_id,
-        )
-        out = noted
-        while out in found:
-            out += 1
-        if out > noted:
-            logger.info("%d part(s) of the answer in %s were posted by an earlier process", out - noted, self.channel)
-        return out
-
-    async def _replace_placeholder(self, text: str) -> None:
-        retries = self._options.retries
-        await self._adopt_placeholder()
-        if self.placeholder_ts is not None:
-            try:
-                await self._edit(text, retries=retries)
-                return
-            except SlackApiError as exc:
-                if is_rate_limited(exc):
-                    raise
-                # The placeholder is gone (deleted, too old to edit): post the answer instead.
-                logger.warning("chat.update of the placeholder failed (%s); posting a new message", _error_code(exc))
-                self.placeholder_ts = None
-        self.placeholder_ts = await self._post(text, retries=retries, first=True)
-        self._shown = text
-
-
-def _streaming_view(text: str, limit: int) -> str:
-    """While streaming, a long answer shows its first part; the final text is split into messages."""
-    if len(text) <= limit:
-        return text
-    return text[: limit - len(ELLIPSIS)].rstrip() + ELLIPSIS
+    @property
+    def thread_ts(self) -> str:
+        return self.thread.thread_ts
 
 
 class EphemeralReply:
@@ -685,18 +444,18 @@ class EphemeralReply:
         await self._send(text)
 
     async def fail(self, text: str) -> None:
-        await self._send(f":warning: {text}")
+        await self._send(f"{SlackThread.error_prefix}{text}")
 
     async def _send(self, text: str) -> None:
         if self._finished:
             return
         self._finished = True
-        for piece in split_message(text, self._options.max_chars) or ["(nothing to say)"]:
+        for piece in split_text(text, self._options.max_chars) or ["(nothing to say)"]:
             if not await self._via_response_url(piece):
-                await call_with_retry(
+                await web_call(
                     self._web.chat_postEphemeral,
                     what="chat.postEphemeral",
-                    retries=self._options.retries,
+                    policy=self._options.policy,
                     channel=self._channel,
                     user=self._user_id,
                     text=piece,
