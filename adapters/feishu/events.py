@@ -176,23 +176,6 @@ def parse_recall(payload: bytes) -> MessageWithdrawn | None:
     )
 
 
-class BoundedSet:
-    """Recently seen keys, oldest forgotten first."""
-
-    def __init__(self, limit: int = 10_000) -> None:
-        self._limit = limit
-        self._keys: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, key: str) -> None:
-        self._keys[key] = None
-        self._keys.move_to_end(key)
-        while len(self._keys) > self._limit:
-            self._keys.popitem(last=False)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
-
-
 @dataclass(slots=True)
 class ThreadMemory:
     """Files of messages the bot saw, by message and by thread root, so follow-ups can use them."""

@@ -301,26 +301,3 @@ class AnsweredThreads:
     def __len__(self) -> int:
         return len(self._threads)
 
-
-class RecentKeys:
-    """A bounded set of recently seen keys (event ids, message ids); ``claim`` is atomic in asyncio."""
-
-    def __init__(self, max_keys: int = 20_000) -> None:
-        self._max = max_keys
-        self._keys: OrderedDict[str, None] = OrderedDict()
-
-    def claim(self, key: str) -> bool:
-        """True the first time ``key`` is seen, False afterwards."""
-        if key in self._keys:
-            self._keys.move_to_end(key)
-            return False
-        self._keys[key] = None
-        while len(self._keys) > self._max:
-            self._keys.popitem(last=False)
-        return True
-
-    def release(self, key: str) -> None:
-        self._keys.pop(key, None)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._keys
