@@ -1,7 +1,7 @@
 """Load a Qwen-VL checkpoint (HF id or local directory) for in-process generation.
 
 Uses ``AutoModelForImageTextToText`` + ``AutoTokenizer`` + ``AutoImageProcessor``: the multimodal
-*processor* classes need torchvision, the image processor's PIL backend does not (DESIGN.md §4).
+*processor* classes need torchvision, which peekbot does not depend on; the image processor's PIL backend does not.
 """
 
 from __future__ import annotations

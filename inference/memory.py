@@ -2,7 +2,8 @@
 
 Fragmentation is ``1 − allocated/reserved`` of the CUDA caching allocator. ``empty_cache()`` only
 returns unused cached blocks to the driver, so :func:`cleanup` runs it when the engine is idle
-(the scheduler calls it through ``Engine.run_on_worker``), never per request.
+(the scheduler asks for it through ``Engine.cleanup``, which runs it on the model's worker thread), never per
+request.
 """
 
 from __future__ import annotations
@@ -110,8 +111,9 @@ def cleanup(
     """``gc.collect()`` and a trim of the C heap, then ``empty_cache()`` when fragmentation or unused reserved
     bytes pass a threshold.
 
-    Call it between batches (``Engine.run_on_worker``). Returns ``{"emptied_cache": bool, "reason": str,
-    "gc_collected": int, "before": {...}, "after": {...}}`` with :func:`memory_snapshot` figures.
+    Call it between batches (``TransformersEngine.cleanup`` runs it on the worker thread). Returns
+    ``{"emptied_cache": bool, "reason": str, "gc_collected": int, "before": {...}, "after": {...}}`` with
+    :func:`memory_snapshot` figures.
     """
     before = memory_snapshot(device)
     collected = gc.collect()

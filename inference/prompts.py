@@ -3,7 +3,7 @@
 The tokenizer's chat template renders one ``<|vision_start|><|image_pad|><|vision_end|>`` per image;
 the image processor turns each image into patches and a ``(t, h, w)`` patch grid; each
 ``<|image_pad|>`` is then expanded to ``t·h·w // merge_size²`` copies, one per image token the
-vision encoder will produce (DESIGN.md §4). This is what the multimodal processor class would do,
+vision encoder will produce. This is what the multimodal processor class would do,
 without its torchvision dependency.
 """
 

@@ -22,14 +22,13 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from bot.engine import AnswerStream, EngineStats, GenerationRequest, Usage
+from bot.engine import AnswerStream, CleanupReport, EngineStats, GenerationRequest, Usage
 from bot.errors import Busy, Cancelled, DeadlineExceeded, EngineError, EngineUnavailable
 from bot.redact import redact_url
 from inference.memory import memory_snapshot
@@ -43,8 +42,6 @@ if TYPE_CHECKING:
     from bot.settings import CoreSettings, EngineSettings
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 MAX_RETRY_DELAY_S = 30.0
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -83,10 +80,6 @@ class PromptTooLong(EngineError):
 class RemoteMisconfigured(EngineUnavailable):
     """The server refuses the API key, redirects elsewhere or does not serve the configured model: retrying will not
     help."""
-
-
-class RemoteWorkerUnsupported(NotImplementedError):
-    """``run_on_worker`` on the remote engine: there is no local model worker."""
 
 
 class _Retryable(Exception):
@@ -196,6 +189,8 @@ class _RemoteRequest:
 
 class OpenAIEngine:
     """``bot.engine.Engine`` backed by an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    in_process = False
 
     def __init__(self, core: CoreSettings, engine: EngineSettings) -> None:
         self.core = core
@@ -600,10 +595,12 @@ class OpenAIEngine:
                                     f"(it serves {', '.join(listed[:5])}); check PEEKBOT_OPENAI_MODEL")
         return round_trip
 
-    async def run_on_worker(self, fn: Callable[[], T], timeout_s: float) -> T:
-        """Not available: the model runs on a remote server, so there is no local worker (nor GPU memory)."""
-        raise RemoteWorkerUnsupported(
-            "the model runs on a remote server (PEEKBOT_BACKEND=openai): there is no local model worker")
+    async def cleanup(
+        self, *, force: bool, fragmentation_threshold: float, unused_reserved_bytes: int, timeout_s: float
+    ) -> CleanupReport:
+        """Nothing to do: the model, and its GPU memory, live on the remote server."""
+        return CleanupReport(skipped="the model runs on a remote server (PEEKBOT_BACKEND=openai): there is no "
+                             "local model to clean up after")
 
     def running_requests(self) -> list[GenerationRequest]:
         """The requests streaming from the server now (holding a slot), not those waiting for one."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
@@ -85,17 +85,19 @@ def build_tokenizer():  # -> PreTrainedTokenizerFast
     return tokenizer
 
 
+def vision_token_ids(tokenizer: Any) -> dict[str, int]:
+    """A Qwen-VL config's image/video placeholder and vision start/end token ids, read from ``tokenizer``."""
+    tokens = {"image": "<|image_pad|>", "video": "<|video_pad|>", "vision_start": "<|vision_start|>"}
+    tokens["vision_end"] = "<|vision_end|>"
+    return {f"{field}_token_id": tokenizer.convert_tokens_to_ids(token) for field, token in tokens.items()}
+
+
 def _config(arch: Arch, tokenizer):  # -> PretrainedConfig
     from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
 
     ids = {name: tokenizer.convert_tokens_to_ids(name) for name in SPECIAL_TOKENS}
     vocab = 151936
-    token_ids = dict(
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
+    token_ids = vision_token_ids(tokenizer)
     # A wide initialisation (the default is 0.02) lets the layers outweigh the tied embeddings, so greedy
     # answers vary with the image and the question instead of repeating the last prompt token.
     text = dict(

@@ -23,9 +23,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bot.engine import AnswerStream, EngineStats, GenerationRequest, Usage
+from bot.engine import AnswerStream, CleanupReport, EngineStats, GenerationRequest, Usage
 from bot.errors import (
     Busy,
     Cancelled,
@@ -34,6 +35,7 @@ from bot.errors import (
     EngineUnavailable,
     OutOfMemory,
 )
+from inference import memory
 from inference.memory import free_memory, memory_snapshot
 from inference.stats import EngineCounters
 from inference.streams import StreamEnd, TextStream
@@ -177,6 +179,8 @@ def _decode_row(prepared: PreparedPrompt, min_new_tokens: int) -> DecodeRow:
 
 class TransformersEngine:
     """``bot.engine.Engine`` backed by a transformers model on this process's GPU (or CPU)."""
+
+    in_process = True
 
     def __init__(self, settings: EngineSettings, *, loaded: LoadedModel | None = None) -> None:
         self.settings = settings
@@ -358,6 +362,27 @@ class TransformersEngine:
         except TimeoutError:
             future.cancel()
             raise TimeoutError(f"the engine worker did not run the task within {timeout_s:.1f} s") from None
+
+    async def ping(self, timeout_s: float) -> float:
+        """A no-op on the worker thread between batches: the round trip in seconds (``TimeoutError`` past
+        ``timeout_s``: the worker is generating a long batch, or hangs)."""
+        started = time.monotonic()
+        await self.run_on_worker(time.monotonic, timeout_s)
+        return time.monotonic() - started
+
+    async def cleanup(
+        self, *, force: bool, fragmentation_threshold: float, unused_reserved_bytes: int, timeout_s: float
+    ) -> CleanupReport:
+        """``inference.memory.cleanup`` on the worker thread, between batches."""
+        loaded = self._loaded
+        if loaded is None:
+            return CleanupReport(skipped="the model is not loaded")
+        figures = await self.run_on_worker(
+            partial(memory.cleanup, loaded.device, fragmentation_threshold=fragmentation_threshold,
+                    unused_reserved_bytes=unused_reserved_bytes, force=force),
+            timeout_s,
+        )
+        return CleanupReport(figures=figures)
 
     def stats(self) -> EngineStats:
         snapshot = self._counters.snapshot()

@@ -146,24 +146,11 @@ def arch_config(name: str, tokenizer):  # -> PretrainedConfig
     """The transformers config of ``REAL_ARCHS[name]``, special token ids taken from ``tokenizer``."""
     from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
 
+    from inference.tiny import vision_token_ids
+
     spec = _spec(name)
-    ids = {
-        tok: tokenizer.convert_tokens_to_ids(tok)
-        for tok in (
-            "<|endoftext|>",
-            "<|im_end|>",
-            "<|image_pad|>",
-            "<|video_pad|>",
-            "<|vision_start|>",
-            "<|vision_end|>",
-        )
-    }
-    token_ids = dict(
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
+    eos, pad = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    token_ids = vision_token_ids(tokenizer)
     text = dict(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,
@@ -173,9 +160,9 @@ def arch_config(name: str, tokenizer):  # -> PretrainedConfig
         num_key_value_heads=spec.num_key_value_heads,
         max_position_embeddings=spec.max_position_embeddings,
         rms_norm_eps=1e-6,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
         tie_word_embeddings=spec.tie_word_embeddings,
     )
     rope = {"rope_type": "default", "mrope_section": list(spec.mrope_section), "rope_theta": spec.rope_theta}

@@ -1,16 +1,24 @@
 """The benchmark's workload: synthetic screenshot-like images and a question each.
 
-Both sides of ``peekbot bench`` build the same workload from the same seed, so they do identical work.
-Only PIL is needed here.
+Both sides of ``peekbot bench`` build the same workload from the same seed, so they do identical work. Only PIL
+and the core's image sizing are needed here.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageFont
+
+from bot.media.images import fit_to_budget
+from inference.bench.spec import PROBE_QUESTION
+
+if TYPE_CHECKING:
+    from bot.settings import EngineSettings
 
 SCREEN_SIZES: tuple[tuple[int, int], ...] = (
     (1920, 1080),  # desktop 1080p
@@ -34,7 +42,7 @@ _WORDS = (
     "error", "build", "deploy", "failed", "settings", "user", "account", "network", "timeout", "retry",
     "cancel", "save", "open", "file", "project", "status", "warning", "total", "amount", "order",
     "invoice", "server", "request", "response", "token", "cache", "queue",
-)
+)  # fmt: skip
 
 _THEMES = (
     {
@@ -148,3 +156,25 @@ def build_workload(requests: int, seed: int = 0) -> list[WorkItem]:
         image = make_screenshot(width, height, seed=seed * 100_003 + index)
         items.append(WorkItem(index=index, image=image, question=rng.choice(QUESTIONS)))
     return items
+
+
+def fit_images(items: Sequence[WorkItem], settings: EngineSettings, factor: int) -> list[WorkItem]:
+    """Resize every screenshot into the pixel budget, as the bot does before it asks the engine."""
+    fitted = []
+    for item in items:
+        size = fit_to_budget(
+            item.image.width,
+            item.image.height,
+            max_pixels=settings.max_pixels,
+            min_pixels=settings.min_pixels,
+            factor=factor,
+        )
+        image = item.image if size == item.image.size else item.image.resize(size, Image.Resampling.LANCZOS)
+        fitted.append(WorkItem(index=item.index, image=image, question=item.question))
+    return fitted
+
+
+def probe_item(seed: int, settings: EngineSettings, factor: int) -> WorkItem:
+    """The probe's request: one 1080p screenshot (not in the workload), fitted into the budget like the others."""
+    item = WorkItem(index=-1, image=make_screenshot(1920, 1080, seed=seed + 7919), question=PROBE_QUESTION)
+    return fit_images([item], settings, factor)[0]

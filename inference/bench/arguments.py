@@ -1,0 +1,74 @@
+"""The options of ``peekbot bench`` (and ``python -m inference.bench``) and their checks.
+
+Importing this module loads neither torch nor PIL: the CLI builds its parser from it on every start.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from inference.bench.random_arch import REAL_ARCHS
+from inference.bench.spec import SIDES, WORKER_TIMEOUT_S
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse turns the error into a usage message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``peekbot bench``."""
+    parser.add_argument("--concurrency", "-c", type=at_least_one, default=8, help="concurrent clients (default 8)")
+    parser.add_argument("--requests", "-n", type=at_least_one, default=32, help="requests in total (default 32)")
+    parser.add_argument(
+        "--max-new-tokens", "-t", type=at_least_one, default=128, help="new tokens per request, exactly (default 128)"
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", help="HF model id or local dir (default: a tiny random model, built once)")
+    source.add_argument(
+        "--random-arch",
+        choices=sorted(REAL_ARCHS),
+        help="a real-size architecture with random bf16 weights built on the device (no download)",
+    )
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: PEEKBOT_DEVICE, else auto)")
+    parser.add_argument("--max-batch-size", type=at_least_one, default=None, help="engine max batch size (default: C)")
+    parser.add_argument(
+        "--max-batch-tokens", type=int, default=None, help="engine max prompt tokens per batch (default: settings)"
+    )
+    parser.add_argument("--max-pixels", type=int, default=None, help="pixel budget per image (default: settings)")
+    parser.add_argument("--mode", choices=("both", *SIDES), default="both", help="which sides to run")
+    parser.add_argument("--json", dest="json_path", type=Path, default=None, help="also write the result here")
+    parser.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    parser.add_argument(
+        "--threads",
+        type=at_least_one,
+        default=None,
+        help="torch intra-op CPU threads in each side (default: PEEKBOT_CPU_THREADS, else torch's own)",
+    )
+    parser.add_argument(
+        "--extras",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="bandwidth / decode / 1080p TTFT probes: auto = only on CUDA",
+    )
+    parser.add_argument(
+        "--worker-timeout", type=float, default=WORKER_TIMEOUT_S, help="seconds one side may take (default 6 h)"
+    )
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` naming the first option out of range (for a namespace not built by the parser)."""
+    for name in ("concurrency", "requests", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("max_batch_size", "threads"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
