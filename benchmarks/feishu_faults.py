@@ -177,7 +177,7 @@ class DriveLog:
 
 
 def render_images() -> list[bytes]:
-    from inference.bench_workload import make_screenshot
+    from inference.bench.workload import make_screenshot
 
     pngs = []
     for seed, (width, height) in enumerate(IMAGE_SIZES):
@@ -484,11 +484,13 @@ def bot_environment(options: Options, fake: FakeFeishu, model_dir: Path, data_di
 
 def load_settings(env: dict[str, str]) -> Any:
     """Settings read from ``env`` only for as long as it takes to load every layer."""
+    from adapters.feishu.settings import FeishuSettings
     from bot.settings import Settings
 
     with patched_environ(env, remove=("PEEKBOT_CONFIG", "FEISHU_PING_INTERVAL_S")):
         settings = Settings()
-        for layer in (settings.core, settings.engine, settings.images, settings.feishu, settings.scheduler):
+        feishu = settings.section(FeishuSettings)
+        for layer in (settings.core, settings.engine, settings.images, feishu, settings.scheduler, settings.access):
             assert layer is not None
     return settings
 
@@ -506,13 +508,13 @@ async def _start_fake(options: Options) -> FakeFeishu:
 async def _run_bot(options: Options, fake: FakeFeishu, fake_loop: LoopThread, model_dir: Path,
                    data_dir: Path) -> dict[str, Any]:
     from adapters.feishu import FeishuAdapter
-    from bot.app import Application
+    from bot.wiring import build_application
     from inference.transformers_engine import TransformersEngine
 
     settings = load_settings(bot_environment(options, fake, model_dir, data_dir))
     images = render_images()
     plan = plan_faults(options.events, options.faults, options.rate_per_s, options.kinds)
-    app = Application(settings, engine=TransformersEngine(settings.engine), adapters=[FeishuAdapter(settings)])
+    app = build_application(settings, engine=TransformersEngine(settings.engine), adapters=[FeishuAdapter(settings)])
     lag = LoopLagProbe()
     queue = QueueProbe(app.engine.stats)
     async with app:

@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from adapters.slack.connection import LOCAL_CHECK_S  # noqa: E402
+from adapters.slack.settings import SlackSettings  # noqa: E402
 from benchmarks.faults_common import (  # noqa: E402
     DUPLICATE,
     KILL,
@@ -365,7 +366,7 @@ def build_application(fake: FakeSlack, config: SlackFaultsConfig, model: str, da
     """``Application`` + ``SlackAdapter`` + ``TransformersEngine`` configured for the run (no scheduler)."""
     from adapters.slack import SlackAdapter
     from bot.app import Application
-    from bot.settings import AccessSettings, CoreSettings, EngineSettings, Settings, SlackSettings
+    from bot.settings import AccessSettings, CoreSettings, EngineSettings, Settings
     from inference.transformers_engine import TransformersEngine
 
     settings = Settings()
@@ -379,13 +380,13 @@ def build_application(fake: FakeSlack, config: SlackFaultsConfig, model: str, da
         max_pixels=128 * 128,
         cpu_threads=config.cpu_threads,
     )
-    settings.slack = SlackSettings(
+    settings.use_section(SlackSettings(
         bot_token=fake.BOT_TOKEN,
         app_token=fake.APP_TOKEN,
         api_url=fake.api_url,
         ping_interval_s=config.ping_interval_s,
         startup_attempts=1,
-    )
+    ))
     # The load measures the connection, not the per-user limits: the fake's few users send many questions.
     settings.access = AccessSettings(rate_limit_per_minute=0, max_pending_per_user=100_000)
     adapter = SlackAdapter(settings)
@@ -456,7 +457,7 @@ async def _run_with_fake(
         queue=queue.summary(log.started_at, log.finished_at),
         loop_lag_s=lag.lags_s,
         adapter_reconnects=slack_health.reconnects if slack_health is not None else None,
-        watchdog_interval_s=app.settings.slack.watchdog_interval_s,
+        watchdog_interval_s=app.settings.section(SlackSettings).watchdog_interval_s,
         engine_stats=engine_stats,
         counters=counters,
     )

@@ -128,7 +128,7 @@ def configure_environment(args: argparse.Namespace, data_dir: Path) -> None:
 
 
 def write_images(directory: Path) -> list[Path]:
-    from inference.bench_workload import make_screenshot
+    from inference.bench.workload import make_screenshot
 
     paths = []
     for index, (width, height) in enumerate(IMAGE_SIZES):
@@ -175,11 +175,10 @@ async def take_screenshot(url: str, target: Path) -> bool:
 
 async def run_soak(args: argparse.Namespace) -> dict[str, Any]:
     from adapters.console import ConsoleAdapter
-    from bot.app import Application
     from bot.http import StatusServer
-    from bot.services import maintenance_of
     from bot.settings import Settings
-    from inference.bench import default_tiny_model
+    from bot.wiring import build_application
+    from inference.bench.runner import default_tiny_model
     from inference.stats import percentile
     from inference.transformers_engine import TransformersEngine
     from scheduler.service import CLEANUP
@@ -192,7 +191,7 @@ async def run_soak(args: argparse.Namespace) -> dict[str, Any]:
         settings = Settings()
         sink = _Discard()  # the answers are not the point
         console = ConsoleAdapter(settings, out=sink, status=sink)
-        app = Application(settings, engine=TransformersEngine(settings.engine), adapters=[console])
+        app = build_application(settings, engine=TransformersEngine(settings.engine), adapters=[console])
         server = StatusServer(app, port=0) if args.status_screenshot else None
         if server is not None:
             app.services.append(server)
@@ -202,7 +201,7 @@ async def run_soak(args: argparse.Namespace) -> dict[str, Any]:
         screenshot_saved = False
         try:
             async with app:
-                maintenance = maintenance_of(app)
+                maintenance = app.maintenance
                 assert maintenance is not None
                 device = app.engine.stats().device
                 started = time.monotonic()

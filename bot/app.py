@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from bot.access import REFUSAL_REPEAT_S, AccessPolicy
 from bot.commands import BUILTIN_COMMANDS, Command, looks_like_command, parse_command
@@ -16,6 +16,7 @@ from bot.engine import ChatTurn, Engine, answering_job
 from bot.errors import TooManyPending, UserFacingError
 from bot.fairness import FairShare
 from bot.logs import log_context
+from bot.maintenance import Maintenance
 from bot.questions import answer_question
 from bot.ratelimit import QuotaChecker, RateLimiter, quota_reply, rate_limit_reply, zone
 from bot.settings import Settings
@@ -39,6 +40,9 @@ from bot.types import (
 from bot.usage import UsageRecorder
 from bot.withdrawals import WITHDRAWN, Withdrawals, is_tombstone, retract
 
+if TYPE_CHECKING:
+    from bot.media.pool import MediaPool
+
 logger = logging.getLogger(__name__)
 
 PAUSED_REPLY = "I'm down for a short maintenance and will be back soon. Please ask again in a little while."
@@ -58,20 +62,6 @@ STUCK_ENGINE_STOP_S = 1.0
 CONTEXT_TURNS = 12
 """Turns (questions and answers) of a conversation offered to the model; the budget may drop older ones."""
 CONTEXT_FILES = 16
-
-
-def build_adapters(settings: Settings) -> list[Adapter]:
-    """Every platform adapter whose credentials are set."""
-    adapters: list[Adapter] = []
-    if settings.slack.configured:
-        from adapters.slack import SlackAdapter
-
-        adapters.append(SlackAdapter(settings))
-    if settings.feishu.configured:
-        from adapters.feishu import FeishuAdapter
-
-        adapters.append(FeishuAdapter(settings))
-    return adapters
 
 
 class StoredConversations:
@@ -96,21 +86,19 @@ class Application:
         self,
         settings: Settings,
         *,
-        engine: Engine | None = None,
-        adapters: Sequence[Adapter] | None = None,
-        services: Sequence[Service] | None = None,
+        engine: Engine,
+        adapters: Sequence[Adapter] = (),
+        services: Sequence[Service] = (),
         store: Store | None = None,
+        media: MediaPool | None = None,
         resume_jobs: bool = True,
     ) -> None:
+        """The composition root (``bot.wiring``) builds the parts; ``store`` defaults to ``PEEKBOT_STORE_URL``'s and
+        ``media`` to a pool of ``PEEKBOT_MEDIA_WORKERS`` processes."""
         self.settings = settings
-        if engine is None:
-            from inference.factory import create_engine
-
-            engine = create_engine(settings)
         self.engine: Engine = engine
         self.store: Store = store if store is not None else open_store(settings)
-        chosen = adapters if adapters is not None else build_adapters(settings)
-        self.adapters: dict[str, Adapter] = {a.name: a for a in chosen}
+        self.adapters: dict[str, Adapter] = {a.name: a for a in adapters}
         self.commands: dict[str, Command] = {c.name: c for c in BUILTIN_COMMANDS}
         self.paused = False
         self.started_at = time.time()
@@ -132,9 +120,11 @@ class Application:
             max_pending_per_user=settings.access.max_pending_per_user,
         )
         self.jobs = JobKeeper(self.store, settings.core)
-        from bot.media.pool import MediaPool  # Pillow/pypdfium2 only; no process starts before the first file
+        if media is None:
+            from bot.media.pool import MediaPool  # Pillow/pypdfium2 only; no process starts before the first file
 
-        self.media = MediaPool(settings.images)
+            media = MediaPool(settings.images)
+        self.media = media
         """Worker processes that open files (started on first use; stopped by ``stop``)."""
         self.withdrawals = Withdrawals(self)
         """Deleted and recalled messages: stopped, forgotten and audited (``withdraw`` is the adapters' callback)."""
@@ -154,11 +144,12 @@ class Application:
         """Set when the application cannot go on (the model's worker hangs); ``peekbot run`` then stops and exits."""
         self._question_tasks: dict[str, asyncio.Task[Any]] = {}
         self._stalled: set[str] = set()
-        if services is None:
-            from bot.services import default_services
-
-            services = default_services(self)
         self.services: list[Service] = list(services)
+        """Background parts started after the engine and stopped before it (the composition root adds the
+        maintenance scheduler and the HTTP server)."""
+        self.maintenance: Maintenance | None = None
+        """The maintenance service the composition root attached (also one of :attr:`services`): ``/status``,
+        ``/cleanup``, ``/readyz``, ``/metrics`` and the status page read it. None runs without one."""
 
     # lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:

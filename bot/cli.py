@@ -49,13 +49,14 @@ def _chat_store(settings: Settings):  # type: ignore[no-untyped-def]
 
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.console import ConsoleAdapter
-    from bot.app import Application
+    from bot.wiring import build_application
 
     settings.core.http_port = 0  # a terminal session serves no health endpoints (and must not clash with `run`)
     console = ConsoleAdapter(settings)
     files = [*args.image, *args.file]
     question = " ".join(args.question).strip()
-    async with Application(settings, adapters=[console], store=_chat_store(settings), resume_jobs=False):
+    app = build_application(settings, adapters=[console], store=_chat_store(settings), resume_jobs=False)
+    async with app:
         if question or files:
             reply = await console.ask(question, files)
             return 0 if reply.error is None else 1
@@ -118,13 +119,11 @@ def _exit_at_the_latest(delay_s: float, code: int) -> None:
 
 
 async def _run(settings: Settings) -> int:
-    from bot.app import Application, build_adapters
+    from bot.wiring import build_adapters, build_application, no_platform_message
 
-    adapters = build_adapters(settings)
+    adapters = build_adapters(settings)  # every configured platform's plug-in
     if not adapters:
-        print("peekbot: no platform is configured. Set SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Slack), or "
-              "FEISHU_APP_ID and FEISHU_APP_SECRET (Feishu/Lark). To try the bot locally: peekbot chat --demo",
-              file=sys.stderr)
+        print(f"peekbot: {no_platform_message()}", file=sys.stderr)
         return 2
     problem = _startup_problem(settings)
     if problem:
@@ -145,7 +144,7 @@ async def _run(settings: Settings) -> int:
                 return 2
         from scheduler.systemd import notify
 
-        async with Application(settings, adapters=adapters) as app:
+        async with build_application(settings, adapters=adapters) as app:
             notify("READY=1", "STATUS=answering questions")  # the model is loaded and the platforms connected
             await _until_stopped(stop, app)
             if app.exit_code is not None:
@@ -194,16 +193,19 @@ def _configuration_problem(settings: Settings) -> str | None:
 
     from pydantic import ValidationError
 
+    from adapters.registry import PLATFORMS, platform_sections
     from bot.redact import remember, secret_values
+    from bot.settings import AccessSettings, CoreSettings, EngineSettings, ImageSettings, SchedulerSettings
 
+    core = (CoreSettings, EngineSettings, ImageSettings, SchedulerSettings, AccessSettings)
+    sections = {cls.__name__: cls for cls in (*core, *(platform.settings_class for platform in PLATFORMS))}
     try:
-        remember(secret_values(settings))
-        for layer in ("engine", "images", "scheduler", "access"):
+        for layer in ("core", "engine", "images", "scheduler", "access"):
             getattr(settings, layer)
+        platform_sections(settings)  # every platform's, so that its secrets are masked too
+        remember(secret_values(settings))
     except ValidationError as exc:
-        import bot.settings as layers
-
-        model = getattr(layers, exc.title, None)
+        model = sections.get(exc.title)
         prefix = str(model.model_config.get("env_prefix", "")) if model is not None else ""
         wrong = [f"{prefix}{'_'.join(str(part) for part in error['loc'])}".upper() + f": {error['msg']}"
                  for error in exc.errors(include_url=False, include_input=False)]
@@ -214,10 +216,10 @@ def _configuration_problem(settings: Settings) -> str | None:
 
 
 def _doctor(settings: Settings) -> int:
-    from bot.doctor import run_checks
+    from bot.wiring import doctor_checks
 
     failures = 0
-    for check in run_checks(settings):
+    for check in doctor_checks(settings):
         print(f"[{check.status:^4}] {check.name}: {check.detail}")
         failures += check.status == "FAIL"
     return 1 if failures else 0

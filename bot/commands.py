@@ -115,9 +115,7 @@ async def _status(app: Application, message: IncomingMessage, _: str) -> str:
 
 
 async def _cleanup(app: Application, _message: IncomingMessage, _: str) -> str:
-    from bot.services import maintenance_of
-
-    maintenance = maintenance_of(app)
+    maintenance = app.maintenance
     if maintenance is None:
         return "The scheduler is not running, so there is no memory cleanup to run."
     run = await maintenance.cleanup_now()

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from PIL.Image import Image
-
-T = TypeVar("T")
 
 answering_job: ContextVar[str | None] = ContextVar("answering_job", default=None)
 """The journal job (``platform:message_id``) the current task answers; requests made in it carry its id."""
@@ -90,7 +88,22 @@ class EngineStats:
     """Answered requests of the last hour by latency: cumulative counts per upper bound in seconds (``+Inf``: all)."""
 
 
+@dataclass(frozen=True, slots=True)
+class CleanupReport:
+    """What :meth:`Engine.cleanup` did."""
+
+    skipped: str | None = None
+    """Why nothing was cleaned up (e.g. the model runs on a remote server); None when the cleanup ran."""
+    figures: dict[str, Any] = field(default_factory=dict)
+    """``emptied_cache`` (bool), ``reason`` (why the GPU cache was emptied or kept), ``gc_collected``, and the memory
+    figures ``before`` and ``after`` (``host_rss_bytes``, ``cuda_reserved_bytes`` …)."""
+
+
 class Engine(Protocol):
+    in_process: bool
+    """True when the model runs on a worker thread of this process (restarting the process heals a hung worker);
+    False when a remote server runs it (a restart would not bring the server back)."""
+
     async def start(self) -> None:
         """Load the model and warm it up."""
 
@@ -102,8 +115,18 @@ class Engine(Protocol):
 
     def stats(self) -> EngineStats: ...
 
-    async def run_on_worker(self, fn: Callable[[], T], timeout_s: float) -> T:
-        """Run ``fn`` on the model's worker thread between batches (cleanup, liveness)."""
+    async def ping(self, timeout_s: float) -> float:
+        """A liveness check, answered by what generates: the model's worker thread between batches, or the remote
+        server. Returns the round trip in seconds; raises ``TimeoutError`` without an answer in time and an
+        ``EngineError`` when the engine cannot be reached (not running, server down or misconfigured)."""
+
+    async def cleanup(
+        self, *, force: bool, fragmentation_threshold: float, unused_reserved_bytes: int, timeout_s: float
+    ) -> CleanupReport:
+        """Free memory the model no longer uses, between batches: ``gc.collect()``, then the GPU cache is emptied
+        when fragmentation or unused reserved bytes pass the thresholds (or ``force``). ``TimeoutError`` when the
+        worker did not get to it within ``timeout_s``; an engine with nothing to clean says so in
+        :attr:`CleanupReport.skipped`."""
 
     def running_requests(self) -> list[GenerationRequest]:
         """The requests the model is generating right now (the running batch), not those waiting for it."""

@@ -1,7 +1,8 @@
 """The health and metrics HTTP server (aiohttp): ``/healthz``, ``/readyz``, ``/metrics``, ``/status``.
 
-Bound to ``PEEKBOT_HTTP_HOST`` (127.0.0.1 by default) and ``PEEKBOT_HTTP_PORT``; the application leaves it out
-when that port is 0. Constructed directly, ``port=0`` binds a free port; :attr:`StatusServer.port` tells which.
+Bound to ``PEEKBOT_HTTP_HOST`` (127.0.0.1 by default) and ``PEEKBOT_HTTP_PORT``; the composition root
+(``bot/wiring.py``) leaves it out when that port is 0. Constructed directly, ``port=0`` binds a free port;
+:attr:`StatusServer.port` tells which.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from bot.errors import StartupError
 from bot.metrics import AppMetrics
 from bot.report import collect_status
-from bot.services import maintenance_of
 from bot.status_page import render_status_page
 
 if TYPE_CHECKING:
@@ -147,10 +147,10 @@ class StatusServer:
 
     async def _status(self, _request: web.Request) -> web.Response:
         report = await collect_status(self._app)
-        maintenance = maintenance_of(self._app)
+        maintenance = self._app.maintenance
         if maintenance is not None:
-            window = maintenance.settings.snapshot_history_s
-            snapshots = maintenance.ring.since(report.generated_at - window)
+            window = maintenance.history_s
+            snapshots = maintenance.snapshots_since(report.generated_at - window)
         else:
             window, snapshots = 3600.0, []
         html = render_status_page(report, snapshots, window)

@@ -14,7 +14,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bot.services import maintenance_of
 from bot.types import AdapterHealth
 from bot.usage import ANSWERED, RequestRecord
 
@@ -132,8 +131,8 @@ class _StateCollector(Collector):
         yield from self._maintenance()
 
     def _adapters(self) -> Iterator[Metric]:
-        maintenance = maintenance_of(self._app)
-        forced = maintenance.watchdog.forced_reconnects if maintenance is not None else {}
+        maintenance = self._app.maintenance
+        forced = maintenance.forced_reconnects() if maintenance is not None else {}
         connected = GaugeMetricFamily("peekbot_adapter_connected", "1 while the platform connection is up.",
                                       labels=["adapter"])
         reconnects = CounterMetricFamily("peekbot_adapter_reconnects", "Reconnects the adapter made (any cause).",
@@ -151,15 +150,14 @@ class _StateCollector(Collector):
         yield watchdog
 
     def _maintenance(self) -> Iterator[Metric]:
-        maintenance = maintenance_of(self._app)
+        maintenance = self._app.maintenance
         if maintenance is None:
             return
-        liveness = maintenance.liveness
-        if liveness.alive is not None:
+        if maintenance.engine_alive is not None:
             yield _gauge("peekbot_engine_alive", "1 when the last liveness ping came back in time.",
-                         float(liveness.alive))
+                         float(maintenance.engine_alive))
         stuck = CounterMetricFamily("peekbot_engine_stuck", "Liveness pings the worker thread did not answer.")
-        stuck.add_metric([], liveness.stuck_count)
+        stuck.add_metric([], maintenance.engine_stuck_count)
         yield stuck
         runs = CounterMetricFamily("peekbot_job_runs", "Scheduler job runs.", labels=["job"])
         failures = CounterMetricFamily("peekbot_job_failures", "Scheduler job runs that raised.", labels=["job"])

@@ -105,23 +105,18 @@ def url_secrets(url: str | None) -> list[str]:
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every credential the configuration holds: secret settings and the secret parts of configured URLs."""
+    """Every credential the configuration holds: secret settings and the secret parts of configured URLs, of the
+    core's section and of every section loaded so far (the composition root loads each platform's at start)."""
     from pydantic import SecretStr  # here: the rest of this module (imported by bot.errors) needs no pydantic
 
     values: list[str] = []
-    urls: list[str | None] = [
-        settings.core.store_url,
-        settings.core.openai_base_url,
-        settings.slack.api_url,
-        settings.feishu.domain,
-    ]
-    for layer in (settings.core, settings.slack, settings.feishu):
-        for name in type(layer).model_fields:
-            value = getattr(layer, name)
+    for section in (settings.core, *settings.sections):
+        for name in type(section).model_fields:
+            value = getattr(section, name)
             if isinstance(value, SecretStr):
                 values.append(value.get_secret_value())
-    for url in urls:
-        values += url_secrets(url)
+            elif isinstance(value, str) and "://" in value:  # a URL: PEEKBOT_STORE_URL, SLACK_API_URL …
+                values += url_secrets(value)
     return [value for value in values if value]
 
 

@@ -7,15 +7,14 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from bot.engine import EngineStats
+from bot.maintenance import ScheduledJobState
 from bot.redact import redact, secret_values
-from bot.services import maintenance_of
 from bot.types import AdapterHealth
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bot.app import Application
-    from scheduler.runner import ScheduledJobState
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +86,9 @@ class StatusReport:
 
 async def collect_status(app: Application) -> StatusReport:
     """The application's state, with every credential masked (``bot.redact``): each view shows it as it is."""
-    maintenance = maintenance_of(app)
+    maintenance = app.maintenance
     health = await app.adapter_health()
-    forced = maintenance.watchdog.forced_reconnects if maintenance is not None else {}
+    forced = maintenance.forced_reconnects() if maintenance is not None else {}
     p50, p95 = app.usage.latency_percentiles()
     secrets = secret_values(app.settings)
 
@@ -110,8 +109,8 @@ async def collect_status(app: Application) -> StatusReport:
         adapters=[AdapterReport(name, replace(h, detail=clean(h.detail)), forced.get(name, 0))
                   for name, h in health.items()],
         jobs=[_clean_job(job, clean) for job in maintenance.job_states()] if maintenance is not None else [],
-        engine_alive=maintenance.liveness.alive if maintenance is not None else None,
-        engine_stuck_count=maintenance.liveness.stuck_count if maintenance is not None else 0,
+        engine_alive=maintenance.engine_alive if maintenance is not None else None,
+        engine_stuck_count=maintenance.engine_stuck_count if maintenance is not None else 0,
     )
 
 

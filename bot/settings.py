@@ -1,7 +1,8 @@
 """Configuration: environment variables, optionally a TOML file with the same keys.
 
-One class per layer. Variables use the names of DESIGN.md §3 (``PEEKBOT_MODEL``, ``SLACK_BOT_TOKEN`` …);
-a TOML file named by ``PEEKBOT_CONFIG`` (or ``--config``) may set the same keys, e.g.
+One class per section: the core's sections live here (``PEEKBOT_MODEL`` …); each chat platform keeps its own
+section class beside its adapter (``SLACK_BOT_TOKEN`` in ``adapters/slack/settings.py``) and loads it with
+:meth:`Settings.section`. A TOML file named by ``PEEKBOT_CONFIG`` (or ``--config``) may set the same keys, e.g.
 ``PEEKBOT_MODEL = "Qwen/Qwen3-VL-4B-Instruct"``. Environment variables win over the file.
 """
 
@@ -48,7 +49,11 @@ class _TomlKeys(PydanticBaseSettingsSource):
         return values
 
 
-class _Layer(BaseSettings):
+class SettingsSection(BaseSettings):
+    """One section of the configuration: its variables share a prefix (``PEEKBOT_`` unless the section says
+    otherwise) and the TOML file may set the same keys. Platforms define their own sections beside their adapters
+    and load them with :meth:`Settings.section`."""
+
     model_config = SettingsConfigDict(env_prefix="PEEKBOT_", extra="ignore", case_sensitive=False)
 
     @classmethod
@@ -65,13 +70,14 @@ class _Layer(BaseSettings):
         return init_settings, env_settings, toml
 
 
-def _comma_list(value: Any) -> Any:
+def comma_list(value: Any) -> Any:
+    """A field validator (``mode="before"``): ``"a, b,"`` → ``["a", "b"]``."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
 
 
-class CoreSettings(_Layer):
+class CoreSettings(SettingsSection):
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".peekbot")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
@@ -103,6 +109,9 @@ class CoreSettings(_Layer):
     max_job_attempts: int = 3
     """A question that was interrupted this many times (crashes, restarts) is answered with an apology."""
     dedupe_ttl_s: float = 24 * 3600.0
+    intake_wait_s: float = 5.0
+    """How long a copy of an event or message that arrives while an earlier copy is being handed to the core waits
+    for that copy's outcome; past it the copy is left unacked and the platform delivers it again."""
     conversation_retention_days: float = 30.0
     """Turns, files and documents of a conversation idle for longer are deleted."""
     audit_retention_days: float = 90.0
@@ -111,13 +120,13 @@ class CoreSettings(_Layer):
     store_synchronous: Literal["normal", "full"] = "normal"
     """SQLite fsync policy: ``normal`` survives process crashes and kills; ``full`` also power loss (slower)."""
 
-    _split_admins = field_validator("admins", mode="before")(_comma_list)
+    _split_admins = field_validator("admins", mode="before")(comma_list)
 
     def is_admin(self, user_key: str) -> bool:
         return user_key in self.admins
 
 
-class EngineSettings(_Layer):
+class EngineSettings(SettingsSection):
     model: str = "Qwen/Qwen3-VL-4B-Instruct"
     device: str = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
@@ -148,7 +157,7 @@ class EngineSettings(_Layer):
     """Estimated prompt tokens a question may use; older thread turns and images are left out beyond it."""
 
 
-class ImageSettings(_Layer):
+class ImageSettings(SettingsSection):
     max_file_bytes: int = 25 * 1024 * 1024
     max_decode_pixels: int = 64_000_000
     max_decode_bytes: int = 256 * 1024 * 1024
@@ -182,87 +191,7 @@ class ImageSettings(_Layer):
     """Length cap of one page transcription."""
 
 
-class SlackSettings(_Layer):
-    model_config = SettingsConfigDict(env_prefix="SLACK_", extra="ignore", case_sensitive=False)
-
-    bot_token: SecretStr | None = None
-    app_token: SecretStr | None = None
-    api_url: str = "https://slack.com/api/"
-    file_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["files.slack.com"])
-    """Hosts the bot token may be sent to (over https) to download files, besides ``api_url``'s own host and port.
-    Add ``files.slack-gov.com`` style hosts for GovSlack; a file stored anywhere else is refused with a reply."""
-    # Socket Mode connection and watchdog.
-    ping_interval_s: float = 10.0
-    """slack_sdk's WebSocket ping interval; no traffic or pong for ``stale_after_pings`` × this ⇒ reconnect."""
-    stale_after_pings: float = 3.0
-    watchdog_interval_s: float = 5.0
-    auth_check_interval_s: float = 60.0
-    """How often the watchdog calls ``auth.test`` as a health ping; 0 turns it off."""
-    connect_timeout_s: float = 15.0
-    reconnect_initial_s: float = 0.5
-    reconnect_max_s: float = 30.0
-    startup_attempts: int = 5
-    # Replies.
-    command: str = "/peekbot"
-    update_interval_s: float = 1.0
-    """At most one ``chat.update`` per message in this many seconds while an answer streams."""
-    max_message_chars: int = 3900
-    progress_reaction: str = "eyes"
-    rate_limit_retries: int = 8
-    rest_timeout_s: float = 30.0
-    download_timeout_s: float = 60.0
-    thread_memory: int = 10_000
-    """Threads remembered as answered, so follow-ups there need no new mention."""
-
-    _split_file_hosts = field_validator("file_hosts", mode="before")(_comma_list)
-
-    @property
-    def configured(self) -> bool:
-        return self.bot_token is not None and self.app_token is not None
-
-
-class FeishuSettings(_Layer):
-    model_config = SettingsConfigDict(env_prefix="FEISHU_", extra="ignore", case_sensitive=False)
-
-    app_id: str | None = None
-    app_secret: SecretStr | None = None
-    domain: str = "https://open.feishu.cn"
-    # Long connection. Unset overrides follow the server's ClientConfig (PingInterval, ReconnectInterval …).
-    ping_interval_s: float | None = None
-    pong_timeout_s: float = 10.0
-    """No pong within this time after a ping ⇒ the connection is stale and is replaced."""
-    discovery_timeout_s: float = 10.0
-    connect_timeout_s: float = 15.0
-    """How long start-up waits for the first connection (retrying continues in the background)."""
-    reconnect_initial_s: float = 1.0
-    """First reconnect delay; doubles per failed attempt up to ``reconnect_max_s`` (default ReconnectInterval)."""
-    reconnect_max_s: float | None = None
-    reconnect_jitter_s: float | None = None
-    """Cap of the random jitter added to each delay (default ReconnectNonce)."""
-    reconnect_count: int | None = None
-    """Failed attempts in a row before giving up (default ReconnectCount; -1: never)."""
-    fragment_ttl_s: float = 10.0
-    # REST and replies.
-    rest_timeout_s: float = 20.0
-    context_lookup_timeout_s: float = 1.0
-    """Time allowed to read the message a question replies to before the event is handed to the core."""
-    update_interval_s: float = 0.5
-    """Minimum time between edits of an answer card (edits are coalesced; the newest text wins)."""
-    rate_limit_backoff_s: float = 1.0
-    rate_limit_max_wait_s: float = 120.0
-    """How long one REST call may wait out rate limits before it fails."""
-    max_reply_chars: int = 8000
-    """Longer answers are split into several messages."""
-    streaming_cards: bool = True
-    """Stream answers through CardKit; False (or CardKit refused) edits an interactive card instead."""
-    reply_in_thread: bool = False
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.app_id) and self.app_secret is not None
-
-
-class SchedulerSettings(_Layer):
+class SchedulerSettings(SettingsSection):
     cleanup_interval_s: float = 60.0
     health_interval_s: float = 60.0
     watchdog_interval_s: float = 30.0
@@ -290,7 +219,7 @@ class SchedulerSettings(_Layer):
     usage_retention_days: int = 30
 
 
-class AccessSettings(_Layer):
+class AccessSettings(SettingsSection):
     """Who may ask (allowlists, mode) and how often (rate limit, daily quota, pending questions per user).
 
     Allowlist entries are ``platform:id`` (``slack:T123``, ``feishu:oc_abc``, ``slack:U42``); an empty list
@@ -318,7 +247,7 @@ class AccessSettings(_Layer):
     """Unanswered questions one user may have queued or running at once."""
 
     _split_lists = field_validator("allowed_workspaces", "allowed_channels", "allowed_users", mode="before")(
-        _comma_list
+        comma_list
     )
 
     @field_validator("allowed_workspaces", "allowed_channels", "allowed_users")
@@ -343,14 +272,33 @@ class AccessSettings(_Layer):
         return name
 
 
-LayerT = TypeVar("LayerT", bound=_Layer)
+LayerT = TypeVar("LayerT", bound=SettingsSection)
 
 
 class Settings:
-    """All layers, loaded once. ``config_file`` overrides ``PEEKBOT_CONFIG``."""
+    """All sections, each loaded once when first read. ``config_file`` overrides ``PEEKBOT_CONFIG``."""
 
     def __init__(self, config_file: str | Path | None = None) -> None:
         self.config_file = Path(config_file) if config_file is not None else None
+        self._sections: dict[type[SettingsSection], SettingsSection] = {}
+
+    def section(self, section: type[LayerT]) -> LayerT:
+        """The section of this class (a platform's, e.g. ``SlackSettings``), loaded once from the environment and the
+        configuration file. Raises pydantic's ``ValidationError`` for a value of the wrong kind."""
+        loaded = self._sections.get(section)
+        if loaded is None:
+            loaded = self._sections[section] = self._load(section)
+        assert isinstance(loaded, section)
+        return loaded
+
+    def use_section(self, section: SettingsSection) -> None:
+        """Use these values for their section instead of loading them (tests, benchmarks)."""
+        self._sections[type(section)] = section
+
+    @property
+    def sections(self) -> list[SettingsSection]:
+        """The sections read through :meth:`section` so far (the composition root reads every platform's at start)."""
+        return list(self._sections.values())
 
     def _load(self, layer: type[LayerT]) -> LayerT:
         token = _config_file.set(self.config_file)
@@ -370,14 +318,6 @@ class Settings:
     @cached_property
     def images(self) -> ImageSettings:
         return self._load(ImageSettings)
-
-    @cached_property
-    def slack(self) -> SlackSettings:
-        return self._load(SlackSettings)
-
-    @cached_property
-    def feishu(self) -> FeishuSettings:
-        return self._load(FeishuSettings)
 
     @cached_property
     def scheduler(self) -> SchedulerSettings:

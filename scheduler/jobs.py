@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bot.engine import EngineStats
@@ -22,7 +21,6 @@ from bot.types import AdapterHealth
 from scheduler.runner import JobResult, JobSkipped
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
 
     from bot.app import Application
 
@@ -37,18 +35,6 @@ class EngineStuck(RuntimeError):
 
 def _mib(value: float) -> str:
     return f"{value / MIB:,.1f} MiB"
-
-
-def _cleanup_on_worker(device: str, settings: SchedulerSettings, force: bool) -> dict[str, Any]:
-    """Runs on the model's worker thread: ``gc.collect()``, then ``empty_cache()`` past a threshold (or forced)."""
-    from inference import memory
-
-    return memory.cleanup(
-        device,
-        fragmentation_threshold=settings.cleanup_fragmentation,
-        unused_reserved_bytes=settings.cleanup_unused_reserved_bytes,
-        force=force,
-    )
 
 
 def describe_cleanup(figures: dict[str, Any]) -> str:
@@ -71,29 +57,28 @@ def describe_cleanup(figures: dict[str, Any]) -> str:
 
 
 class MemoryCleanup:
-    """GPU/host memory cleanup on the engine's worker thread; scheduled runs only when the engine is idle."""
+    """The engine's memory cleanup (``Engine.cleanup``, between batches); scheduled runs only when it is idle."""
 
     def __init__(self, app: Application, settings: SchedulerSettings) -> None:
         self._app = app
         self._settings = settings
 
     async def run(self, *, force: bool = False) -> JobResult:
-        stats = self._app.engine.stats()
+        engine = self._app.engine
+        stats = engine.stats()
         if not stats.ready:
             raise JobSkipped("the engine is not ready")
         if not force and (stats.queue_depth or stats.in_flight):
             raise JobSkipped(f"the engine is busy ({stats.queue_depth} waiting, {stats.in_flight} in flight)")
-        try:
-            figures = await self._app.engine.run_on_worker(
-                partial(_cleanup_on_worker, stats.device, self._settings, force), self._settings.cleanup_timeout_s
-            )
-        except NotImplementedError as exc:
-            raise JobSkipped("the engine has no local model to clean up after") from exc
-        return JobResult(describe_cleanup(figures), figures)
-
-
-def _ping() -> float:
-    return time.monotonic()
+        report = await engine.cleanup(
+            force=force,
+            fragmentation_threshold=self._settings.cleanup_fragmentation,
+            unused_reserved_bytes=self._settings.cleanup_unused_reserved_bytes,
+            timeout_s=self._settings.cleanup_timeout_s,
+        )
+        if report.skipped is not None:
+            raise JobSkipped(report.skipped)
+        return JobResult(describe_cleanup(report.figures), report.figures)
 
 
 def _progress(stats: EngineStats) -> int:
@@ -106,7 +91,8 @@ def _progress(stats: EngineStats) -> int:
 
 
 class EngineLiveness:
-    """Runs a tiny callable on the model's worker thread; no reply within the timeout means the worker is stuck.
+    """Pings the engine (``Engine.ping``: the model's worker thread between batches, or the remote server); no reply
+    within the timeout means it is stuck.
 
     A worker stuck for ``engine_stuck_exit_s`` (no ping answered, no progress) is given up on: the application fails
     ``/healthz`` and ends the process for its supervisor to restart (:meth:`bot.app.Application.engine_stuck`).
@@ -138,67 +124,48 @@ class EngineLiveness:
         self.stuck_since = self._stuck_started = None
 
     async def run(self) -> JobResult:
-        stats = self._app.engine.stats()
+        engine = self._app.engine
+        stats = engine.stats()
         if not stats.ready:
             raise JobSkipped("the engine is not ready")
         timeout = self._settings.liveness_timeout_s
-        ping_server = getattr(self._app.engine, "ping", None)
-        if ping_server is not None:
-            return await self._ping_server(ping_server, timeout)
+        what = "the model's worker thread" if engine.in_process else "the model server"
         started = time.monotonic()
         try:
-            await self._app.engine.run_on_worker(_ping, timeout)
-        except NotImplementedError as exc:
-            raise JobSkipped("the engine has no local worker thread to ping") from exc
+            round_trip = await engine.ping(timeout)
         except TimeoutError as exc:
-            produced = _progress(self._app.engine.stats()) - _progress(stats)
-            if produced > 0:  # a long batch, not a hang: the ping waits for the batch to end
+            produced = _progress(engine.stats()) - _progress(stats)
+            if engine.in_process and produced > 0:  # a long batch, not a hang: the ping waits for the batch to end
                 if self.alive is False:
                     logger.warning("the model's worker thread makes progress again")
                 self._answers()
                 return JobResult(f"no reply within {timeout:g} s, but the worker is generating "
                                  f"({produced} tokens, batches and answers meanwhile)", {"busy": True})
-            self.stuck_count += 1
-            if self._stuck_started is None:
-                self._stuck_started = started
-                self.stuck_since = time.time() - (time.monotonic() - started)
-            self.alive = False
-            stuck_for = self.stuck_for_s()
-            logger.error("the model's worker thread did not answer a ping within %g s (stuck for %.0f s)",
-                         timeout, stuck_for)
-            limit = self._settings.engine_stuck_exit_s
-            if limit > 0 and stuck_for >= limit and not self.gave_up:
-                self.gave_up = True
-                self._app.engine_stuck(f"the model's worker thread has been stuck for {stuck_for:.0f} s")
-            raise EngineStuck(f"the model's worker thread did not answer within {timeout:g} s "
-                              f"(stuck for {stuck_for:.0f} s)") from exc
-        self.last_round_trip_s = time.monotonic() - started
-        if self.alive is False:
-            logger.warning("the model's worker thread answers again")
-        self._answers()
-        self.last_ok_at = time.time()
-        return JobResult(f"worker answered in {self.last_round_trip_s * 1000:.1f} ms",
-                         {"round_trip_s": self.last_round_trip_s})
-
-    async def _ping_server(self, ping_server: Callable[[float], Awaitable[float]], limit_s: float) -> JobResult:
-        """A remote engine (``PEEKBOT_BACKEND=openai``) is alive while its server answers ``GET /models``."""
-        try:
-            round_trip = await ping_server(limit_s)
-        except (TimeoutError, EngineError) as exc:
-            reason = str(exc) or f"no answer within {limit_s:g} s"
-            self.stuck_count += 1
-            if self.alive is not False:
-                self.stuck_since = time.time()
-                self._stuck_started = time.monotonic()
-            self.alive = False
-            logger.error("the model server does not answer the liveness ping: %s", reason)
-            raise EngineStuck(f"the model server does not answer: {reason}") from exc
-        if self.alive is False:
-            logger.warning("the model server answers again")
-        self._answers()
-        self.last_ok_at = time.time()
+            raise self._stuck(started, what, f"did not answer within {timeout:g} s") from exc
+        except EngineError as exc:  # not running, or a remote server that is down or refuses us
+            raise self._stuck(started, what, f"does not answer: {exc}") from exc
         self.last_round_trip_s = round_trip
-        return JobResult(f"model server answered in {round_trip * 1000:.1f} ms", {"round_trip_s": round_trip})
+        if self.alive is False:
+            logger.warning("%s answers again", what)
+        self._answers()
+        self.last_ok_at = time.time()
+        who = "worker" if engine.in_process else "model server"
+        return JobResult(f"{who} answered in {round_trip * 1000:.1f} ms", {"round_trip_s": round_trip})
+
+    def _stuck(self, started: float, what: str, problem: str) -> EngineStuck:
+        """Count an unanswered ping; an in-process worker stuck past ``engine_stuck_exit_s`` is given up on."""
+        self.stuck_count += 1
+        if self._stuck_started is None:
+            self._stuck_started = started
+            self.stuck_since = time.time() - (time.monotonic() - started)
+        self.alive = False
+        stuck_for = self.stuck_for_s()
+        logger.error("%s %s (stuck for %.0f s)", what, problem, stuck_for)
+        limit = self._settings.engine_stuck_exit_s
+        if self._app.engine.in_process and limit > 0 and stuck_for >= limit and not self.gave_up:
+            self.gave_up = True
+            self._app.engine_stuck(f"{what} has been stuck for {stuck_for:.0f} s")
+        return EngineStuck(f"{what} {problem} (stuck for {stuck_for:.0f} s)")
 
 
 def stale_reason(health: AdapterHealth, stale_after_s: float) -> str | None:
@@ -292,8 +259,6 @@ class MetricsSnapshots:
         return JobResult(f"queue {snapshot.queue_depth}, {snapshot.requests} requests since the last snapshot")
 
     def take(self) -> Snapshot:
-        from inference.memory import host_rss_bytes
-
         now = time.time()
         previous = self.ring.latest()
         since = previous.ts if previous is not None else now - 60.0
@@ -309,7 +274,7 @@ class MetricsSnapshots:
             requests=len(finished),
             latency_p50_s=p50,
             latency_p95_s=p95,
-            rss_bytes=int(rss) if rss is not None else host_rss_bytes(),
+            rss_bytes=int(rss) if rss is not None else None,
             gpu_allocated_bytes=memory.get("cuda_allocated_bytes"),
             gpu_reserved_bytes=memory.get("cuda_reserved_bytes"),
         )

@@ -13,13 +13,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any, Literal
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-logger = logging.getLogger(__name__)
+from bot.maintenance import JobRun, Outcome, ScheduledJobState
 
-Outcome = Literal["ok", "skipped", "failed", "cancelled"]
+logger = logging.getLogger(__name__)
 
 
 class JobSkipped(Exception):
@@ -32,31 +32,6 @@ class JobResult:
 
     detail: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class JobRun:
-    """One finished run of a job."""
-
-    outcome: Outcome
-    started_at: float
-    duration_s: float
-    detail: str = ""
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class ScheduledJobState:
-    """Counts and the last run of one job (shown by ``/status`` and the status page)."""
-
-    name: str
-    interval_s: float
-    runs: int = 0
-    failures: int = 0
-    skips: int = 0
-    running: bool = False
-    last: JobRun | None = None
-    last_failure: JobRun | None = None
 
 
 JobFunc = Callable[[], Awaitable[JobResult]]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from bot.ring import SnapshotRing
+from bot.maintenance import JobRun, ScheduledJobState
+from bot.ring import Snapshot, SnapshotRing
 from bot.settings import SchedulerSettings
 from scheduler.jobs import ConnectionWatchdog, EngineLiveness, MemoryCleanup, MetricsSnapshots, StateExpiry
-from scheduler.runner import IntervalScheduler, JobResult, JobRun, ScheduledJobState
+from scheduler.runner import IntervalScheduler, JobResult
 from scheduler.systemd import SystemdWatchdog, watchdog_interval_s
 
 if TYPE_CHECKING:
@@ -25,7 +27,8 @@ SYSTEMD_WATCHDOG = "systemd-watchdog"
 
 
 class MaintenanceScheduler:
-    """Memory cleanup, engine liveness, connection watchdog, expiry and metrics snapshots on intervals.
+    """Memory cleanup, engine liveness, connection watchdog, expiry and metrics snapshots on intervals
+    (``bot.maintenance.Maintenance``, handed to the application by the composition root).
 
     Under systemd with ``WatchdogSec`` set, also ``WATCHDOG=1`` at half that interval (:class:`SystemdWatchdog`).
     """
@@ -54,6 +57,25 @@ class MaintenanceScheduler:
     @property
     def ring(self) -> SnapshotRing:
         return self.snapshots.ring
+
+    # bot.maintenance.Maintenance: what /status, /cleanup, /readyz, /metrics and the status page read -------------
+    @property
+    def engine_alive(self) -> bool | None:
+        return self.liveness.alive
+
+    @property
+    def engine_stuck_count(self) -> int:
+        return self.liveness.stuck_count
+
+    @property
+    def history_s(self) -> float:
+        return self.settings.snapshot_history_s
+
+    def forced_reconnects(self) -> Mapping[str, int]:
+        return self.watchdog.forced_reconnects
+
+    def snapshots_since(self, since: float) -> list[Snapshot]:
+        return self.ring.since(since)
 
     async def start(self) -> None:
         await self.jobs.start()

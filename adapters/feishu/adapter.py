@@ -15,9 +15,12 @@ from dataclasses import replace
 from typing import Any
 
 from adapters.feishu.connection import FatalConnectionError, InboundFrame, LongConnection
-from adapters.feishu.events import Addressed, BoundedSet, EventTranslator, merge_files, parse_event, parse_recall
+from adapters.feishu.events import Addressed, EventTranslator, merge_files, parse_event, parse_recall
 from adapters.feishu.replies import FeishuReply
 from adapters.feishu.rest import BotIdentity, DownloadTooLarge, FeishuApiError, FeishuRest
+from adapters.feishu.settings import FeishuSettings
+from adapters.kit.intake import Flight, Intake, NotTaken, Outcome
+from adapters.kit.text import size_text
 from bot.errors import FileAccessDenied, FileTooLarge, UnsupportedFile
 from bot.settings import Settings
 from bot.types import (
@@ -41,14 +44,6 @@ class FeishuStartupError(RuntimeError):
     """Feishu refused the app at start-up; the message says what to check."""
 
 
-def _size_text(size: int) -> str:
-    if size < 1024:
-        return f"{size} bytes"
-    if size < 1024 * 1024:
-        return f"{size / 1024:.0f} KB"
-    return f"{size / (1024 * 1024):.1f} MB"
-
-
 class FeishuAdapter:
     """``bot.types.Adapter`` for Feishu and Lark (``FEISHU_DOMAIN`` chooses which, or a test server)."""
 
@@ -56,14 +51,13 @@ class FeishuAdapter:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._feishu = settings.feishu
+        self._feishu = settings.section(FeishuSettings)
         self._handler: MessageHandler | None = None
         self._rest: FeishuRest | None = None
         self._connection: LongConnection | None = None
         self._translator: EventTranslator | None = None
         self.identity: BotIdentity | None = None
-        self._accepted = BoundedSet()
-        self._in_flight: dict[str, asyncio.Future[int]] = {}
+        self._intake = Intake(self.name, wait_s=settings.core.intake_wait_s)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._withdrawal_handler: WithdrawalHandler | None = None
 
@@ -141,15 +135,15 @@ class FeishuAdapter:
                 f"I can't read {name}. Send me a screenshot, photo or PDF (as an image or a file) with your question."
             )
         if file.size is not None and file.size > limit:
-            raise FileTooLarge(f"“{name}” is {_size_text(file.size)}; the limit is {_size_text(limit)}.")
+            raise FileTooLarge(f"“{name}” is {size_text(file.size)}; the limit is {size_text(limit)}.")
         if self._rest is None:
             raise FileAccessDenied(f"I couldn't download “{name}” because I'm not connected to Feishu right now.")
         try:
             download = await self._rest.download(message_id, file.file_id, kind, max_bytes=limit)
         except DownloadTooLarge as exc:
             if exc.size is not None:
-                raise FileTooLarge(f"“{name}” is {_size_text(exc.size)}; the limit is {_size_text(limit)}.") from exc
-            raise FileTooLarge(f"“{name}” is larger than the limit of {_size_text(limit)}.") from exc
+                raise FileTooLarge(f"“{name}” is {size_text(exc.size)}; the limit is {size_text(limit)}.") from exc
+            raise FileTooLarge(f"“{name}” is larger than the limit of {size_text(limit)}.") from exc
         except FeishuApiError as exc:
             if exc.status in (401, 403) or exc.code in PERMISSION_CODES:
                 raise FileAccessDenied(
@@ -162,7 +156,7 @@ class FeishuAdapter:
                 detail=str(exc),
             ) from exc
         if len(download.data) > limit:
-            raise FileTooLarge(f"“{name}” is {_size_text(len(download.data))}; the limit is {_size_text(limit)}.")
+            raise FileTooLarge(f"“{name}” is {size_text(len(download.data))}; the limit is {size_text(limit)}.")
         return download.data
 
     # ReportsWithdrawals --------------------------------------------------------------------------
@@ -230,47 +224,33 @@ class FeishuAdapter:
         await inbound.ack(code)
 
     async def _deliver(self, inbound: InboundFrame, addressed: Addressed) -> None:
+        """Hand a message to the core once (``adapters.kit.intake``); ack 200 once it is taken, 500 (sent again) if
+        the core failed, nothing while an earlier copy is still on its way (the server sends it again later)."""
+        outcome = await self._intake.take(
+            lambda flight: self._hand_over(flight, addressed), label=addressed.message.message_id
+        )
+        if outcome is not Outcome.PENDING:
+            await inbound.ack(200 if outcome is Outcome.TAKEN else 500)
+
+    async def _hand_over(self, flight: Flight, addressed: Addressed) -> None:
         message = addressed.message
-        if message.event_id in self._accepted or message.message_id in self._accepted:
+        if not await flight.claim(message.event_id, message.message_id):
             logger.info("feishu: %s was delivered again; acknowledged", message.message_id)
-            await inbound.ack(200)
             return
-        earlier = self._in_flight.get(message.event_id) or self._in_flight.get(message.message_id)
-        if earlier is not None:  # the first copy is still on its way to the core: answer the same
-            try:
-                code = await asyncio.wait_for(asyncio.shield(earlier), self._feishu.context_lookup_timeout_s + 5)
-            except TimeoutError:
-                return  # no ack: the server sends it again later
-            await inbound.ack(code)
-            return
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._in_flight[message.event_id] = self._in_flight[message.message_id] = done
-        code = 500
-        try:
-            if addressed.parent_id:
-                message = await self._with_parent(addressed)
-            reply = FeishuReply(
-                self._rest_client(),
-                message.message_id,
-                settings=self._feishu,
-                in_thread=self._feishu.reply_in_thread,
-                spawn=self._spawn,
-            )
-            handler = self._handler
-            if handler is None:
-                return
-            accepted = await handler(message, reply)
-            self._accepted.add(message.event_id)
-            self._accepted.add(message.message_id)
-            code = 200
-            logger.info("feishu: %s %s", message.message_id, "accepted" if accepted else "was a duplicate")
-        except Exception:
-            logger.exception("feishu: the core did not take %s; the server will send it again", message.message_id)
-        finally:
-            done.set_result(code)
-            self._in_flight.pop(message.event_id, None)
-            self._in_flight.pop(message.message_id, None)
-        await inbound.ack(code)
+        handler = self._handler
+        if handler is None:
+            raise NotTaken("the Feishu adapter is stopping")
+        if addressed.parent_id:
+            message = await self._with_parent(addressed)
+        reply = FeishuReply(
+            self._rest_client(),
+            message.message_id,
+            settings=self._feishu,
+            in_thread=self._feishu.reply_in_thread,
+            spawn=self._spawn,
+        )
+        accepted = await handler(message, reply)
+        logger.info("feishu: %s %s", message.message_id, "accepted" if accepted else "was a duplicate")
 
     def _rest_client(self) -> FeishuRest:
         if self._rest is None:

@@ -22,7 +22,7 @@ import aiohttp
 from lark_oapi.ws import const as wire
 from lark_oapi.ws.pb.pbbp2_pb2 import Frame
 
-from bot.settings import FeishuSettings
+from adapters.feishu.settings import FeishuSettings
 
 logger = logging.getLogger(__name__)
 

@@ -26,11 +26,13 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.kit.intake import Flight, Intake, Outcome
 from adapters.slack import events
 from adapters.slack.connection import SlackStartupError, SocketModeConnection
-from adapters.slack.events import AnsweredThreads, Identity, RecentKeys
+from adapters.slack.events import AnsweredThreads, Identity
 from adapters.slack.files import FileFetcher
-from adapters.slack.replies import AssistantStatus, EphemeralReply, ReplyOptions, ThreadReply
+from adapters.slack.replies import AssistantStatus, EphemeralReply, ReplyOptions, SlackThread, ThreadReply
+from adapters.slack.settings import SlackSettings
 from bot.logs import log_context
 from bot.settings import Settings
 from bot.types import (
@@ -50,8 +52,6 @@ from bot.types import (
 logger = logging.getLogger(__name__)
 
 THREAD_HISTORY_LIMIT = 200
-IN_FLIGHT_WAIT_S = 2.0
-"""How long a copy of an event waits for the outcome of the first copy before it is left unacked."""
 DIRECTORY_TIMEOUT_S = 1.0
 """How long a thread reply waits for the conversation directory (it runs before the ack); then it counts as chatter."""
 
@@ -84,7 +84,7 @@ class SlackAdapter:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._slack = settings.slack
+        self._slack = settings.section(SlackSettings)
         self._handler: MessageHandler | None = None
         self._http: aiohttp.ClientSession | None = None
         self._web: AsyncWebClient | None = None
@@ -93,9 +93,7 @@ class SlackAdapter:
         self._assistant_status: AssistantStatus | None = None
         self._me: Identity | None = None
         self._bot_token = ""
-        self._seen_events = RecentKeys()
-        self._seen_messages = RecentKeys()
-        self._in_flight: dict[str, asyncio.Future[bool]] = {}
+        self._intake = Intake(self.name, wait_s=settings.core.intake_wait_s)
         self._threads = AnsweredThreads(self._slack.thread_memory)
         """Threads answered in this process: a fast local cache in front of the conversation directory."""
         self._directory: ConversationDirectory | None = None
@@ -220,18 +218,18 @@ class SlackAdapter:
 
     def _thread_reply(self, *, channel: str, thread_ts: str, question_ts: str, direct: bool) -> ThreadReply:
         me = self._me
-        return ThreadReply(
+        thread = SlackThread(
             self._require_web(),
             channel=channel,
             thread_ts=thread_ts,
             question_ts=question_ts,
             direct=direct,
             options=self._reply_options,
-            spawn=self._spawn,
             assistant_status=self._assistant_status,
             bot_user_id=me.user_id if me is not None else "",
             bot_id=me.bot_id if me is not None else "",
         )
+        return ThreadReply(thread, spawn=self._spawn)
 
     # start-up ------------------------------------------------------------------------------------
     def _tokens(self) -> tuple[str, str]:
@@ -321,8 +319,8 @@ class SlackAdapter:
             logger.error("slack: background task failed", exc_info=task.exception())
 
     async def _process_event(self, body: Mapping[str, Any]) -> None:
-        """Dedupe, filter, translate and hand one event to the core. Returning acks the envelope;
-        ``EventNotTaken`` leaves it unacked (the core failed, or an earlier copy is still on its way)."""
+        """Dedupe, filter, translate and hand one event to the core (``adapters.kit.intake``). Returning acks the
+        envelope; ``EventNotTaken`` leaves it unacked (the core failed, or an earlier copy is still on its way)."""
         me, handler = self._me, self._handler
         event = body.get("event")
         if not isinstance(event, Mapping):
@@ -330,46 +328,37 @@ class SlackAdapter:
         if me is None or handler is None:
             raise EventNotTaken("the Slack adapter is stopping")
         event_id = str(body.get("event_id") or "")
-        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        claimed: list[tuple[RecentKeys, str]] = []
-        taken = False
-        try:
-            if event_id:
-                if not await self._claim(self._seen_events, event_id, outcome):
-                    logger.info("slack: event %s delivered again; acked", event_id)
-                    taken = True
-                    return
-                claimed.append((self._seen_events, event_id))
-            if await self._withdrawn(body, event, me):
-                taken = True
-                return
+        outcome = await self._intake.take(
+            lambda flight: self._take(flight, handler, body, event, me, event_id), label=f"event {event_id}"
+        )
+        if outcome is not Outcome.TAKEN:
+            raise EventNotTaken(f"event {event_id}: {outcome}")
+
+    async def _take(
+        self,
+        flight: Flight,
+        handler: MessageHandler,
+        body: Mapping[str, Any],
+        event: Mapping[str, Any],
+        me: Identity,
+        event_id: str,
+    ) -> None:
+        if not await flight.claim(event_id):
+            logger.info("slack: event %s delivered again; acked", event_id)
+            return
+        if await self._withdrawn(body, event, me):
+            return
+        verdict = events.classify(event, me, self._threads)
+        if await self._thread_answered_before(body, event, me, verdict):
             verdict = events.classify(event, me, self._threads)
-            if await self._thread_answered_before(body, event, me, verdict):
-                verdict = events.classify(event, me, self._threads)
-            if not verdict.answer:
-                logger.debug("slack: ignored %s event %s: %s", event.get("type"), event_id, verdict.reason)
-                taken = True
-                return
-            message_id = events.message_id(event)
-            if not await self._claim(self._seen_messages, message_id, outcome):
-                logger.info("slack: message %s arrived again as %s; acked", message_id, event.get("type"))
-                taken = True
-                return
-            claimed.append((self._seen_messages, message_id))
-            await self._hand_over(handler, body, event, me, verdict)
-            taken = True
-        except EventNotTaken:
-            raise
-        except Exception as exc:
-            logger.exception("slack: event %s was not taken; left unacked so that Slack sends it again", event_id)
-            raise EventNotTaken(str(exc)) from exc
-        finally:
-            for keys, key in claimed:
-                if not taken:
-                    keys.release(key)
-                if self._in_flight.get(key) is outcome:
-                    del self._in_flight[key]
-            outcome.set_result(taken)
+        if not verdict.answer:
+            logger.debug("slack: ignored %s event %s: %s", event.get("type"), event_id, verdict.reason)
+            return
+        message_id = events.message_id(event)
+        if not await flight.claim(message_id):
+            logger.info("slack: message %s arrived again as %s; acked", message_id, event.get("type"))
+            return
+        await self._hand_over(handler, body, event, me, verdict)
 
     async def _withdrawn(self, body: Mapping[str, Any], event: Mapping[str, Any], me: Identity) -> bool:
         """True when the event deleted a message or file: the core has stopped and forgotten it (its failure
@@ -384,23 +373,6 @@ class SlackAdapter:
             logger.info("slack: %s %s withdrawn (%d files)", withdrawn.kind, withdrawn.message_id or "-",
                         len(withdrawn.file_ids))
             await handler(withdrawn)
-        return True
-
-    async def _claim(self, keys: RecentKeys, key: str, outcome: asyncio.Future[bool]) -> bool:
-        """True when this copy is the one to process (``key`` is then in flight with ``outcome``); False when an
-        earlier copy was taken. Waits while an earlier copy is on its way; raises EventNotTaken if that lasts."""
-        while not keys.claim(key):
-            earlier = self._in_flight.get(key)
-            if earlier is None:
-                return False
-            try:
-                taken = await asyncio.wait_for(asyncio.shield(earlier), IN_FLIGHT_WAIT_S)
-            except TimeoutError:
-                raise EventNotTaken(f"an earlier copy of {key} is still on its way") from None
-            if taken:
-                return False
-            # the earlier copy failed and gave up its claim: this copy tries instead
-        self._in_flight[key] = outcome
         return True
 
     async def _thread_answered_before(

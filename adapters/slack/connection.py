@@ -27,7 +27,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.settings import SlackSettings
+from adapters.slack.settings import SlackSettings
 from bot.types import AdapterHealth
 
 logger = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.kit.text import size_text
 from adapters.slack.events import file_ref, needs_file_info
 from bot.errors import FileAccessDenied, FileTooLarge, UserFacingError
 from bot.types import FileRef
@@ -68,10 +69,6 @@ def _named(name: str) -> str:
     return f" “{name}”" if name else ""
 
 
-def _size_text(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB"
-
-
 def access_denied(name: str) -> FileAccessDenied:
     return FileAccessDenied(
         f"I can't open the file{_named(name)}: Slack did not let me download it. Please invite me to this "
@@ -98,9 +95,9 @@ def unsafe_redirect(name: str, why: str) -> FileAccessDenied:
 
 
 def too_large(name: str, size: int, limit: int, *, at_least: bool = False) -> FileTooLarge:
-    how_big = f"is over {_size_text(limit)}" if at_least else f"is {_size_text(size)}"
+    how_big = f"is over {size_text(limit)}" if at_least else f"is {size_text(size)}"
     return FileTooLarge(
-        f"The file{_named(name)} {how_big}; the limit is {_size_text(limit)}. "
+        f"The file{_named(name)} {how_big}; the limit is {size_text(limit)}. "
         "Please send a smaller file or a screenshot of the part that matters.",
         detail=f"file {name!r} has {size} bytes > {limit}",
     )

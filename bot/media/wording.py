@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from bot.fmt import size_text as size_text  # the readers' sizes read like every other reply's
+
 
 def clean_name(name: str) -> str:
     """A file name safe to show and to put in a prompt: no path, no control characters, bounded length."""
@@ -27,13 +29,6 @@ def subject(name: str, what: str, *, capital: bool = False) -> str:
 def megapixels(pixels: int) -> str:
     amount = f"{pixels / 1_000_000:.3g}"
     return f"{amount} megapixel" if amount == "1" else f"{amount} megapixels"
-
-
-def size_text(num_bytes: int) -> str:
-    """1536 -> "1.5 KB", 3 * 2**20 -> "3 MB"."""
-    if num_bytes >= 1024 * 1024:
-        return f"{num_bytes / (1024 * 1024):.3g} MB"
-    return f"{num_bytes / 1024:.3g} KB"
 
 
 def page_ranges(pages: list[int]) -> str:

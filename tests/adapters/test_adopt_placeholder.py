@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from adapters.slack.replies import LOOKING, REPLY_EVENT_TYPE, find_own_placeholder
+from adapters.kit.text import LOOKING
+from adapters.slack.replies import REPLY_EVENT_TYPE, find_own_placeholder
 from bot.types import IncomingMessage, ReplyHandle
 from tests.support.fake_feishu import FakeFeishu, StoredMessage
 from tests.support.fake_slack import FakeSlack

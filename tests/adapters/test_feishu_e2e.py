@@ -19,8 +19,8 @@ from PIL import Image
 from adapters.feishu import FeishuAdapter
 from bot.app import Application
 from bot.settings import Settings
+from tests.support.engines import RecordingEngine
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
-from tests.support.helpers import RecordingEngine
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

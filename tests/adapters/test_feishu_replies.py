@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.feishu.replies import FeishuReply, progress_text, split_answer
+from adapters.feishu.replies import FeishuReply
 from adapters.feishu.rest import FeishuRest
-from bot.settings import FeishuSettings, Settings
+from adapters.feishu.settings import FeishuSettings
+from adapters.kit.text import progress_text, split_text
+from bot.settings import Settings
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
 
 
@@ -22,7 +24,7 @@ async def fake() -> AsyncIterator[FakeFeishu]:
 def feishu_settings(monkeypatch: pytest.MonkeyPatch, fake: FakeFeishu, **overrides: str) -> FeishuSettings:
     for key, value in feishu_environment(fake, **overrides).items():
         monkeypatch.setenv(key, value)
-    return Settings().feishu
+    return Settings().section(FeishuSettings)
 
 
 class Tasks:
@@ -150,9 +152,9 @@ async def test_rate_limited_reply_is_retried_not_dropped(
     assert [c.status for c in fake.calls_to("POST", "/reply$")] == [429, 429, 200]
 
 
-def test_split_answer_and_progress_text() -> None:
-    assert split_answer("short", 100) == ["short"]
-    pieces = split_answer("a" * 250, 100)
+def test_split_text_and_progress_text() -> None:
+    assert split_text("short", 100) == ["short"]
+    pieces = split_text("a" * 250, 100)
     assert pieces == ["a" * 100, "a" * 100, "a" * 50]
     assert progress_text(None) == "Looking at it…"
     assert progress_text(1) == "Queued — 1 question ahead of yours."

@@ -17,8 +17,9 @@ from pydantic import SecretStr
 
 from adapters.feishu import FeishuAdapter
 from adapters.feishu.rest import DownloadTooLarge, FeishuApiError, FeishuRest
+from adapters.feishu.settings import FeishuSettings
 from bot.errors import FileAccessDenied
-from bot.settings import FeishuSettings, Settings
+from bot.settings import Settings
 from bot.types import FileRef, IncomingMessage, ReplyHandle
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
 

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from adapters.feishu.replies import TYPING_EMOJI
 from adapters.feishu.rest import FeishuRest
-from bot.settings import FeishuSettings
+from adapters.feishu.settings import FeishuSettings
 from bot.types import IncomingMessage, ResumableReply
 from tests.support.fake_feishu import FakeFeishu
 from tests.support.resume_support import Core, StartFeishu, journaled

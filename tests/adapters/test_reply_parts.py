@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.feishu.replies import split_answer
-from adapters.slack.replies import split_message
+from adapters.kit.text import split_text
 from bot.types import JournaledReply
 from tests.adapters.test_resume_replies import feishu_question, slack_question
 from tests.support.fake_feishu import FakeFeishu
@@ -57,7 +56,7 @@ async def test_slack_long_answer_cut_by_a_crash_is_completed_without_repeating_a
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SLACK_MAX_MESSAGE_CHARS", str(LIMIT))
-    pieces = split_message(LONG_ANSWER, LIMIT)
+    pieces = split_text(LONG_ANSWER, LIMIT)
     assert len(pieces) == 4
     first_core = Core()
     first = await start_slack(first_core)
@@ -87,7 +86,7 @@ async def test_feishu_long_answer_cut_by_a_crash_is_completed_without_repeating_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FEISHU_MAX_REPLY_CHARS", str(LIMIT))
-    pieces = split_answer(LONG_ANSWER, LIMIT)
+    pieces = split_text(LONG_ANSWER, LIMIT)
     assert len(pieces) == 4
     first_core = Core()
     first = await start_feishu(first_core)

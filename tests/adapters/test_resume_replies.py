@@ -19,6 +19,7 @@ import pytest
 from adapters.console import ConsoleAdapter
 from adapters.feishu.replies import RESUME_SEQUENCE_MARGIN, FeishuReply, resume_sequence
 from adapters.feishu.rest import FeishuRest
+from adapters.feishu.settings import FeishuSettings
 from bot.settings import Settings
 from bot.types import (
     ChatType,
@@ -235,7 +236,7 @@ async def test_feishu_resumed_card_whose_streaming_ended_is_still_finished(
 ) -> None:
     for key, value in feishu_environment(feishu).items():
         monkeypatch.setenv(key, value)
-    settings = Settings().feishu
+    settings = Settings().section(FeishuSettings)
     question = feishu.add_message(chat_id="oc_dm", msg_type="text", content={"text": "what is this?"})
     tasks: set[asyncio.Task[None]] = set()
 

@@ -19,8 +19,8 @@ from adapters.slack import SlackAdapter, SlackStartupError
 from bot.app import Application
 from bot.settings import Settings
 from bot.types import AdapterHealth
+from tests.support.engines import RecordingEngine
 from tests.support.fake_slack import FakeSlack
-from tests.support.helpers import RecordingEngine
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -255,7 +255,7 @@ async def test_an_oversized_file_is_refused_before_downloading(bot: Bot) -> None
     question = fake.user_message("D0ALICE", "look at this", files=[huge])
     await fake.send_event(question)
     [text] = await bot.answer_to(question)
-    assert text.startswith(":warning:") and "60.0 MB" in text and "25.0 MB" in text
+    assert text.startswith(":warning:") and "is 60 MB" in text and "the limit is 25 MB" in text
     assert fake.downloads == []  # the size was checked first
     assert bot.engine.requests == []
 

@@ -22,8 +22,8 @@ from bot.app import Application
 from bot.engine import ChatTurn
 from bot.settings import Settings
 from bot.types import ConversationKey, IncomingMessage, ReplyHandle, UsesConversationDirectory
+from tests.support.engines import RecordingEngine
 from tests.support.fake_slack import Delivery, FakeSlack
-from tests.support.helpers import RecordingEngine
 from tests.support.redis_server import RedisServer, redis_server_binary
 
 pytestmark = pytest.mark.timeout(90)

@@ -13,9 +13,10 @@ import aiohttp
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.kit.text import FENCE, split_text
 from adapters.slack.events import AnsweredThreads, Identity, Reason, classify, clean_text, earlier_files
-from adapters.slack.replies import FENCE, EphemeralReply, ReplyOptions, ThreadReply, split_message
-from bot.settings import SlackSettings
+from adapters.slack.replies import EphemeralReply, ReplyOptions, SlackThread, ThreadReply
+from adapters.slack.settings import SlackSettings
 from tests.support.fake_slack import FakeSlack
 
 ME = Identity(team_id="T0FAKE", user_id="U0PEEKBOT", bot_id="B0PEEKBOT")
@@ -23,13 +24,13 @@ ME = Identity(team_id="T0FAKE", user_id="U0PEEKBOT", bot_id="B0PEEKBOT")
 
 # splitting ---------------------------------------------------------------------------------------
 def test_short_text_is_one_message() -> None:
-    assert split_message("hello", 100) == ["hello"]
+    assert split_text("hello", 100) == ["hello"]
 
 
 def test_long_text_splits_on_paragraphs_and_keeps_every_word() -> None:
     paragraphs = [f"Paragraph {i}: " + "word " * 30 for i in range(20)]
     text = "\n\n".join(p.strip() for p in paragraphs)
-    pieces = split_message(text, 500)
+    pieces = split_text(text, 500)
     assert len(pieces) > 1
     assert all(len(p) <= 500 for p in pieces)
     assert all(p.startswith("Paragraph") for p in pieces)  # cut at paragraph starts, not mid-sentence
@@ -37,14 +38,14 @@ def test_long_text_splits_on_paragraphs_and_keeps_every_word() -> None:
 
 
 def test_text_without_breaks_is_cut_hard_but_within_the_limit() -> None:
-    pieces = split_message("x" * 1000, 300)
+    pieces = split_text("x" * 1000, 300)
     assert all(len(p) <= 300 for p in pieces)
     assert "".join(pieces) == "x" * 1000
 
 
 def test_a_code_block_cut_in_two_is_closed_and_reopened() -> None:
     code = "\n".join(f"line {i} = compute({i})" for i in range(80))
-    pieces = split_message(f"Here is the code:\n{FENCE}\n{code}\n{FENCE}\nDone.", 400)
+    pieces = split_text(f"Here is the code:\n{FENCE}\n{code}\n{FENCE}\nDone.", 400)
     assert len(pieces) > 2
     assert all(len(p) <= 400 for p in pieces)
     assert all(p.count(FENCE) % 2 == 0 for p in pieces)  # every piece renders as balanced markdown
@@ -126,15 +127,15 @@ async def _reply(fake: FakeSlack, web: AsyncWebClient, tasks: set[asyncio.Task[N
         tasks.add(task)
         return task
 
-    return ThreadReply(
+    thread = SlackThread(
         web,
         channel="C1",
         thread_ts=question["ts"],
         question_ts=question["ts"],
         direct=False,
         options=ReplyOptions(**options),
-        spawn=spawn,
     )
+    return ThreadReply(thread, spawn=spawn)
 
 
 async def test_placeholder_then_queue_position_then_answer_in_the_thread(fake: FakeSlack) -> None:
@@ -276,7 +277,7 @@ async def test_fetch_checks_size_follows_file_ids_and_recognises_the_sign_in_pag
         liar = fake.add_file("c.png", b"3" * 5000, "image/png", size=10)  # reports 10 bytes, sends 5000
         with pytest.raises(FileTooLarge) as too_big:
             await fetcher.fetch(file_ref(liar))
-        assert "c.png" in too_big.value.user_message and "the limit is 1 KB" in too_big.value.user_message
+        assert "c.png" in too_big.value.user_message and "the limit is 1000 bytes" in too_big.value.user_message
 
         locked = fake.add_file("d.png", b"4" * 10, "image/png", denied=True)
         with pytest.raises(FileAccessDenied) as denied:

@@ -28,12 +28,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.feishu import FeishuAdapter, FeishuStartupError
 from adapters.feishu.connection import endpoint_problem
 from adapters.feishu.rest import FeishuApiError, FeishuRest
+from adapters.feishu.settings import FeishuSettings
 from adapters.slack import SlackAdapter
 from adapters.slack.events import file_ref
 from adapters.slack.files import MAX_REDIRECTS, FileFetcher, TokenScope
-from bot.app import Application
 from bot.errors import EngineUnavailable, FileAccessDenied
-from bot.settings import CoreSettings, EngineSettings, FeishuSettings, Settings
+from bot.settings import CoreSettings, EngineSettings, Settings
+from bot.wiring import build_application
 from inference.remote import OpenAIEngine
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
 from tests.support.fake_openai import FakeOpenAI
@@ -166,7 +167,7 @@ async def bot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIterator[
         }.items():
             monkeypatch.setenv(key, value)
         settings = Settings()
-        async with Application(settings, adapters=[SlackAdapter(settings)], services=[]):
+        async with build_application(settings, adapters=[SlackAdapter(settings)], services=False):
             yield Bot(slack, model, foreign)
 
 

@@ -14,8 +14,8 @@ from bot.questions import answer_cache_key, answer_question
 from bot.settings import Settings
 from bot.store.sqlite import SQLiteStore
 from bot.types import FileRef
+from tests.support.engines import FakeEngine
 from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
-from tests.support.scripted_engine import GatedEngine
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def screenshot(tmp_path: Path) -> Path:
 async def app(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[[], Application]]:
     monkeypatch.setenv("PEEKBOT_HTTP_PORT", "0")
     monkeypatch.setenv("PEEKBOT_MAX_PIXELS", str(128 * 128))
-    application = Application(Settings(), engine=GatedEngine(), adapters=[LocalFilesAdapter()], services=[])
+    application = Application(Settings(), engine=FakeEngine(), adapters=[LocalFilesAdapter()], services=[])
     await application.start()
     try:
         yield application
@@ -47,7 +47,7 @@ async def ask(application: Application, text: str, *files, thread: str = "T1") -
 
 async def test_the_same_words_after_another_question_are_answered_afresh(app: Application, screenshot: Path) -> None:
     engine = app.engine
-    assert isinstance(engine, GatedEngine)
+    assert isinstance(engine, FakeEngine)
     first = await ask(app, "why?", local_image(screenshot))
     await ask(app, "and what should I do about it?")
     again = await ask(app, "why?")  # same words, same screenshot (from the thread), but a longer history
@@ -63,7 +63,7 @@ async def test_the_same_question_with_the_same_history_is_served_from_cache(
 ) -> None:
     monkeypatch.setenv("PEEKBOT_MAX_PIXELS", str(128 * 128))
     settings = Settings()
-    engine, adapter = GatedEngine(), LocalFilesAdapter()
+    engine, adapter = FakeEngine(), LocalFilesAdapter()
     store = SQLiteStore(tmp_path / "state.db")
     await store.open()
     try:

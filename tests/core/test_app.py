@@ -11,7 +11,8 @@ from PIL import Image
 
 from bot.app import PAUSED_REPLY, Application
 from bot.settings import Settings
-from tests.support.helpers import LocalFilesAdapter, RecordingEngine, RecordingReply, local_image, message
+from tests.support.engines import RecordingEngine
+from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from PIL import Image
 from bot.app import Application
 from bot.settings import Settings
 from bot.types import ChatType, ConversationKey, IncomingMessage, TextSegment, User
-from tests.support.helpers import LocalFilesAdapter, RecordingEngine, RecordingReply, local_image, message
+from tests.support.engines import RecordingEngine
+from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
 
 
 @pytest.fixture

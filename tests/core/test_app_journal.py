@@ -15,15 +15,14 @@ from bot.settings import Settings
 from bot.store import open_store
 from bot.store.base import Job, JobState
 from bot.store.codec import encode_message
-from tests.support.helpers import LocalFilesAdapter, RecordingEngine, RecordingReply, local_image, message
+from tests.support.engines import FakeEngine
+from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
 
 
 @pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen3_dir: Path) -> Settings:
-    for key, value in {
-        "MODEL": tiny_qwen3_dir, "DATA_DIR": tmp_path / "data", "HTTP_PORT": 0, "MAX_NEW_TOKENS": 4,
-        "MAX_PIXELS": 128 * 128, "WARMUP": "false", "MAX_JOB_ATTEMPTS": 3,
-    }.items():
+def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    values = {"DATA_DIR": tmp_path / "data", "HTTP_PORT": 0, "MAX_PIXELS": 128 * 128, "MAX_JOB_ATTEMPTS": 3}
+    for key, value in values.items():
         monkeypatch.setenv(f"PEEKBOT_{key}", str(value))
     return Settings()
 
@@ -55,11 +54,9 @@ def journal_entry(msg, attempts: int = 0) -> Job:  # type: ignore[no-untyped-def
     )
 
 
-async def started(settings: Settings) -> tuple[Application, LocalFilesAdapter, RecordingEngine]:
-    from inference.transformers_engine import TransformersEngine
-
+async def started(settings: Settings) -> tuple[Application, LocalFilesAdapter, FakeEngine]:
     adapter = LocalFilesAdapter()
-    engine = RecordingEngine(TransformersEngine(settings.engine))
+    engine = FakeEngine()
     app = Application(settings, engine=engine, adapters=[adapter], services=[])
     await app.start()
     return app, adapter, engine

@@ -1,8 +1,8 @@
 """Leases mean ownership, delivered answers are not posted again, and the controls hold across replicas and restarts.
 
 Two Applications on one state file stand for two replicas (each its own instance id and adapter, the file shared as
-a shared store is). Replies are the recording doubles of ``tests.support.helpers``; the model is the tiny
-one, loaded once per test and lent to every replica (the engine is not what these tests are about).
+a shared store is). Replies are the recording doubles of ``tests.support.helpers``; each replica's engine is a
+``FakeEngine`` (the engine is not what these tests are about), optionally held at a gate to stall the replica.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from bot.ratelimit import RateLimiter
 from bot.settings import Settings
 from bot.store.base import Job, JobState
 from bot.store.sqlite import SQLiteStore
+from tests.support.engines import FakeEngine
 from tests.support.helpers import LocalFilesAdapter, RecordingReply, message
-from tests.support.lease_support import LentEngine, SharedModel
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,12 +31,12 @@ LEASE_S = 1.0
 
 
 @pytest.fixture
-def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen3_dir: Path) -> Callable[..., Settings]:
+def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Settings]:
     """Settings of one replica (``instance``), all on one data directory."""
 
     def settings(instance: str, **extra: Any) -> Settings:
         for key, value in {
-            "MODEL": tiny_qwen3_dir, "DATA_DIR": tmp_path / "data", "HTTP_PORT": 0, "MAX_NEW_TOKENS": 4,
+            "DATA_DIR": tmp_path / "data", "HTTP_PORT": 0, "MAX_NEW_TOKENS": 4,
             "WARMUP": "false", "DRAIN_TIMEOUT_S": 1, "INSTANCE_ID": instance, **extra,
         }.items():  # fmt: skip
             monkeypatch.setenv(f"PEEKBOT_{key}", str(value))
@@ -45,18 +45,15 @@ def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen3_dir: P
     return settings
 
 
-Replica = tuple[Application, LocalFilesAdapter, LentEngine]
+Replica = tuple[Application, LocalFilesAdapter, FakeEngine]
 
 
 @pytest.fixture
 async def replicas() -> AsyncIterator[Callable[..., Any]]:
     started: list[Application] = []
-    model: list[SharedModel] = []
 
     async def start(settings: Settings, *, gate: asyncio.Event | None = None, shared: bool = True) -> Replica:
-        if not model:
-            model.append(SharedModel(settings))
-        engine = model[0].lend(gate)
+        engine = FakeEngine(gate=gate, chunks_before_gate=0)  # a closed gate: the replica stalls before answering
         adapter = LocalFilesAdapter()
         store = SQLiteStore(Path(settings.core.data_dir) / "state.db", single_process=not shared)
         app = Application(settings, engine=engine, adapters=[adapter], services=[], store=store)
@@ -67,8 +64,6 @@ async def replicas() -> AsyncIterator[Callable[..., Any]]:
     yield start
     for app in started:
         await app.stop()
-    for shared in model:
-        await shared.close()
 
 
 async def until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> None:

@@ -17,15 +17,15 @@ from bot.settings import Settings
 from bot.store.sqlite import SQLiteStore
 from bot.types import FileRef
 from tests.support.corpus import make_pdf
-from tests.support.helpers import LocalFilesAdapter, RecordingEngine, RecordingReply, local_image, message
+from tests.support.engines import FakeEngine
+from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
 
 UNIQUE_PAGE = 27
 UNIQUE_PHRASE = "The zebra quartz lantern budget was approved."
 
 
 @pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen3_dir: Path) -> Settings:
-    monkeypatch.setenv("PEEKBOT_MODEL", str(tiny_qwen3_dir))
+def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
     monkeypatch.setenv("PEEKBOT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PEEKBOT_MAX_NEW_TOKENS", "4")
     monkeypatch.setenv("PEEKBOT_TRANSCRIBE_MAX_NEW_TOKENS", "4")
@@ -35,15 +35,8 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen3_dir: Pa
 
 
 @pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[RecordingEngine]:
-    from inference.transformers_engine import TransformersEngine
-
-    inner = TransformersEngine(settings.engine)
-    await inner.start()
-    try:
-        yield RecordingEngine(inner)
-    finally:
-        await inner.stop()
+def engine() -> FakeEngine:
+    return FakeEngine()
 
 
 @pytest.fixture
@@ -98,11 +91,11 @@ def scanned_pdf(path: Path, numbers: list[int]) -> FileRef:
     return local_image(path, "application/pdf")
 
 
-def transcriptions(engine: RecordingEngine) -> list[Any]:
+def transcriptions(engine: FakeEngine) -> list[Any]:
     return [r for r in engine.requests if r.question == TRANSCRIBE_PROMPT]
 
 
-def questions(engine: RecordingEngine) -> list[Any]:
+def questions(engine: FakeEngine) -> list[Any]:
     return [r for r in engine.requests if r.question != TRANSCRIBE_PROMPT]
 
 
@@ -126,7 +119,7 @@ async def ask(text: str, *files: FileRef, engine: Any, settings: Settings, libra
 
 
 async def test_forty_page_pdf_sends_the_page_with_the_phrase_and_cites_it(
-    tmp_path: Path, settings: Settings, engine: RecordingEngine, store: SQLiteStore
+    tmp_path: Path, settings: Settings, engine: FakeEngine, store: SQLiteStore
 ) -> None:
     from bot.media.images import PixelBudget
     from bot.media.pdf import render_pdf_pages
@@ -154,7 +147,7 @@ async def test_forty_page_pdf_sends_the_page_with_the_phrase_and_cites_it(
 
 
 async def test_follow_up_with_the_pdf_as_context_reuses_the_index(
-    tmp_path: Path, settings: Settings, engine: RecordingEngine, store: SQLiteStore
+    tmp_path: Path, settings: Settings, engine: FakeEngine, store: SQLiteStore
 ) -> None:
     index = CountingIndex(store.documents)
     library = DocumentLibrary(index, engine, settings)
@@ -189,7 +182,7 @@ async def test_hostile_search_text_is_plain_text(
     hostile: str, expected: list[int], tmp_path: Path, settings: Settings, store: SQLiteStore
 ) -> None:
     """Search syntax in a question is just words: the answer comes, from the first pages when nothing matches."""
-    engine = ScriptedEngine()
+    engine = FakeEngine()
     library = DocumentLibrary(store.documents, engine, settings)
     reply, result = await ask(hostile, report_pdf(tmp_path), engine=engine, settings=settings, library=library)
     assert result.pages_used == [("report.pdf", expected)]
@@ -199,7 +192,7 @@ async def test_hostile_search_text_is_plain_text(
 
 
 async def test_scanned_pdf_is_transcribed_once_per_page_within_the_allowance(
-    tmp_path: Path, settings: Settings, engine: RecordingEngine, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, settings: Settings, engine: FakeEngine, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(settings.images, "pdf_max_pages", 2)
     monkeypatch.setattr(settings.images, "transcribe_pages_per_question", 4)
@@ -225,7 +218,7 @@ async def test_scanned_pdf_is_transcribed_once_per_page_within_the_allowance(
 
 
 async def test_small_pdf_keeps_being_sent_whole(
-    tmp_path: Path, settings: Settings, engine: RecordingEngine, store: SQLiteStore
+    tmp_path: Path, settings: Settings, engine: FakeEngine, store: SQLiteStore
 ) -> None:
     small = pdf_file(tmp_path / "memo.pdf", make_pdf(["one", "two", "three"], page_size=(300, 200)))
     reply, result = await ask("summarise", small, engine=engine, settings=settings, store=store)
@@ -234,48 +227,6 @@ async def test_small_pdf_keeps_being_sent_whole(
     assert "Pages used" not in reply.final
     assert result.pages_used == []
     assert await store.documents.documents("local:W1:C1:T1") == []
-
-
-class ScriptedEngine:
-    """An engine that answers at once (for tests about what is sent, not how it is generated).
-
-    ``reads`` maps a picture's centre colour to the text a transcription of it returns.
-    """
-
-    def __init__(self, reads: dict[tuple[int, int, int], str] | None = None) -> None:
-        self.requests: list[Any] = []
-        self.reads = reads or {}
-
-    def submit(self, request: Any) -> Any:
-        self.requests.append(request)
-        if request.question == TRANSCRIBE_PROMPT:
-            [image] = request.images
-            text = self.reads.get(image.getpixel((image.width // 2, image.height // 2)), "")
-            return _Stream(request.request_id, text)
-        return _Stream(request.request_id, f"answer {len(self.requests)}")
-
-
-class _Stream:
-    def __init__(self, request_id: str, text: str) -> None:
-        from bot.engine import Usage
-
-        self.request_id = request_id
-        self.queue_position = 0
-        self.usage = Usage()
-        self._text = text
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._chunks()
-
-    async def _chunks(self) -> AsyncIterator[str]:
-        for word in self._text.split(" "):
-            yield word + " "
-
-    async def text(self) -> str:
-        return self._text
-
-    def cancel(self) -> None:
-        return None
 
 
 SCREENS = {
@@ -296,7 +247,7 @@ async def test_more_earlier_images_than_fit_are_searched_like_pages(
         path = tmp_path / f"screen{number}.png"
         Image.new("RGB", (90, 60), colour).save(path)
         screens.append(local_image(path))
-    engine = ScriptedEngine(SCREENS)
+    engine = FakeEngine(reads=SCREENS)
     library = DocumentLibrary(store.documents, engine, settings)
 
     reply, result = await ask("why did the deployment fail?", engine=engine, settings=settings, library=library,
@@ -334,7 +285,7 @@ def test_pdf_pages_are_counted_read_and_drawn_in_the_order_asked(settings: Setti
 
 
 async def test_pdf_pages_sharing_a_heavy_stream_stop_at_the_deadline_with_a_note(
-    tmp_path: Path, settings: Settings, engine: RecordingEngine, store: SQLiteStore
+    tmp_path: Path, settings: Settings, engine: FakeEngine, store: SQLiteStore
 ) -> None:
     """300 pages that each parse one heavy drawing: their text was read for minutes, now until the budget."""
     from tests.support.corpus import heavy_page_ops, make_shared_stream_pdf

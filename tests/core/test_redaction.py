@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from bot.app import Application
+from adapters.registry import platform_sections
 from bot.engine import GenerationRequest
 from bot.errors import EngineUnavailable
 from bot.http import StatusServer
@@ -24,6 +24,7 @@ from bot.logs import setup_logging
 from bot.redact import forget_all, redact, redact_url, remember, secret_values
 from bot.settings import Settings
 from bot.types import AdapterHealth
+from bot.wiring import build_application
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.ops_support import ControlledAdapter
 
@@ -69,7 +70,9 @@ def test_redact_masks_credentials_and_keeps_the_rest(text: str, shown: str | Non
 def test_configured_secret_values_are_masked_wherever_they_appear(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in environment(base_url="http://127.0.0.1:9/v1").items():
         monkeypatch.setenv(key, value)
-    values = secret_values(Settings())
+    settings = Settings()
+    platform_sections(settings)  # as `peekbot` loads every platform's section at start
+    values = secret_values(settings)
     assert {API_KEY, SLACK_BOT, SLACK_APP, FEISHU_SECRET} <= set(values)
     assert redact(f"the server said: bad key {API_KEY[3:]}..{API_KEY}", values).endswith("..***")
     assert redact_url("unix:///run/redis.sock?db=0") == "unix:///run/redis.sock?db=0"
@@ -161,9 +164,10 @@ async def test_log_lines_status_page_json_and_error_replies_hide_credentials(
             for key, value in environment(base_url=url, data_dir=tmp_path / fmt, api_key="").items():
                 monkeypatch.setenv(key, value)
             settings = Settings()
+            platform_sections(settings)
             remember(secret_values(settings))
             adapter = LeakyAdapter()
-            app = Application(settings, adapters=[adapter])
+            app = build_application(settings, adapters=[adapter])
             server = StatusServer(app, port=0)
             app.services.append(server)
             async with app:

@@ -18,11 +18,11 @@ from bot.access import AccessPolicy
 from bot.app import Application
 from bot.settings import AccessSettings, Settings
 from bot.types import IncomingMessage, User
+from tests.support.engines import FakeEngine
 from tests.support.fake_feishu import FakeFeishu
 from tests.support.fake_slack import FakeSlack
 from tests.support.helpers import LocalFilesAdapter, RecordingReply, message
 from tests.support.resume_support import Core, StartFeishu, StartSlack
-from tests.support.scripted_engine import GatedEngine
 
 
 def from_org(msg: IncomingMessage, org: str, user: str = "U1") -> IncomingMessage:
@@ -67,10 +67,10 @@ async def test_feishu_external_senders_carry_their_own_tenant(feishu: FakeFeishu
 async def start(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Any]]:
     apps: list[Application] = []
 
-    async def _start(**env: object) -> tuple[Application, GatedEngine]:
+    async def _start(**env: object) -> tuple[Application, FakeEngine]:
         for key, value in {"HTTP_PORT": 0, "ADMINS": "local:ADMIN", **env}.items():
             monkeypatch.setenv(f"PEEKBOT_{key}", str(value))
-        engine = GatedEngine()
+        engine = FakeEngine()
         app = Application(Settings(), engine=engine, adapters=[LocalFilesAdapter()], services=[])
         await app.start()
         apps.append(app)

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from adapters.feishu.settings import FeishuSettings
+from adapters.slack.settings import SlackSettings
 from bot.settings import Settings
 
 
@@ -16,9 +18,10 @@ def test_defaults_match_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> 
     settings = Settings()
     assert settings.engine.model == "Qwen/Qwen3-VL-4B-Instruct"
     assert settings.engine.device == "auto"
-    assert settings.slack.api_url == "https://slack.com/api/"
-    assert settings.feishu.domain == "https://open.feishu.cn"
-    assert not settings.slack.configured and not settings.feishu.configured
+    slack, feishu = settings.section(SlackSettings), settings.section(FeishuSettings)
+    assert slack.api_url == "https://slack.com/api/"
+    assert feishu.domain == "https://open.feishu.cn"
+    assert not slack.configured and not feishu.configured
 
 
 def test_admins_are_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,9 +42,10 @@ def test_toml_file_sets_the_same_keys_and_env_wins(monkeypatch: pytest.MonkeyPat
     settings = Settings(config_file=config)
     assert settings.engine.model == "/models/qwen"
     assert settings.engine.max_batch_size == 16
-    assert settings.slack.configured
-    assert settings.slack.bot_token is not None and settings.slack.bot_token.get_secret_value() == "xoxb-file"
-    assert "xoxb-file" not in repr(settings.slack)  # secrets never print
+    slack = settings.section(SlackSettings)  # a platform's section, read from the same file
+    assert slack.configured and settings.section(SlackSettings) is slack
+    assert slack.bot_token is not None and slack.bot_token.get_secret_value() == "xoxb-file"
+    assert "xoxb-file" not in repr(slack)  # secrets never print
     assert settings.core.admins == ["slack:U1"]
 
 

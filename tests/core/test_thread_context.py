@@ -14,8 +14,8 @@ from bot.questions import answer_question, fit_context, image_tokens, text_token
 from bot.settings import Settings
 from bot.store.sqlite import SQLiteStore
 from bot.types import FileRef
-from tests.core.test_library import ScriptedEngine
-from tests.support.helpers import LocalFilesAdapter, RecordingEngine, RecordingReply, local_image, message
+from tests.support.engines import FakeEngine, RecordingEngine
+from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
 
 RED, GREEN, BLUE, YELLOW, WHITE = (200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0), (255, 255, 255)
 SIDE = 100  # pictures of SIDE×SIDE stay as they are under the test pixel budget
@@ -111,7 +111,7 @@ async def test_budget_drops_the_oldest_images_and_turns_first_and_says_so(tmp_pa
     slack = min(image_tokens(SIDE, SIDE), one_exchange) - 1
     monkeypatch.setattr(settings.engine, "context_token_budget", fixed + 2 * image_tokens(SIDE, SIDE) + one_exchange
                         + slack)
-    engine = ScriptedEngine()
+    engine = FakeEngine()
     reply = RecordingReply()
     await answer_question(message(question, own, context=tuple(context)), reply, adapter=LocalFilesAdapter(),
                           engine=engine, settings=settings, history=history)
@@ -127,7 +127,7 @@ async def test_budget_drops_the_oldest_images_and_turns_first_and_says_so(tmp_pa
 async def test_own_files_are_kept_even_beyond_the_budget(tmp_path: Path, settings: Settings,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(settings.engine, "context_token_budget", 10)
-    engine = ScriptedEngine()
+    engine = FakeEngine()
     reply = RecordingReply()
     await answer_question(
         message("compare", picture(tmp_path, "x", RED), picture(tmp_path, "y", GREEN),
@@ -164,7 +164,7 @@ async def test_identical_question_on_identical_files_is_answered_from_cache(
     tmp_path: Path, settings: Settings, store: SQLiteStore
 ) -> None:
     shot = picture(tmp_path, "shot", RED)
-    engine = ScriptedEngine()
+    engine = FakeEngine()
 
     async def ask(text: str, thread: str) -> tuple[RecordingReply, bool]:
         reply = RecordingReply()
@@ -189,7 +189,7 @@ async def test_answer_cache_off_asks_the_model_every_time(
 ) -> None:
     settings.core.answer_cache_ttl_s = 0
     shot = picture(tmp_path, "shot", RED)
-    engine = ScriptedEngine()
+    engine = FakeEngine()
     for _ in range(2):
         result = await answer_question(message("what is this?", shot, thread="T1"), RecordingReply(),
                                        adapter=LocalFilesAdapter(), engine=engine, settings=settings, history=[],

@@ -23,11 +23,11 @@ from bot.app import Application
 from bot.settings import Settings
 from bot.store.base import JobState
 from bot.types import IncomingMessage, MessageWithdrawn
+from tests.support.engines import FakeEngine
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
 from tests.support.fake_slack import FakeSlack
 from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
-from tests.support.scripted_engine import GatedEngine
 
 
 @dataclass
@@ -50,7 +50,7 @@ def screenshot(tmp_path: Path) -> Path:
 async def app(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Application]:
     monkeypatch.setenv("PEEKBOT_HTTP_PORT", "0")
     monkeypatch.setenv("PEEKBOT_MAX_PIXELS", str(128 * 128))
-    application = Application(Settings(), engine=GatedEngine(), adapters=[LocalFilesAdapter()], services=[])
+    application = Application(Settings(), engine=FakeEngine(), adapters=[LocalFilesAdapter()], services=[])
     await application.start()
     try:
         yield application
@@ -59,8 +59,8 @@ async def app(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Application]:
         await application.stop()
 
 
-def engine(application: Application) -> GatedEngine:
-    assert isinstance(application.engine, GatedEngine)
+def engine(application: Application) -> FakeEngine:
+    assert isinstance(application.engine, FakeEngine)
     return application.engine
 
 
@@ -84,11 +84,11 @@ async def test_a_question_deleted_while_it_is_answered_is_stopped_and_its_reply_
     app: Application, screenshot: Path
 ) -> None:
     gated = engine(app)
-    gated.hold = True
+    gated.hold()
     question = message("what is the password on this?", local_image(screenshot))
     reply = RetractableRecordingReply()
     assert await app.handle(question, reply)
-    await asyncio.wait_for(gated.started.wait(), 10)
+    await asyncio.wait_for(gated.waiting.wait(), 10)
 
     await app.withdraw(deleted(question))
     assert await app.wait_idle(10)
@@ -157,7 +157,7 @@ async def test_a_question_deleted_after_its_answer_leaves_the_threads_context(
 @pytest.fixture
 async def slack_app(
     slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[FakeSlack, Application, GatedEngine]]:
+) -> AsyncIterator[tuple[FakeSlack, Application, FakeEngine]]:
     for key, value in {
         "SLACK_BOT_TOKEN": slack.BOT_TOKEN,
         "SLACK_APP_TOKEN": slack.APP_TOKEN,
@@ -170,7 +170,7 @@ async def slack_app(
     }.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    gated = GatedEngine()
+    gated = FakeEngine()
     application = Application(settings, engine=gated, adapters=[SlackAdapter(settings)], services=[])
     await application.start()
     try:
@@ -188,11 +188,11 @@ def png(colour: tuple[int, int, int]) -> bytes:
 
 async def test_slack_a_question_deleted_while_answered_loses_its_placeholder(slack_app) -> None:
     slack, app, gated = slack_app
-    gated.hold = True
+    gated.hold()
     shot = slack.add_file("secret.png", png((200, 0, 0)), "image/png")
     question = slack.user_message("D0DM", "what is the password here?", files=[shot])
     await slack.send_event(question)
-    await asyncio.wait_for(gated.started.wait(), 10)
+    await asyncio.wait_for(gated.waiting.wait(), 10)
     await slack.wait_until(lambda: slack.bot_messages("D0DM"), what="the placeholder")
 
     deletion = slack.delete_message("D0DM", question["ts"])  # a parent with a reply: it becomes a tombstone
@@ -245,13 +245,13 @@ async def test_slack_a_deleted_file_leaves_the_threads_context(slack_app) -> Non
 @pytest.fixture
 async def feishu_app(
     feishu: FakeFeishu, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[FakeFeishu, Application, GatedEngine]]:
+) -> AsyncIterator[tuple[FakeFeishu, Application, FakeEngine]]:
     env = feishu_environment(feishu, fast_heartbeat=True)
     env.update({"PEEKBOT_HTTP_PORT": "0", "PEEKBOT_MAX_PIXELS": str(128 * 128)})
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    gated = GatedEngine()
+    gated = FakeEngine()
     application = Application(settings, engine=gated, adapters=[FeishuAdapter(settings)], services=[])
     await application.start()
     try:
@@ -263,12 +263,12 @@ async def feishu_app(
 
 async def test_feishu_a_question_recalled_while_answered_loses_its_card(feishu_app) -> None:
     fake, app, gated = feishu_app
-    gated.hold = True
+    gated.hold()
     event = fake.message_event(msg_type="image", content={"image_key": "img_secret"})
     question_id = event["event"]["message"]["message_id"]
     fake.add_resource(question_id, "img_secret", png((0, 0, 200)))
     await fake.push_event(event)
-    await asyncio.wait_for(gated.started.wait(), 10)
+    await asyncio.wait_for(gated.waiting.wait(), 10)
     [card] = await fake.wait_for(lambda: fake.replies_to(question_id), what="the card")
 
     transport_id = await fake.push_event(fake.recall_event(question_id))
@@ -321,7 +321,7 @@ async def replicas(
         settings = Settings()
         for layer in ("core", "engine", "images", "access", "scheduler"):
             getattr(settings, layer)  # read now, with this replica's environment
-        application = Application(settings, engine=GatedEngine(), adapters=[LocalFilesAdapter()], services=[])
+        application = Application(settings, engine=FakeEngine(), adapters=[LocalFilesAdapter()], services=[])
         await application.start()
         started.append(application)
     try:
@@ -337,11 +337,11 @@ async def test_a_replica_that_sees_the_deletion_stops_the_answer_another_replica
 ) -> None:
     answering, other = replicas
     gated = engine(answering)
-    gated.hold = True
+    gated.hold()
     question = message("what is the password on this?", local_image(screenshot), message_id="shared-1")
     reply = RetractableRecordingReply()
     assert await answering.handle(question, reply)
-    await asyncio.wait_for(gated.started.wait(), 10)
+    await asyncio.wait_for(gated.waiting.wait(), 10)
 
     await other.withdraw(deleted(question))  # the deletion event reached the other replica
     gated.release()

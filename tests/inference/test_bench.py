@@ -5,14 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from inference import bench
-from inference.bench_workload import SCREEN_SIZES, build_workload
-from inference.random_arch import REAL_ARCHS, ArchSpec, arch_config
+from inference.bench.probes import weight_bytes
+from inference.bench.random_arch import REAL_ARCHS, ArchSpec, arch_config
+from inference.bench.spec import PROBE_TOKENS
+from inference.bench.summary import RATIO_FIGURES, evaluate_targets
+from inference.bench.workload import SCREEN_SIZES, build_workload
 
+ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = 4
 CONCURRENCY = 2
 NEW_TOKENS = 4
@@ -86,7 +93,7 @@ def test_device_figures_and_targets(small_run: tuple[dict, Path]) -> None:
     bound_ms = gpu["decode_weights_bytes"] / (gpu["copy_bandwidth_gb_s"] * 1e9) * 1e3
     assert gpu["decode_bound_ms"] == pytest.approx(bound_ms)
     probe = gpu["probe"]
-    assert probe["generated_tokens"] == bench.PROBE_TOKENS
+    assert probe["generated_tokens"] == PROBE_TOKENS
     assert probe["ttft_s"] > 0 and probe["decode_ms_per_step"] > 0
     assert gpu["decode_fraction_of_bound"] == pytest.approx(gpu["decode_bound_ms"] / probe["decode_ms_per_step"])
     assert set(gpu["probe_by_side"]) == {"baseline", "engine"}
@@ -123,23 +130,33 @@ def _fake_results(engine_tps: float, engine_p95: float, device: str = "cpu") -> 
 def test_cpu_verdicts_follow_the_numbers(engine_tps, engine_p95, throughput_met, p95_met) -> None:
     results = _fake_results(engine_tps, engine_p95)
     args = _args("--concurrency", "8", "--max-new-tokens", "128")
-    ratios = {k: results["engine"][k] / results["baseline"][k] for k in bench.RATIO_FIGURES}
-    targets = {t["name"]: t for t in bench.evaluate_targets(results, ratios, None, args)}
+    ratios = {k: results["engine"][k] / results["baseline"][k] for k in RATIO_FIGURES}
+    targets = {t["name"]: t for t in evaluate_targets(results, ratios, None, args)}
     assert targets["cpu_throughput"]["met"] is throughput_met
     assert targets["cpu_p95"]["met"] is p95_met
 
 
 def test_gpu_verdicts_follow_the_numbers() -> None:
     results = _fake_results(60.0, 10.0, device="cuda:0")
-    ratios = {k: results["engine"][k] / results["baseline"][k] for k in bench.RATIO_FIGURES}
+    ratios = {k: results["engine"][k] / results["baseline"][k] for k in RATIO_FIGURES}
     gpu = {"decode_fraction_of_bound": 0.55, "probe": {"ttft_s": 0.2}}
     args = _args("--concurrency", "16")
-    targets = {t["name"]: t for t in bench.evaluate_targets(results, ratios, gpu, args)}
+    targets = {t["name"]: t for t in evaluate_targets(results, ratios, gpu, args)}
     assert targets["gpu_decode_bound"]["met"] is False
     assert targets["gpu_throughput"]["met"] is True
     assert targets["gpu_ttft_1080p"]["met"] is True
-    other = {t["name"]: t for t in bench.evaluate_targets(results, ratios, gpu, _args("--concurrency", "4"))}
+    other = {t["name"]: t for t in evaluate_targets(results, ratios, gpu, _args("--concurrency", "4"))}
     assert other["gpu_throughput"]["met"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [(("-c", "0"), "--concurrency/-c: must be at least 1"), (("--requests", "x"), "'x' is not a whole number")],
+)
+def test_bad_counts_are_refused_with_a_sentence(argv: tuple[str, ...], said: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _args(*argv)
+    assert exited.value.code == 2 and said in capsys.readouterr().err
 
 
 def test_workload_is_deterministic_and_mixed() -> None:
@@ -166,9 +183,9 @@ def test_real_size_architectures_match_the_published_models(tiny_qwen3_dir: Path
     for name, billions in PUBLISHED_PARAMS_B.items():
         with torch.device("meta"):
             model = AutoModelForImageTextToText.from_config(arch_config(name, tokenizer), dtype=torch.bfloat16)
-        total, decode = bench.weight_bytes(model)
+        total, decode = weight_bytes(model)
         assert round(total / 2 / 1e9, 2) == billions, name
-        if name == "qwen2_5_vl_7b":  # DESIGN.md: one decode step reads ≈ 14 GB
+        if name == "qwen2_5_vl_7b":  # bf16 weights less the vision tower and input embedding: ≈ 14 GB a decode step
             assert 13.5e9 < decode < 14.5e9
 
 
@@ -179,8 +196,8 @@ def test_random_arch_builds_a_working_model(monkeypatch: pytest.MonkeyPatch, tin
 
     from bot.engine import GenerationRequest
     from bot.settings import EngineSettings
+    from inference.bench.random_arch import build_random_arch
     from inference.prompts import PromptBuilder
-    from inference.random_arch import build_random_arch
 
     spec = ArchSpec(
         checkpoint="test", family="qwen2_5_vl", vocab_size=151936, hidden_size=64, intermediate_size=128,
@@ -207,3 +224,43 @@ def test_random_arch_builds_a_working_model(monkeypatch: pytest.MonkeyPatch, tin
         image_grid_thw=prepared.image_grid_thw, max_new_tokens=3, min_new_tokens=3, do_sample=False,
     )  # fmt: skip
     assert output.shape[1] == ids.shape[1] + 3
+
+
+def _image_build_context(target: Path) -> None:
+    """What the container image's build stage copies (``COPY`` lines of deploy/Dockerfile), and nothing else."""
+    for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            for source in line.split()[1:-1]:
+                copy = shutil.copytree if (ROOT / source).is_dir() else shutil.copy
+                copy(ROOT / source, target / source)
+
+
+def test_bench_runs_from_an_installed_wheel(tiny_qwen3_dir: Path, tmp_path: Path) -> None:
+    """The wheel built from what the image copies runs both the CLI and its worker: no checkout, no benchmarks/."""
+    pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools in this environment")
+    context, site, elsewhere = tmp_path / "context", tmp_path / "site", tmp_path / "elsewhere"
+    for folder in (context, elsewhere):
+        folder.mkdir()
+    _image_build_context(context)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(context)],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    [wheel] = tmp_path.glob("peekbot-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(site), "PEEKBOT_DATA_DIR": str(tmp_path / "data")}
+    python = [sys.executable, "-P"]  # -P: neither this checkout nor the working directory is on the path
+    where = subprocess.run([*python, "-c", "import inference.bench.worker as w; print(w.__file__)"], cwd=elsewhere,
+                           env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    assert Path(where.stdout.strip()).is_relative_to(site)
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [*python, "-m", "inference.bench", "--model", str(tiny_qwen3_dir), "--mode", "engine", "--requests", "1",
+         "--concurrency", "1", "--max-new-tokens", "2", "--max-pixels", str(128 * 128), "--device", "cpu",
+         "--extras", "off", "--threads", "1", "--worker-timeout", "120", "--json", str(out)],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "generated tokens/s" in done.stdout
+    engine = json.loads(out.read_text())["sides"]["engine"]
+    assert engine["generated_tokens"] == 2 and engine["pid"] != os.getpid()

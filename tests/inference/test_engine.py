@@ -291,6 +291,21 @@ async def test_run_on_worker_runs_on_the_worker_thread(tiny_qwen3_dir):
         assert await engine.run_on_worker(lambda: "still alive", timeout_s=WAIT_S) == "still alive"
 
 
+async def test_ping_and_cleanup_are_answered_by_the_worker_between_batches(tiny_qwen3_dir):
+    async with running_engine(tiny_qwen3_dir) as engine:
+        assert engine.in_process  # a hung worker is healed by restarting the process
+        assert 0 <= await engine.ping(WAIT_S) < WAIT_S
+        report = await engine.cleanup(force=True, fragmentation_threshold=0.3, unused_reserved_bytes=1 << 30,
+                                      timeout_s=WAIT_S)
+        assert report.skipped is None and report.figures["emptied_cache"] is False  # no GPU memory on CPU
+        assert report.figures["after"]["host_rss_bytes"] > 0
+        async with paused(engine):
+            with pytest.raises(TimeoutError):
+                await engine.ping(0.2)
+    with pytest.raises(EngineUnavailable):
+        await engine.ping(WAIT_S)  # stopped: nothing answers
+
+
 async def test_blocked_worker_is_detected_by_timeout(tiny_qwen3_dir):
     async with running_engine(tiny_qwen3_dir) as engine:
         ran_late = threading.Event()

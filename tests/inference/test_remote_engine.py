@@ -340,6 +340,8 @@ async def test_liveness_pings_the_server_and_cleanup_is_skipped(server: FakeOpen
     assert server.model_listings == listings + 1
     with pytest.raises(JobSkipped, match="no local model"):
         await MemoryCleanup(app, SchedulerSettings()).run()  # type: ignore[arg-type]
+    report = await engine.cleanup(force=True, fragmentation_threshold=0.3, unused_reserved_bytes=0, timeout_s=1)
+    assert not engine.in_process and report.skipped is not None and "remote server" in report.skipped
     await server.stop()
     with pytest.raises(EngineStuck, match="cannot be reached"):
         await liveness.run()
@@ -375,13 +377,13 @@ async def test_streaming_requests_are_listed_and_a_silent_server_never_ends_the_
 async def test_application_answers_an_image_question_through_the_remote_server(
     server: FakeOpenAI, remote_env, tmp_path: Path
 ) -> None:
-    from bot.app import Application
+    from bot.wiring import build_application
 
     settings = remote_env()
     shot = tmp_path / "error.png"
     screenshot((120, 80)).save(shot)
     adapter = LocalFilesAdapter()
-    async with Application(settings, adapters=[adapter]) as app:
+    async with build_application(settings, adapters=[adapter]) as app:
         assert isinstance(app.engine, OpenAIEngine)  # built by the factory from PEEKBOT_BACKEND
         reply = RecordingReply()
         assert await app.handle(message("what went wrong?", local_image(shot), thread="T7"), reply)

@@ -278,7 +278,8 @@ async def test_a_question_whose_file_ended_a_worker_is_answered_with_the_reason_
     from bot.app import Application
     from bot.durability import job_id_for
     from inference.transformers_engine import TransformersEngine
-    from tests.support.helpers import RecordingEngine, RecordingReply
+    from tests.support.engines import RecordingEngine
+    from tests.support.helpers import RecordingReply
 
     monkeypatch.setenv("PEEKBOT_MODEL", str(tiny_qwen3_dir))
     monkeypatch.setenv("PEEKBOT_HTTP_PORT", "0")

@@ -67,6 +67,7 @@ def test_run_without_any_platform_refuses_clearly(base_env: dict[str, str]) -> N
     result = peekbot("run", env=base_env, timeout=60)
     assert result.returncode == 2
     assert "no platform is configured" in result.stderr
+    assert "SLACK_BOT_TOKEN and SLACK_APP_TOKEN (Slack), or FEISHU_APP_ID and FEISHU_APP_SECRET" in result.stderr
 
 
 def test_doctor_flags_a_malformed_slack_token(tmp_path: Path, tiny_qwen3_dir: Path,

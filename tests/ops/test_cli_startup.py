@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import Application
 from bot.errors import StartupError
 from bot.http import StatusServer
 from bot.settings import Settings
+from bot.wiring import build_application
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("peekbot")  # the installed `peekbot` of the venv running the tests
@@ -73,7 +73,7 @@ async def test_the_status_server_itself_names_the_settings_when_it_cannot_listen
     for key, value in {"PEEKBOT_BACKEND": "openai", "PEEKBOT_OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
                        "PEEKBOT_OPENAI_MODEL": "m", "PEEKBOT_DATA_DIR": str(tmp_path)}.items():  # fmt: skip
         monkeypatch.setenv(key, value)
-    server = StatusServer(Application(Settings(), adapters=[], services=[]), port=taken_port)  # not started
+    server = StatusServer(build_application(Settings(), adapters=[], services=False), port=taken_port)  # not started
     with pytest.raises(StartupError, match="PEEKBOT_HTTP_PORT") as refused:
         await server.start()
     assert "in use" in str(refused.value)

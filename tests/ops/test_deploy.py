@@ -19,6 +19,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 import bot.settings
+from adapters.registry import PLATFORMS
 from bot.cli import HARD_EXIT_MARGIN_S
 from bot.settings import CoreSettings
 from tests.support.fake_openai import FakeOpenAI
@@ -32,9 +33,9 @@ DRAIN_TIMEOUT_S = CoreSettings.model_fields["drain_timeout_s"].default
 
 
 def known_env_names() -> set[str]:
-    """Every variable the settings classes read: ``env_prefix`` + field name, upper case."""
+    """Every variable the settings classes (the core's and each platform's) read: ``env_prefix`` + field name."""
     names = {bot.settings.CONFIG_ENV}
-    for value in vars(bot.settings).values():
+    for value in [*vars(bot.settings).values(), *(platform.settings_class for platform in PLATFORMS)]:
         if isinstance(value, type) and issubclass(value, BaseSettings) and value.model_config.get("env_prefix"):
             prefix = value.model_config["env_prefix"]
             names.update(f"{prefix}{field}".upper() for field in value.model_fields)
@@ -385,8 +386,8 @@ async def test_the_image_healthcheck_passes_against_the_running_bot(monkeypatch,
     """The HEALTHCHECK command itself, run against the real HTTP server of a running bot (remote backend)."""
     import asyncio
 
-    from bot.app import Application
     from bot.settings import Settings
+    from bot.wiring import build_application
 
     (health,) = [arg for kind, arg in dockerfile() if kind == "HEALTHCHECK"]
     check = json.loads(health.split(" CMD ", 1)[1])
@@ -404,7 +405,7 @@ async def test_the_image_healthcheck_passes_against_the_running_bot(monkeypatch,
                 sys.executable, *check[1:], stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
             return await asyncio.wait_for(process.wait(), 30)
 
-        async with Application(Settings(), adapters=[LocalFilesAdapter()]):
+        async with build_application(Settings(), adapters=[LocalFilesAdapter()]):
             assert await run_check() == 0
             import aiohttp
 

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.app import ENGINE_STUCK_EXIT_CODE, Application
 from bot.engine import GenerationRequest
 from bot.http import StatusServer
-from bot.services import default_services, maintenance_of
 from bot.settings import Settings
+from bot.wiring import build_application
 from scheduler.service import LIVENESS, MaintenanceScheduler
 from tests.support.ops_support import ControlledAdapter, configure, eventually, running_app, screenshot
 
@@ -56,17 +56,20 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_default_services_follow_the_http_port(monkeypatch, tmp_path, tiny_qwen3_dir) -> None:
+def test_the_composition_root_adds_maintenance_and_the_http_server_by_the_port(
+    monkeypatch, tmp_path, tiny_qwen3_dir
+) -> None:
     from tests.support.ops_support import tiny_engine
 
     settings = configure(monkeypatch, tmp_path, tiny_qwen3_dir, HTTP_PORT=0)
-    app = Application(settings, engine=tiny_engine(settings), adapters=[])
-    assert [type(s) for s in default_services(app)] == [MaintenanceScheduler]
+    app = build_application(settings, engine=tiny_engine(settings), adapters=[])
+    assert [type(s) for s in app.services] == [MaintenanceScheduler]
+    assert app.maintenance is app.services[0]  # handed to the application, which /status and /metrics read
 
     settings = configure(monkeypatch, tmp_path, tiny_qwen3_dir, HTTP_PORT=18080, HTTP_HOST="0.0.0.0")
-    app = Application(settings, engine=tiny_engine(settings), adapters=[])
+    app = build_application(settings, engine=tiny_engine(settings), adapters=[])
     assert [type(s) for s in app.services] == [MaintenanceScheduler, StatusServer]
-    assert maintenance_of(app) is app.services[0]
+    assert app.maintenance is app.services[0]
 
 
 async def test_healthz_reports_the_process_alive(served) -> None:
@@ -96,7 +99,7 @@ async def test_readyz_flips_when_an_adapter_disconnects_or_the_engine_hangs(serv
 
     blocker = asyncio.create_task(app.engine.run_on_worker(hang, 10))
     await eventually(blocking.is_set, what="the worker to block")
-    maintenance = maintenance_of(app)
+    maintenance = app.maintenance
     assert maintenance is not None
     assert (await maintenance.jobs.run_now(LIVENESS)).outcome == "failed"
     status, body = await get_json(server, "/readyz")
@@ -115,7 +118,7 @@ async def test_healthz_fails_only_once_the_worker_was_stuck_for_the_set_time(
     async with running_app(settings, [ControlledAdapter("slack")],
                            extra_services=lambda app: [StatusServer(app, port=0)]) as app:
         server = next(s for s in app.services if isinstance(s, StatusServer))
-        maintenance = maintenance_of(app)
+        maintenance = app.maintenance
         assert maintenance is not None
         gates: list[threading.Event] = []
 
@@ -204,7 +207,7 @@ async def test_metrics_parse_and_move_with_requests(served, tmp_path: Path) -> N
 
 async def test_status_page_draws_the_last_hour_as_inline_svg(served, tmp_path: Path) -> None:
     app, server, slack = served
-    maintenance = maintenance_of(app)
+    maintenance = app.maintenance
     assert maintenance is not None
     assert (await slack.ask("what is this?", screenshot(tmp_path / "s.png"))).error is None
     await eventually(lambda: len(maintenance.ring) >= 3 and any(s.requests for s in maintenance.ring),
@@ -229,7 +232,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="needs chromium (.ci/run installs it)")
 async def test_status_page_renders_in_a_headless_browser(served, tmp_path: Path) -> None:
     app, server, slack = served
-    maintenance = maintenance_of(app)
+    maintenance = app.maintenance
     assert maintenance is not None
     assert (await slack.ask("what is this?", screenshot(tmp_path / "s.png"))).error is None
     await eventually(lambda: len(maintenance.ring) >= 3, what="snapshots")

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from bot.logs import setup_logging
-from bot.services import maintenance_of
 from scheduler.service import CLEANUP, LIVENESS, WATCHDOG
 from tests.support.ops_support import ControlledAdapter, configure, running_app, screenshot
 
@@ -36,7 +35,7 @@ async def command(adapter: ControlledAdapter, text: str, user: str = "ADMIN") ->
 @pytest.mark.parametrize("line", ADMIN_ONLY)
 async def test_admin_commands_refuse_other_people(bot, line: str) -> None:
     app, slack, _ = bot
-    maintenance = maintenance_of(app)
+    maintenance = app.maintenance
     assert maintenance is not None
     app.paused = line == "resume"  # so that an accepted /resume would show
     answer = await command(slack, f"/{line}", user="U_SOMEONE")
@@ -67,7 +66,7 @@ async def test_help_lists_admin_commands_only_to_admins(bot) -> None:
 
 async def test_status_shows_everything_an_admin_needs(bot, tmp_path: Path) -> None:
     app, slack, feishu = bot
-    maintenance = maintenance_of(app)
+    maintenance = app.maintenance
     assert maintenance is not None
     assert (await slack.ask("what is this?", screenshot(tmp_path / "s.png"))).error is None
     feishu.drop()
@@ -103,7 +102,7 @@ async def test_status_reports_a_stuck_model_worker(monkeypatch, tmp_path: Path, 
     settings = configure(monkeypatch, tmp_path, tiny_qwen3_dir, LIVENESS_TIMEOUT_S=0.2)
     slack = ControlledAdapter("slack")
     async with running_app(settings, [slack]) as app:
-        maintenance = maintenance_of(app)
+        maintenance = app.maintenance
         assert maintenance is not None
         blocker = asyncio.create_task(app.engine.run_on_worker(lambda: time.sleep(0.8), 10))
         await asyncio.sleep(0.05)
@@ -117,7 +116,7 @@ async def test_status_reports_a_stuck_model_worker(monkeypatch, tmp_path: Path, 
 
 async def test_cleanup_reports_what_it_freed(bot) -> None:
     app, slack, _ = bot
-    maintenance = maintenance_of(app)
+    maintenance = app.maintenance
     assert maintenance is not None
     answer = await command(slack, "/cleanup")
     assert answer.startswith("Memory cleanup done in ")

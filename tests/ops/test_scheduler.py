@@ -11,7 +11,6 @@ import pytest
 
 from bot.engine import GenerationRequest
 from bot.errors import DeadlineExceeded
-from bot.services import maintenance_of
 from bot.usage import RequestRecord
 from scheduler import IntervalScheduler, JobResult
 from scheduler.service import CLEANUP, EXPIRY, LIVENESS, SNAPSHOT, WATCHDOG, MaintenanceScheduler
@@ -24,8 +23,8 @@ def model_dir(tiny_qwen3_dir: Path) -> Path:
 
 
 def _maintenance(app) -> MaintenanceScheduler:  # type: ignore[no-untyped-def]
-    maintenance = maintenance_of(app)
-    assert maintenance is not None
+    maintenance = app.maintenance
+    assert isinstance(maintenance, MaintenanceScheduler)
     return maintenance
 
 
@@ -101,9 +100,10 @@ async def test_requests_settled_on_the_event_loop_while_the_worker_hangs_are_not
     settings = configure(monkeypatch, tmp_path, model_dir, LIVENESS_TIMEOUT_S=1.0, ENGINE_STUCK_EXIT_S=0)
     async with running_app(settings, [ControlledAdapter("slack")]) as app:
         maintenance = _maintenance(app)
-        gate = threading.Event()
-        hung = asyncio.create_task(app.engine.run_on_worker(gate.wait, 30))
+        gate, holding = threading.Event(), threading.Event()
+        hung = asyncio.create_task(app.engine.run_on_worker(lambda: holding.set() or gate.wait(30), 30))
         try:
+            assert await asyncio.to_thread(holding.wait, 10)  # the worker hangs before the question arrives
             # A question whose deadline passes while the ping waits: settled by the event loop, not the worker.
             stream = app.engine.submit(GenerationRequest("what is this?", timeout_s=0.2))
             stuck = await maintenance.jobs.run_now(LIVENESS)

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from bot.app import ENGINE_STUCK_EXIT_CODE, STALLED_REPLY, Application
+from bot.app import ENGINE_STUCK_EXIT_CODE, STALLED_REPLY
 from bot.durability import job_id_for
-from bot.services import maintenance_of
 from bot.store.base import JobState
+from bot.wiring import build_application
 from inference.transformers_engine import TransformersEngine
 from scheduler.service import LIVENESS
 from scheduler.systemd import notify
@@ -61,7 +61,7 @@ async def test_the_question_the_worker_hangs_on_gets_an_apology_and_the_others_a
         MAX_NEW_TOKENS=4,
     )
     adapter = LocalFilesAdapter()
-    app = Application(settings, engine=tiny_engine(settings), adapters=[adapter])
+    app = build_application(settings, engine=tiny_engine(settings), adapters=[adapter])
     poison, other = message(f"{MARKER} what is this?", thread="T1"), message("and this?", thread="T2")
     poison_reply, other_reply = RecordingReply(), RecordingReply()
     await app.start()
@@ -72,7 +72,7 @@ async def test_the_question_the_worker_hangs_on_gets_an_apology_and_the_others_a
         await eventually(lambda: app.engine.running_requests() != [], what="the worker to hang")
         assert [r.job_id for r in app.engine.running_requests()] == [job_id_for(poison)]
         assert await adapter.handler(other, other_reply)  # waits behind the hung batch
-        maintenance = maintenance_of(app)
+        maintenance = app.maintenance
         assert maintenance is not None
         await maintenance.jobs.run_now(LIVENESS)
         assert not app.exit_requested.is_set() and poison_reply.error is None  # not stuck for long enough yet
@@ -97,7 +97,7 @@ async def test_the_question_the_worker_hangs_on_gets_an_apology_and_the_others_a
         await (stopping if stopping is not None else app.stop())
     assert other_reply.final is None and other_reply.error is None, "the other question was not left alone"
 
-    restarted = Application(settings, engine=tiny_engine(settings), adapters=[adapter])
+    restarted = build_application(settings, engine=tiny_engine(settings), adapters=[adapter])
     async with restarted:
         assert [m.message_id for m, _, _ in adapter.resumed] == [other.message_id], "the poison one was retried"
         resumed_reply = adapter.resumed[0][2]

@@ -13,10 +13,11 @@ pytest.importorskip("redis", reason="the Redis client is not installed (pip inst
 
 from redis import asyncio as aioredis
 
+from bot.redact import redact_url
 from bot.settings import Settings
 from bot.store import open_store
 from bot.store.base import AuditRecord, Job, JobState
-from bot.store.redis import RedisStore, StoreUnavailable, redact_url
+from bot.store.redis import RedisStore, StoreUnavailable
 from bot.store.sqlite import SQLiteStore
 from tests.store.contract import *  # noqa: F403
 from tests.support.redis_server import RedisServer, free_port, redis_server, require_redis_server  # noqa: F401

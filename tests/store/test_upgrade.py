@@ -11,7 +11,6 @@ import asyncio
 import gzip
 import json
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ from bot.store.base import JobState, Store
 from bot.store.codec import decode_file, decode_message
 from bot.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.fixtures.write_release_state import CONVERSATION, DOCUMENT_ID, EXPECTED
-from tests.support.helpers import LocalFilesAdapter, RecordingEngine
-from tests.support.lease_support import SharedModel
+from tests.support.engines import FakeEngine
+from tests.support.helpers import LocalFilesAdapter
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RELEASE_SCHEMA = 3
@@ -138,27 +137,15 @@ async def test_redis_keys_of_the_previous_release_are_read_back(tmp_path: Path) 
 
 
 @pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen3_dir: Path) -> Settings:
-    for key, value in {
-        "MODEL": tiny_qwen3_dir, "DATA_DIR": tmp_path / "data", "HTTP_PORT": 0, "MAX_NEW_TOKENS": 4,
-        "WARMUP": "false", "INSTANCE_ID": "upgraded",
-    }.items():  # fmt: skip
+def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+    for key, value in {"DATA_DIR": tmp_path / "data", "HTTP_PORT": 0, "INSTANCE_ID": "upgraded"}.items():
         monkeypatch.setenv(f"PEEKBOT_{key}", str(value))
     return Settings()
 
 
-@pytest.fixture
-async def model(settings: Settings) -> AsyncIterator[SharedModel]:
-    shared = SharedModel(settings)
-    yield shared
-    await shared.close()
-
-
-async def run_on(
-    settings: Settings, model: SharedModel, store: Store
-) -> tuple[Application, LocalFilesAdapter, RecordingEngine]:
+async def run_on(settings: Settings, store: Store) -> tuple[Application, LocalFilesAdapter, FakeEngine]:
     adapter = LocalFilesAdapter()
-    engine = model.lend()
+    engine = FakeEngine()
     app = Application(settings, engine=engine, adapters=[adapter], services=[], store=store)
     await app.start()
     return app, adapter, engine
@@ -166,7 +153,7 @@ async def run_on(
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_jobs_in_flight_across_an_upgrade_are_answered_once(
-    backend: str, settings: Settings, model: SharedModel, tmp_path: Path
+    backend: str, settings: Settings, tmp_path: Path
 ) -> None:
     state_file = unpack_state(Path(settings.core.data_dir) / "state.db")
     server: Any = None
@@ -186,7 +173,7 @@ async def test_jobs_in_flight_across_an_upgrade_are_answered_once(
             return SQLiteStore(state_file)
 
     try:
-        app, adapter, engine = await run_on(settings, model, open_store())
+        app, adapter, engine = await run_on(settings, open_store())
         try:
             # Both stores hand the jobs over at the start: SQLite as this bot's own, Redis as leases long run out.
             assert len(adapter.resumed) == len(EXPECTED["in_flight"])
@@ -204,7 +191,7 @@ async def test_jobs_in_flight_across_an_upgrade_are_answered_once(
                 assert (await app.store.jobs.get(job_id)).state is JobState(state)  # type: ignore[union-attr]
         finally:
             await app.stop()
-        app, adapter, engine = await run_on(settings, model, open_store())  # the next start has nothing left to do
+        app, adapter, engine = await run_on(settings, open_store())  # the next start has nothing left to do
         try:
             await asyncio.sleep(1.0)
             assert adapter.resumed == [] and engine.requests == []

@@ -7,7 +7,6 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bot.types import (
     AdapterHealth,
@@ -51,21 +50,6 @@ class RecordingReply:
     async def wait(self, timeout: float = 60.0) -> RecordingReply:
         await asyncio.wait_for(self.done.wait(), timeout)
         return self
-
-
-class RecordingEngine:
-    """The real engine, plus the requests it was given (to see what reached the model)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.requests: list[Any] = []
-
-    def submit(self, request: Any) -> Any:
-        self.requests.append(request)
-        return self.inner.submit(request)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 class LocalFilesAdapter:

@@ -27,6 +27,7 @@ from bot.types import (
     TextSegment,
     User,
 )
+from bot.wiring import build_application
 from tests.support.helpers import RecordingReply
 
 _ids = itertools.count(1)
@@ -143,7 +144,7 @@ def tiny_engine(settings: Settings):  # type: ignore[no-untyped-def]
 async def running_app(settings: Settings, adapters: list[ControlledAdapter],
                       extra_services: Callable[[Application], list] | None = None) -> AsyncIterator[Application]:
     """A started application with the default services (plus ``extra_services(app)``)."""
-    app = Application(settings, engine=tiny_engine(settings), adapters=adapters)
+    app = build_application(settings, engine=tiny_engine(settings), adapters=adapters)
     if extra_services is not None:
         app.services.extend(extra_services(app))
     async with app:
