@@ -35,6 +35,11 @@ class GenerationRequest:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     job_id: str | None = field(default_factory=answering_job.get)
     """The journal job this request serves (taken from :data:`answering_job` when the request is made)."""
+    user: str | None = None
+    """Who asked (``platform:user``): the engine shares its batch fairly between askers."""
+    image_hashes: list[str] = field(default_factory=list)
+    """Content hash of each image, in order (the engine's image-embedding cache key; empty: the engine hashes the
+    pixels itself)."""
 
 
 @dataclass(slots=True)
@@ -86,6 +91,12 @@ class EngineStats:
     oom_events: int = 0
     latency_histogram: dict[str, int] = field(default_factory=dict)
     """Answered requests of the last hour by latency: cumulative counts per upper bound in seconds (``+Inf``: all)."""
+    decode_steps: int = 0
+    mean_step_rows: float = 0.0
+    """Rows per decoding step (how full the batch ran); ``mean_batch_size`` counts the rows per running batch."""
+    image_cache: dict[str, float] = field(default_factory=dict)
+    """The image-embedding cache: ``entries``, ``bytes``, ``budget_bytes``, ``hits``, ``misses``, ``hit_rate``
+    (empty where the engine keeps none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +127,14 @@ class Engine(Protocol):
     def stats(self) -> EngineStats: ...
 
     async def ping(self, timeout_s: float) -> float:
-        """A liveness check, answered by what generates: the model's worker thread between batches, or the remote
+        """A liveness check, answered by what generates: the model's worker thread between decoding steps, or the remote
         server. Returns the round trip in seconds; raises ``TimeoutError`` without an answer in time and an
         ``EngineError`` when the engine cannot be reached (not running, server down or misconfigured)."""
 
     async def cleanup(
         self, *, force: bool, fragmentation_threshold: float, unused_reserved_bytes: int, timeout_s: float
     ) -> CleanupReport:
-        """Free memory the model no longer uses, between batches: ``gc.collect()``, then the GPU cache is emptied
+        """Free memory the model no longer uses, between decoding steps: ``gc.collect()``, then the GPU cache is emptied
         when fragmentation or unused reserved bytes pass the thresholds (or ``force``). ``TimeoutError`` when the
         worker did not get to it within ``timeout_s``; an engine with nothing to clean says so in
         :attr:`CleanupReport.skipped`."""

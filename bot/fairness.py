@@ -7,10 +7,14 @@ at most ``max_pending_per_user`` questions waiting or running; the next one rais
 application checks the same limit across replicas before it accepts a question, counting the user's unfinished
 jobs in the shared journal; this check is the per-process backstop.)
 
+How many slots: :func:`engine_slots`. With continuous batching the engine holds more questions than it has rows and
+fills a row that frees at its next decoding step, choosing among them with the same rule (the asker with the fewest
+rows first), so the fairness holds inside the engine too.
+
 Use one scheduler per process, from the event loop's thread. Example::
 
-    scheduler = FairShare(slots=settings.engine.max_batch_size,
-                              max_pending_per_user=settings.access.max_pending_per_user)
+    scheduler = FairShare(slots=engine_slots(settings.engine.max_batch_size, continuous=True),
+                          max_pending_per_user=settings.access.max_pending_per_user)
     async with scheduler.turn(message.user.key):
         answer = await ask_the_engine(...)
 """
@@ -27,6 +31,18 @@ from dataclasses import dataclass
 from bot.errors import TooManyPending
 
 logger = logging.getLogger(__name__)
+
+
+def engine_slots(max_batch_size: int, *, continuous: bool) -> int:
+    """Questions the core lets reach the engine at once.
+
+    A static batch runs at most ``max_batch_size`` questions, so more would only wait in the engine's queue. A
+    continuously batching engine admits a waiting question at its next decoding step, from those it already holds
+    with their images prepared: it gets twice its batch, so a row that frees is refilled at once rather than after
+    the next question has been built and its images prepared, and the engine can pick fairly among them.
+    """
+    rows = max(1, max_batch_size)
+    return 2 * rows if continuous else rows
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,13 @@
-"""``peekbot doctor``'s checks of the engine: the model (or the remote server's settings) and the GPU.
+"""``peekbot doctor``'s checks of the engine: the model (or the remote server's settings), what the engine will take
+from the checkpoint (chat template, image processor, sampling), and the GPU.
 
-Nothing is loaded or contacted: the model's ``config.json`` is read from its directory or the Hugging Face cache.
+Nothing is downloaded or contacted and no weights are loaded: the checkpoint's files are read from its directory or
+the Hugging Face cache, and its image processor is built from ``preprocessor_config.json``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -21,7 +24,9 @@ def engine_checks(settings: Settings) -> list[Check]:
     """The model's check, then the GPU's (not needed when a remote server runs the model)."""
     if settings.core.backend == "openai":
         return [_check_model(settings), Check("gpu", "OK", "not needed here: the model runs on the remote server")]
-    return [_check_model(settings), *_check_gpu(settings)]
+    model = _check_model(settings)
+    checkpoint = _check_checkpoint(settings) if model.status == "OK" else []
+    return [model, *checkpoint, *_check_gpu(settings)]
 
 
 def _check_model(settings: Settings) -> Check:
@@ -56,6 +61,62 @@ def _check_model(settings: Settings) -> Check:
     if model_type not in SUPPORTED_MODEL_TYPES:
         return Check("model", "FAIL", f"{model} is a {model_type} model; supported: {sorted(SUPPORTED_MODEL_TYPES)}")
     return Check("model", "OK", f"{model} ({model_type})")
+
+
+def _check_checkpoint(settings: Settings) -> list[Check]:
+    """Which file the chat template comes from, which image processor class runs, and how tokens are picked."""
+    from inference.loader import TEMPLATE_FILES, find_chat_template
+
+    model = settings.engine.model
+    try:
+        template = find_chat_template(model, download=False)
+    except ValueError as exc:
+        template_check = Check("chat template", "FAIL", str(exc))
+    else:
+        template_check = (
+            Check("chat template", "OK", f"from {template.source}")
+            if template is not None
+            else Check("chat template", "FAIL", f"none of {', '.join(TEMPLATE_FILES)} holds one: the model cannot be "
+                       "prompted; copy the base model's chat_template.json into its directory")
+        )  # fmt: skip
+    return [template_check, _check_image_processor(model), _check_sampling(settings)]
+
+
+def _json_file(model: str, name: str) -> dict:
+    """A JSON file of the checkpoint (``{}`` when it has none or it cannot be read)."""
+    from inference.loader import checkpoint_file
+
+    path = checkpoint_file(model, name, download=False)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")) if path is not None else {}
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _check_image_processor(model: str) -> Check:
+    from inference.loader import load_image_processor
+
+    declared = _json_file(model, "preprocessor_config.json").get("image_processor_type")
+    try:
+        used = type(load_image_processor(model, download=False)).__name__
+    except (OSError, ValueError, ImportError) as exc:
+        return Check("image processor", "FAIL", f"cannot be built from preprocessor_config.json ({exc})")
+    if not declared or declared == used:
+        return Check("image processor", "OK", used)
+    torchvision = "" if importlib.util.find_spec("torchvision") else "; torchvision is not installed"
+    return Check("image processor", "OK", f"{used} (preprocessor_config.json declares {declared}{torchvision})")
+
+
+def _check_sampling(settings: Settings) -> Check:
+    from inference.sampling import settings_from_generation_config
+
+    mode = settings.engine.sampling
+    sampling = settings_from_generation_config(_json_file(settings.engine.model, "generation_config.json"), mode)
+    detail = f"{sampling.describe()} ({sampling.reason}" + ("; PEEKBOT_SAMPLING=auto)" if mode == "auto" else ")")
+    if sampling.ignored:
+        return Check("sampling", "WARN", f"{detail}; not applied here: {', '.join(sampling.ignored)}")
+    return Check("sampling", "OK", detail)
 
 
 def _check_remote_model(settings: Settings) -> Check:

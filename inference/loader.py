@@ -1,12 +1,17 @@
 """Load a Qwen-VL checkpoint (HF id or local directory) for in-process generation.
 
 Uses ``AutoModelForImageTextToText`` + ``AutoTokenizer`` + ``AutoImageProcessor``: the multimodal
-*processor* classes need torchvision, which peekbot does not depend on; the image processor's PIL backend does not.
+*processor* classes need torchvision, which peekbot does not depend on; the image processor's PIL backend does not
+(a checkpoint that declares the torchvision "Fast" class, as Qwen3-VL's does, gets the PIL class where torchvision
+is missing). Files read: ``config.json``, the weights, ``generation_config.json`` (sampling, ``inference/sampling.py``),
+``preprocessor_config.json``, the tokenizer's files, and the chat template from wherever the checkpoint keeps it
+(:data:`TEMPLATE_FILES`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import time
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import EngineUnavailable
+from inference.prompts import chat_template_problem
 
 if TYPE_CHECKING:
     import torch
@@ -156,22 +162,90 @@ def quantization_config(setting: str, device: torch.device, dtype: torch.dtype) 
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def load_tokenizer(source: str) -> Any:
-    """The checkpoint's tokenizer, left padding (batched generation)."""
+TEMPLATE_FILES = ("chat_template.json", "chat_template.jinja", "tokenizer_config.json")
+"""Where a checkpoint keeps its chat template, in the order they are tried: the multimodal processor's order (as
+transformers' ``AutoProcessor`` and vLLM use it), then the tokenizer's own. ``AutoTokenizer`` reads only the last two,
+so a checkpoint saved through a processor (the template only in ``chat_template.json``) needs this."""
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A checkpoint's chat template and the file it came from."""
+
+    text: str
+    source: str
+
+
+def checkpoint_file(source: str, name: str, *, download: bool = True) -> Path | None:
+    """``name`` of the checkpoint ``source`` (a directory or a Hub id; ``download=False``: the local cache only),
+    or None when the checkpoint has no such file."""
+    from transformers.utils import cached_file
+
+    found = cached_file(
+        source,
+        name,
+        local_files_only=not download,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    return Path(found) if found else None
+
+
+def _template_in(path: Path, name: str) -> str | None:
+    """The template text a template file holds (None: it holds none); ``ValueError`` names a damaged file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        value = text if name.endswith(".jinja") else json.loads(text).get("chat_template")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"the model's {name} cannot be read ({exc})") from exc
+    if isinstance(value, list):  # named templates, as tokenizer_config.json may hold them
+        named = {item.get("name"): item.get("template") for item in value if isinstance(item, dict)}
+        value = named.get("default")
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def find_chat_template(source: str, *, download: bool = True) -> ChatTemplate | None:
+    """The checkpoint's chat template from the first of :data:`TEMPLATE_FILES` that holds one (``ValueError``: one of
+    them is damaged)."""
+    for name in TEMPLATE_FILES:
+        path = checkpoint_file(source, name, download=download)
+        text = _template_in(path, name) if path is not None else None
+        if text is not None:
+            return ChatTemplate(text, name)
+    return None
+
+
+def load_tokenizer(source: str) -> tuple[Any, str]:
+    """The checkpoint's tokenizer (left padding, for batched generation) with the checkpoint's chat template, and
+    the file the template came from."""
     from transformers import AutoTokenizer
 
+    try:
+        template = find_chat_template(source)
+    except ValueError as exc:
+        raise EngineUnavailable(str(exc)) from exc
+    if template is None:
+        raise EngineUnavailable(
+            f"the model {source!r} has no chat template: none of {', '.join(TEMPLATE_FILES)} holds one; "
+            "copy the base model's chat_template.json into the model's directory"
+        )
     tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.chat_template = template.text
+    problem = chat_template_problem(tokenizer)
+    if problem:
+        raise EngineUnavailable(f"the chat template in the model's {template.source} cannot be used: {problem}")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return tokenizer, template.source
 
 
-def load_image_processor(source: str) -> Any:
-    """The checkpoint's image processor (the PIL backend where torchvision is missing)."""
+def load_image_processor(source: str, *, download: bool = True) -> Any:
+    """The checkpoint's image processor. transformers picks the class from ``preprocessor_config.json``: the PIL
+    backend where torchvision is missing, also when the checkpoint declares the torchvision ("Fast") class."""
     from transformers import AutoImageProcessor
 
-    return AutoImageProcessor.from_pretrained(source)
+    return AutoImageProcessor.from_pretrained(source, local_files_only=not download)
 
 
 def _grid_sizes(image_processor: Any, model: Any) -> tuple[int, int]:
@@ -241,7 +315,7 @@ def load_model(settings: EngineSettings) -> LoadedModel:
     logger.info("loading %s on %s (%s, attention %s, quantization %s)", settings.model, device, dtype, attn,
                 settings.quantization)
     try:
-        tokenizer = load_tokenizer(settings.model)
+        tokenizer, template_source = load_tokenizer(settings.model)
         image_processor = load_image_processor(settings.model)
         model = AutoModelForImageTextToText.from_pretrained(settings.model, **kwargs)
     except OSError as exc:
@@ -256,7 +330,8 @@ def load_model(settings: EngineSettings) -> LoadedModel:
     if not device_map:
         loaded.device = device
     elapsed = time.perf_counter() - started
-    logger.info("loaded %s in %.1f s (image factor %d)", settings.model, elapsed, loaded.image_factor)
+    logger.info("loaded %s in %.1f s (image factor %d, chat template from %s, image processor %s)", settings.model,
+                elapsed, loaded.image_factor, template_source, type(image_processor).__name__)
     return loaded
 
 

@@ -52,6 +52,18 @@ def build_messages(
     return messages
 
 
+def chat_template_problem(tokenizer: Any) -> str | None:
+    """Why ``tokenizer``'s chat template cannot prompt this engine, or None: it must render a question with one
+    picture as one ``<|image_pad|>`` (a text-only template would silently leave the picture out)."""
+    try:
+        text = tokenizer.apply_chat_template(build_messages("?", 1), tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # jinja2's TemplateError, or whatever the template itself raises
+        return f"it fails on a question with a picture ({exc})"
+    if not isinstance(text, str) or text.count(IMAGE_PAD) != 1:
+        return f"it does not place pictures (no {IMAGE_PAD} for a picture)"
+    return None
+
+
 def expand_image_pads(input_ids: Sequence[int], image_token_id: int, counts: Sequence[int]) -> list[int]:
     """Repeat the i-th ``image_token_id`` ``counts[i]`` times; the number of pads must equal ``len(counts)``."""
     found = sum(1 for token in input_ids if token == image_token_id)

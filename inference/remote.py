@@ -31,6 +31,7 @@ import aiohttp
 from bot.engine import AnswerStream, CleanupReport, EngineStats, GenerationRequest, Usage
 from bot.errors import Busy, Cancelled, DeadlineExceeded, EngineError, EngineUnavailable
 from bot.redact import redact_url
+from bot.types import StartStop
 from inference.memory import memory_snapshot
 from inference.prompts import with_language_rule
 from inference.stats import EngineCounters
@@ -187,8 +188,9 @@ class _RemoteRequest:
         self.chunks = 0
 
 
-class OpenAIEngine:
-    """``bot.engine.Engine`` backed by an OpenAI-compatible ``/chat/completions`` endpoint."""
+class OpenAIEngine(StartStop):
+    """``bot.engine.Engine`` backed by an OpenAI-compatible ``/chat/completions`` endpoint (``async with`` starts
+    and stops it)."""
 
     in_process = False
 
@@ -269,13 +271,6 @@ class OpenAIEngine:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-
-    async def __aenter__(self) -> OpenAIEngine:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ------------------------------------------------------------------ requests
 
@@ -619,17 +614,8 @@ class OpenAIEngine:
             queue_depth=self._waiting,
             queue_limit=self.settings.queue_limit,
             in_flight=self._in_flight,
-            requests_by_outcome=snapshot.requests_by_outcome,
-            generated_tokens=snapshot.generated_tokens,
-            tokens_per_s=snapshot.tokens_per_s,
-            latency_p50_s=snapshot.latency_p50_s,
-            latency_p95_s=snapshot.latency_p95_s,
             memory=memory_snapshot(None),
-            queue_wait_p50_s=snapshot.queue_wait_p50_s,
-            queue_wait_p95_s=snapshot.queue_wait_p95_s,
-            time_to_first_token_p50_s=snapshot.ttft_p50_s,
-            time_to_first_token_p95_s=snapshot.ttft_p95_s,
-            latency_histogram=snapshot.latency_histogram,
+            **snapshot.engine_fields(),
         )
 
     def describe(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from bot.stats import percentile
 
@@ -62,6 +63,28 @@ class StatsSnapshot:
     batches: int
     mean_batch_size: float
     oom_events: int
+    decode_steps: int = 0
+    mean_step_rows: float = 0.0
+
+    def engine_fields(self) -> dict[str, Any]:
+        """The ``bot.engine.EngineStats`` fields these counters fill (the engine adds model, queue and memory)."""
+        return {
+            "requests_by_outcome": self.requests_by_outcome,
+            "generated_tokens": self.generated_tokens,
+            "tokens_per_s": self.tokens_per_s,
+            "latency_p50_s": self.latency_p50_s,
+            "latency_p95_s": self.latency_p95_s,
+            "latency_histogram": self.latency_histogram,
+            "queue_wait_p50_s": self.queue_wait_p50_s,
+            "queue_wait_p95_s": self.queue_wait_p95_s,
+            "time_to_first_token_p50_s": self.ttft_p50_s,
+            "time_to_first_token_p95_s": self.ttft_p95_s,
+            "batches": self.batches,
+            "mean_batch_size": self.mean_batch_size,
+            "oom_events": self.oom_events,
+            "decode_steps": self.decode_steps,
+            "mean_step_rows": self.mean_step_rows,
+        }
 
 
 class EngineCounters:
@@ -85,6 +108,8 @@ class EngineCounters:
         self._ttft = _TimedSamples(latency_window_s)
         self._batches = 0
         self._batched_rows = 0
+        self._steps = 0
+        self._step_rows = 0
         self._oom_events = 0
 
     def outcome(self, name: str) -> None:
@@ -110,9 +135,21 @@ class EngineCounters:
             self._queue_wait.add(seconds, self._clock())
 
     def batch(self, rows: int) -> None:
+        """A running batch started with ``rows`` rows (0: they are counted as they join)."""
         with self._lock:
             self._batches += 1
             self._batched_rows += rows
+
+    def joined(self) -> None:
+        """A row joined the running batch."""
+        with self._lock:
+            self._batched_rows += 1
+
+    def step(self, rows: int) -> None:
+        """One decoding step of ``rows`` rows."""
+        with self._lock:
+            self._steps += 1
+            self._step_rows += rows
 
     def oom(self) -> None:
         with self._lock:
@@ -140,4 +177,6 @@ class EngineCounters:
                 batches=self._batches,
                 mean_batch_size=self._batched_rows / self._batches if self._batches else 0.0,
                 oom_events=self._oom_events,
+                decode_steps=self._steps,
+                mean_step_rows=self._step_rows / self._steps if self._steps else 0.0,
             )

@@ -1,8 +1,10 @@
 """Build tiny random Qwen-VL checkpoints with the real Qwen tokenizer.
 
-The result is saved in the standard Hugging Face layout and is loaded through exactly the
-same code path as a real checkpoint such as ``Qwen/Qwen3-VL-4B-Instruct``. Its weights are
-random: answers are noise and only show the wiring.
+The result is saved in the layout ``save_pretrained`` writes (``layout="transformers"``), or laid out like the
+published ``Qwen/Qwen2.5-VL-7B-Instruct`` / ``Qwen/Qwen3-VL-4B-Instruct`` repositories (``"published"``, see
+``inference/tiny_published.py``), or like a checkpoint saved through a processor, whose chat template lives only in
+``chat_template.json`` (``"processor_template"``). Every layout is loaded through exactly the same code path as a
+real checkpoint. Its weights are random: answers are noise and only show the wiring.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 Arch = Literal["qwen2_5_vl", "qwen3_vl"]
 ARCHES: tuple[Arch, ...] = ("qwen2_5_vl", "qwen3_vl")
+Layout = Literal["transformers", "published", "processor_template"]
+LAYOUTS: tuple[Layout, ...] = ("transformers", "published", "processor_template")
 
 # Qwen2's pre-tokenizer split pattern (the same regex Qwen's tokenizer.json ships).
 QWEN2_PATTERN = (
@@ -113,62 +117,69 @@ def _config(arch: Arch, tokenizer):  # -> PretrainedConfig
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
-    if arch == "qwen2_5_vl":
-        vision = dict(
-            initializer_range=INIT_RANGE,
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=64,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=112,
-            fullatt_block_indexes=[1],
-        )
-        text["rope_parameters"] = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
-        return Qwen2_5_VLConfig(
-            text_config=text, vision_config=vision, tie_word_embeddings=True, initializer_range=INIT_RANGE, **token_ids
-        )
-    vision = dict(
+    vision: dict[str, Any] = dict(
         initializer_range=INIT_RANGE,
         depth=2,
         hidden_size=32,
         intermediate_size=64,
         num_heads=2,
         out_hidden_size=64,
-        patch_size=16,
         spatial_merge_size=2,
         temporal_patch_size=2,
-        num_position_embeddings=256,
-        deepstack_visual_indexes=[1],
     )
-    text["head_dim"] = 16
-    text["rope_parameters"] = {
-        "rope_type": "default",
-        "mrope_section": [2, 3, 3],
-        "mrope_interleaved": True,
-        "rope_theta": 5e6,
-    }
-    return Qwen3VLConfig(
+    if arch == "qwen2_5_vl":
+        vision.update(patch_size=14, window_size=112, fullatt_block_indexes=[1])
+        text["rope_parameters"] = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
+        config_class: Any = Qwen2_5_VLConfig
+    else:
+        vision.update(patch_size=16, num_position_embeddings=256, deepstack_visual_indexes=[1])
+        text["head_dim"] = 16
+        text["rope_parameters"] = {
+            "rope_type": "default",
+            "mrope_section": [2, 3, 3],
+            "mrope_interleaved": True,
+            "rope_theta": 5e6,
+        }
+        config_class = Qwen3VLConfig
+    return config_class(
         text_config=text, vision_config=vision, tie_word_embeddings=True, initializer_range=INIT_RANGE, **token_ids
     )
 
 
-def build_tiny_model(directory: str | Path, arch: Arch = "qwen3_vl", seed: int = 0) -> Path:
-    """Create a tiny random checkpoint of ``arch`` in ``directory`` and return its path."""
+def build_tiny_model(
+    directory: str | Path, arch: Arch = "qwen3_vl", seed: int = 0, layout: Layout = "transformers"
+) -> Path:
+    """Create a tiny random checkpoint of ``arch`` in ``directory``, its files laid out as ``layout`` says, and
+    return its path."""
     import torch
     from transformers import AutoModelForImageTextToText, GenerationConfig, Qwen2VLImageProcessorPil
 
     if arch not in ARCHES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHES)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     config = _config(arch, tokenizer)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    patch = config.vision_config.patch_size
+    if layout != "transformers":
+        from inference.tiny_published import write_published
+
+        write_published(
+            directory,
+            arch,
+            model,
+            tokenizer,
+            patch=patch,
+            min_pixels=TINY_MIN_PIXELS,
+            max_pixels=TINY_MAX_PIXELS,
+            template_in_tokenizer_config=layout == "published",
+        )
+        logger.info("built tiny %s model in %s (%s layout)", arch, directory, layout)
+        return directory
     model.generation_config = GenerationConfig(
         eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
         pad_token_id=tokenizer.pad_token_id,
@@ -176,7 +187,6 @@ def build_tiny_model(directory: str | Path, arch: Arch = "qwen3_vl", seed: int =
     )
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    patch = 14 if arch == "qwen2_5_vl" else 16
     Qwen2VLImageProcessorPil(
         patch_size=patch,
         merge_size=2,

@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
 
 import pytest
 
 from bot.errors import Busy, TooManyPending
-from bot.fairness import FairShare
+from bot.fairness import FairShare, engine_slots
+from tests.support.waiting import eventually
 
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Let other tasks run until ``condition`` holds; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError("condition not met in time")
+until = functools.partial(eventually, timeout=5.0, interval=0.001)
+"""Let other tasks run until a condition holds."""
 
 
 async def hold(scheduler: FairShare, user: str, admitted: list[str], release: asyncio.Event) -> None:
     async with scheduler.turn(user):
         admitted.append(user)
         await release.wait()
+
+
+async def slot_held_by_h() -> tuple[FairShare, list[str], asyncio.Event, asyncio.Task[None]]:
+    """One slot (ten questions pending per user at most), taken by user H until ``release`` is set:
+    (scheduler, the users in the order admitted, release, H's task)."""
+    scheduler = FairShare(slots=1, max_pending_per_user=10)
+    release = asyncio.Event()
+    admitted: list[str] = []
+    holder = asyncio.create_task(hold(scheduler, "H", admitted, release))
+    await until(lambda: admitted == ["H"])
+    return scheduler, admitted, release, holder
 
 
 async def test_a_burst_of_30_does_not_hold_back_another_users_single_question() -> None:
@@ -54,11 +59,7 @@ async def test_a_burst_of_30_does_not_hold_back_another_users_single_question() 
 
 
 async def test_waiting_users_take_turns_round_robin() -> None:
-    scheduler = FairShare(slots=1, max_pending_per_user=10)
-    first_release = asyncio.Event()
-    admitted: list[str] = []
-    holder = asyncio.create_task(hold(scheduler, "H", admitted, first_release))
-    await until(lambda: admitted == ["H"])
+    scheduler, admitted, first_release, holder = await slot_held_by_h()
 
     done = asyncio.Event()
     done.set()
@@ -128,11 +129,7 @@ async def test_a_user_with_too_many_pending_questions_is_told_so() -> None:
 
 
 async def test_cancelled_waiters_leave_the_line_without_losing_a_slot() -> None:
-    scheduler = FairShare(slots=1, max_pending_per_user=10)
-    release = asyncio.Event()
-    admitted: list[str] = []
-    holder = asyncio.create_task(hold(scheduler, "H", admitted, release))
-    await until(lambda: admitted == ["H"])
+    scheduler, admitted, release, holder = await slot_held_by_h()
     waiters = {name: asyncio.create_task(hold(scheduler, name, admitted, release)) for name in ("W1", "W2", "W3")}
     await until(lambda: scheduler.stats().waiting == 3)
 
@@ -198,3 +195,11 @@ async def test_errors_and_cancellation_inside_a_turn_release_the_slot() -> None:
 def test_at_least_one_slot() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         FairShare(slots=0, max_pending_per_user=10)
+
+
+def test_a_continuously_batching_engine_gets_more_questions_than_rows() -> None:
+    # It refills a freed row at its next step from the questions it holds, so it gets twice its batch; a static
+    # batch gets one batch (more would only wait in its queue).
+    assert engine_slots(8, continuous=True) == 16
+    assert engine_slots(8, continuous=False) == 8
+    assert engine_slots(0, continuous=True) == 2

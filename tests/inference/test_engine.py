@@ -6,7 +6,6 @@ import asyncio
 import subprocess
 import sys
 import threading
-from unittest import mock
 
 import pytest
 
@@ -14,6 +13,7 @@ from bot.engine import GenerationRequest
 from bot.errors import Busy, Cancelled, DeadlineExceeded, EngineUnavailable, OutOfMemory
 from inference.transformers_engine import MAX_PIXEL_REDUCTIONS
 from tests.inference.test_engine_helpers import WAIT_S, collect, load_tiny, paused, question, running_engine
+from tests.support.gpu_faults import OutOfMemoryFaults
 
 LONG = 20_000  # more tokens than any test waits for: such a request only ends by cancel, deadline or stop
 
@@ -27,6 +27,12 @@ async def _started(stream):
     iterator = aiter(stream)
     assert await asyncio.wait_for(anext(iterator), WAIT_S)
     return iterator
+
+
+async def still_answers(engine, text: str) -> None:
+    """The engine answers a short question (three tokens), whatever happened before."""
+    stream = engine.submit(question(text, max_new_tokens=3, min_new_tokens=3))
+    assert await asyncio.wait_for(stream.text(), WAIT_S)
 
 
 async def _drain(iterator) -> None:
@@ -117,8 +123,7 @@ async def test_cancelled_running_request_frees_its_slot(tiny_qwen3_dir):
             await asyncio.wait_for(_drain(iterator), WAIT_S)
         # Only a freed batch slot lets the queued request run: the cancelled one would take minutes.
         assert await asyncio.wait_for(queued.text(), WAIT_S)
-        after = engine.submit(question("after", max_new_tokens=3, min_new_tokens=3))
-        assert await asyncio.wait_for(after.text(), WAIT_S)
+        await still_answers(engine, "after")
         assert engine.stats().requests_by_outcome["cancelled"] == 1
 
 
@@ -136,8 +141,7 @@ async def test_abandoning_the_stream_cancels_the_request(tiny_qwen3_dir):
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await consumer
-        follow_up = engine.submit(question("next", max_new_tokens=3, min_new_tokens=3))
-        assert await asyncio.wait_for(follow_up.text(), WAIT_S)
+        await still_answers(engine, "next")
         assert engine.stats().requests_by_outcome["cancelled"] == 1
 
 
@@ -147,8 +151,7 @@ async def test_deadline_exceeded_while_generating_then_serves_on(tiny_qwen3_dir)
         with pytest.raises(DeadlineExceeded) as caught:
             await asyncio.wait_for(slow.text(), WAIT_S)
         assert "1 s" in caught.value.user_message
-        ok = engine.submit(question("quick one", max_new_tokens=3, min_new_tokens=3))
-        assert await asyncio.wait_for(ok.text(), WAIT_S)
+        await still_answers(engine, "quick one")
         stats = engine.stats()
     assert stats.requests_by_outcome["timeout"] == 1
     assert stats.requests_by_outcome["answered"] == 1
@@ -167,48 +170,30 @@ async def test_deadline_exceeded_while_still_queued(tiny_qwen3_dir):
 # ----------------------------------------------------------------------- OOM ladder
 
 
-class _DecodeRecorder:
-    """Wraps the engine's real batch decode and raises CUDA OOM where a GPU would (the only mocked part)."""
-
-    def __init__(self, real, should_fail, tokenizer=None) -> None:
-        self.real = real
-        self.tokenizer = tokenizer
-        self.should_fail = should_fail
-        self.calls: list[tuple[int, list[int]]] = []  # (rows, image tokens per image)
-
-    def __call__(self, rows, max_new_tokens, on_step):
-        import torch
-
-        tokens = [int(grid.prod()) // 4 for row in rows if row.image_grid_thw is not None
-                  for grid in row.image_grid_thw]
-        self.calls.append((len(rows), tokens))
-        prompt = "".join(self.tokenizer.decode(list(row.input_ids)) for row in rows) if self.tokenizer else ""
-        if self.should_fail(len(rows), tokens, prompt):
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.real(rows, max_new_tokens, on_step)
-
-
-async def _ask_three(engine, big_size=(320, 256)):
+async def _ask_three(engine, big_size=(320, 256), small_images=1):
     async with paused(engine):
-        small = [engine.submit(question(f"small {i}", size=(64, 64), seed=i, max_new_tokens=4, min_new_tokens=4))
+        small = [engine.submit(question(f"small {i}", images=small_images, size=(64, 64), seed=i, max_new_tokens=4,
+                                        min_new_tokens=4))
                  for i in range(2)]
         big = engine.submit(question("big", size=big_size, seed=7, max_new_tokens=4, min_new_tokens=4))
     return small, big
 
 
-async def test_oom_ladder_splits_then_lowers_pixel_budget(tiny_qwen3_dir):
-    async with running_engine(tiny_qwen3_dir, max_batch_size=4) as engine:
+@pytest.mark.parametrize("scheduling", ["continuous", "static"])
+async def test_oom_ladder_splits_then_lowers_pixel_budget(tiny_qwen3_dir, scheduling):
+    loaded = load_tiny(str(tiny_qwen3_dir))
+    async with running_engine(tiny_qwen3_dir, max_batch_size=4, scheduling=scheduling) as engine:
         # Batches of several rows never fit; a single image fits below 40 image tokens.
-        recorder = _DecodeRecorder(engine._decoder.decode,
-                                   lambda rows, tokens, _: rows > 1 or any(t > 40 for t in tokens))
-        with mock.patch.object(engine._decoder, "decode", recorder):
+        with OutOfMemoryFaults(loaded.model, step_fails=lambda rows, _: rows > 1,
+                               image_fails=lambda tokens: tokens > 40) as faults:
             small, big = await _ask_three(engine)
             answers = [await asyncio.wait_for(s.text(), WAIT_S) for s in [*small, big]]
         stats = engine.stats()
     assert all(answers)
-    assert recorder.calls[0][0] == 3, "the three requests first ran as one batch"
-    assert any(rows == 2 for rows, _ in recorder.calls) and recorder.calls[-1][0] == 1, "the batch was split"
-    big_attempts = [tokens[0] for rows, tokens in recorder.calls if rows == 1 and tokens[0] > 16]
+    assert faults.steps[0] > 1, "the requests first decoded as one batch"
+    batched = max(i for i, rows in enumerate(faults.steps) if rows > 1)
+    assert set(faults.steps[batched + 1 :]) == {1}, "after the batch was split, rows decoded one at a time"
+    big_attempts = [tokens for tokens in faults.images if tokens > 16]
     assert big_attempts[0] > 40 >= big_attempts[-1], "the big image's pixel budget was lowered until it fit"
     assert big_attempts == sorted(big_attempts, reverse=True) and len(set(big_attempts)) > 1
     assert stats.requests_by_outcome["answered"] == 3
@@ -219,11 +204,11 @@ async def test_oom_ladder_splits_then_lowers_pixel_budget(tiny_qwen3_dir):
 async def test_oom_that_never_fits_fails_only_that_request(tiny_qwen3_dir):
     loaded = load_tiny(str(tiny_qwen3_dir))
     async with running_engine(tiny_qwen3_dir, max_batch_size=4) as engine:
-        # Several rows never fit, and neither does the big question at any pixel budget.
-        recorder = _DecodeRecorder(engine._decoder.decode, lambda rows, _, prompt: rows > 1 or "big" in prompt,
-                                   loaded.tokenizer)
-        with mock.patch.object(engine._decoder, "decode", recorder):
-            small, big = await _ask_three(engine, big_size=(448, 448))
+        # Several rows never fit, and neither does the big question's image at any pixel budget (the small
+        # questions have no image).
+        with OutOfMemoryFaults(loaded.model, step_fails=lambda rows, _: rows > 1,
+                               image_fails=lambda tokens: True) as faults:
+            small, big = await _ask_three(engine, big_size=(448, 448), small_images=0)
             for stream in small:
                 assert await asyncio.wait_for(stream.text(), WAIT_S)
             with pytest.raises(OutOfMemory) as caught:
@@ -232,42 +217,31 @@ async def test_oom_that_never_fits_fails_only_that_request(tiny_qwen3_dir):
         again = engine.submit(question("after the storm", max_new_tokens=3, min_new_tokens=3))
         assert await asyncio.wait_for(again.text(), WAIT_S)
         stats = engine.stats()
-    big_attempts = [tokens[0] for rows, tokens in recorder.calls if rows == 1 and tokens and tokens[0] > 4]
-    assert 3 <= len(big_attempts) <= 1 + MAX_PIXEL_REDUCTIONS
-    assert big_attempts == sorted(big_attempts, reverse=True) and len(set(big_attempts)) == len(big_attempts)
+    big_attempts = faults.images
+    sizes = sorted(set(big_attempts), reverse=True)
+    assert 3 <= len(sizes) <= 1 + MAX_PIXEL_REDUCTIONS
+    assert big_attempts == sorted(big_attempts, reverse=True), "each retry of the big image was smaller"
     assert stats.requests_by_outcome["oom"] == 1
     assert stats.requests_by_outcome["answered"] == 3
 
 
-async def test_retry_after_oom_does_not_repeat_streamed_text(tiny_qwen3_dir):
-    import torch
-
+@pytest.mark.parametrize("scheduling", ["continuous", "static"])
+async def test_retry_after_oom_does_not_repeat_streamed_text(tiny_qwen3_dir, scheduling):
     requests = [GenerationRequest(question=q, max_new_tokens=10, min_new_tokens=10) for q in ("Hi there", "Hallo du")]
+    loaded = load_tiny(str(tiny_qwen3_dir))
 
-    async with running_engine(tiny_qwen3_dir, max_batch_size=2) as engine:
+    async with running_engine(tiny_qwen3_dir, max_batch_size=2, scheduling=scheduling) as engine:
         reference = [await asyncio.wait_for(engine.submit(r).text(), WAIT_S) for r in requests]
-        real = engine._decoder.decode
-        attempts: list[int] = []
-
-        def decode(rows, max_new_tokens, on_step):
-            attempts.append(len(rows))
-            if len(attempts) > 1:
-                return real(rows, max_new_tokens, on_step)
-
-            def fail_at_step_four(tokens, step):  # the first (batched) attempt streams three tokens per row
-                if step == 4:
-                    raise torch.OutOfMemoryError("CUDA out of memory while growing the KV cache")
-                return on_step(tokens, step)
-
-            return real(rows, max_new_tokens, fail_at_step_four)
-
-        with mock.patch.object(engine._decoder, "decode", decode):
+        # The batched rows stream three tokens each; feeding the third runs out of memory.
+        with OutOfMemoryFaults(loaded.model, step_fails=lambda rows, count: rows == 2 and count == 3) as faults:
             async with paused(engine):
                 streams = [engine.submit(GenerationRequest(question=r.question, max_new_tokens=10, min_new_tokens=10))
                            for r in requests]
             results = [await asyncio.wait_for(collect(s), WAIT_S) for s in streams]
+        stats = engine.stats()
 
-    assert attempts == [2, 1, 1]
+    assert faults.steps[:3] == [2, 2, 2] and set(faults.steps[3:]) == {1}, "the batch was split after the failure"
+    assert stats.oom_events == 1
     for (chunks, text), expected in zip(results, reference, strict=True):
         assert "".join(chunks) == text == expected
 
@@ -314,8 +288,7 @@ async def test_blocked_worker_is_detected_by_timeout(tiny_qwen3_dir):
                 await engine.run_on_worker(ran_late.set, timeout_s=0.2)
         assert await engine.run_on_worker(lambda: "pong", timeout_s=WAIT_S) == "pong"
         assert not ran_late.is_set(), "a ping that timed out before it ran is dropped"
-        stream = engine.submit(question("are you ok?", max_new_tokens=3, min_new_tokens=3))
-        assert await asyncio.wait_for(stream.text(), WAIT_S)
+        await still_answers(engine, "are you ok?")
 
 
 # ------------------------------------------------------------------------ lifecycle

@@ -13,16 +13,11 @@ from inference.decode import (
     forbid_end_of_sequence,
     penalise_repetition,
 )
-from tests.inference.test_engine_helpers import load_tiny, picture
+from tests.inference.test_engine_helpers import eos_ids, load_tiny, picture, prompt_builder
 
 
 def _prompts(loaded, sizes):
-    from inference.prompts import PromptBuilder
-
-    builder = PromptBuilder(
-        loaded.tokenizer, loaded.image_processor, merge_size=loaded.merge_size, system_prompt="Be brief.",
-        min_pixels=64 * 64, max_pixels=256 * 256, dtype=loaded.dtype,
-    )  # fmt: skip
+    builder = prompt_builder(loaded)
     prompts = []
     for index, size in enumerate(sizes):
         images = [picture(*size, seed=index)] if size else []
@@ -32,11 +27,6 @@ def _prompts(loaded, sizes):
 
 def _row(prepared, min_new_tokens: int = 0) -> DecodeRow:
     return DecodeRow(prepared.input_ids, prepared.pixel_values, prepared.image_grid_thw, min_new_tokens)
-
-
-def _eos_ids(loaded) -> list[int]:
-    eos = loaded.model.generation_config.eos_token_id
-    return sorted(set(eos if isinstance(eos, list) else [eos]) | {loaded.tokenizer.eos_token_id})
 
 
 def _run(decoder, rows, steps, finish_at=None):
@@ -61,12 +51,12 @@ def test_decoder_gives_the_tokens_generate_gives(arch_fixture, penalty, request)
 
     loaded = load_tiny(str(request.getfixturevalue(arch_fixture)))
     builder, (prepared,) = _prompts(loaded, [(96, 64)])
-    decoder = GreedyDecoder(loaded.model, device=loaded.device, eos_ids=_eos_ids(loaded), repetition_penalty=penalty)
+    decoder = GreedyDecoder(loaded.model, device=loaded.device, eos_ids=eos_ids(loaded), repetition_penalty=penalty)
     steps = 12
     (ours,) = _run(decoder, [_row(prepared, min_new_tokens=steps)], steps)
 
     ids = torch.tensor([prepared.input_ids])
-    eos = _eos_ids(loaded)
+    eos = eos_ids(loaded)
     with torch.inference_mode():
         output = loaded.model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=prepared.pixel_values,
@@ -81,7 +71,7 @@ def test_decoder_gives_the_tokens_generate_gives(arch_fixture, penalty, request)
 def test_rows_of_a_batch_match_their_solo_runs_and_leave_when_finished(tiny_qwen3_dir):
     loaded = load_tiny(str(tiny_qwen3_dir))
     _, prompts = _prompts(loaded, [(160, 120), None, (64, 96)])  # different lengths: left padding in the batch
-    decoder = GreedyDecoder(loaded.model, device=loaded.device, eos_ids=_eos_ids(loaded))
+    decoder = GreedyDecoder(loaded.model, device=loaded.device, eos_ids=eos_ids(loaded))
     steps = 10
     solo = [_run(decoder, [_row(p, steps)], steps)[0] for p in prompts]
 
@@ -96,7 +86,7 @@ def test_the_cache_grows_past_its_first_chunk(tiny_qwen25_dir, monkeypatch):
 
     loaded = load_tiny(str(tiny_qwen25_dir))
     _, prompts = _prompts(loaded, [(64, 64), None])
-    decoder = GreedyDecoder(loaded.model, device=loaded.device, eos_ids=_eos_ids(loaded))
+    decoder = GreedyDecoder(loaded.model, device=loaded.device, eos_ids=eos_ids(loaded))
     rows = [_row(p, 14) for p in prompts]
     roomy = _run(decoder, rows, 14)
     monkeypatch.setattr(inference.decode, "CACHE_GROWTH", 3)

@@ -42,6 +42,22 @@ def load_tiny(model_dir: str):  # -> LoadedModel
     return load_model(tiny_settings(model_dir))
 
 
+def prompt_builder(loaded: Any):  # -> PromptBuilder
+    """A prompt builder for a loaded tiny model: a short system prompt, images within 256² pixels."""
+    from inference.prompts import PromptBuilder
+
+    return PromptBuilder(
+        loaded.tokenizer, loaded.image_processor, merge_size=loaded.merge_size, system_prompt="Be brief.",
+        min_pixels=64 * 64, max_pixels=256 * 256, dtype=loaded.dtype,
+    )  # fmt: skip
+
+
+def eos_ids(loaded: Any) -> list[int]:
+    """The end-of-sequence ids of a loaded model (its generation config's and its tokenizer's)."""
+    eos = loaded.model.generation_config.eos_token_id
+    return sorted(set(eos if isinstance(eos, list) else [eos]) | {loaded.tokenizer.eos_token_id})
+
+
 @asynccontextmanager
 async def running_engine(model_dir: Path | str, **overrides: Any) -> AsyncIterator[Any]:
     from inference.transformers_engine import TransformersEngine

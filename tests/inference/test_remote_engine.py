@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -24,7 +26,7 @@ from scheduler.jobs import EngineLiveness, EngineStuck, MemoryCleanup
 from scheduler.runner import JobSkipped
 from tests.support.fake_openai import FakeOpenAI, Fault
 from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
-from tests.support.ops_support import eventually
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSWER = "I see 1 image. The dialog says: disk quota exceeded."
@@ -85,11 +87,16 @@ async def collect(stream) -> list[str]:  # type: ignore[no-untyped-def]
     return [chunk async for chunk in stream]
 
 
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+wait_until = functools.partial(eventually, timeout=5.0, interval=0.01)
+
+
+async def answer_held(server: FakeOpenAI, engine: OpenAIEngine, question: str) -> Any:
+    """From now on the server holds its answers back (until ``server.hold.set()``); ``question``'s stream, once the
+    server is answering it."""
+    server.hold = asyncio.Event()
+    stream = engine.submit(GenerationRequest(question=question))
+    await wait_until(lambda: server.active == 1)
+    return stream
 
 
 # ---------------------------------------------------------------- streaming answers
@@ -254,9 +261,7 @@ def test_the_factory_names_what_is_missing(remote_env) -> None:
 
 async def test_concurrency_is_bounded_and_a_full_queue_is_busy(server: FakeOpenAI, engine_for) -> None:
     engine = await engine_for(openai_max_concurrency=1, queue_limit=1)
-    server.hold = asyncio.Event()
-    first = engine.submit(GenerationRequest(question="one"))
-    await wait_until(lambda: server.active == 1)
+    first = await answer_held(server, engine, "one")
     second = engine.submit(GenerationRequest(question="two"))
     assert (first.queue_position, second.queue_position) == (0, 1)
     with pytest.raises(Busy) as busy:
@@ -302,9 +307,7 @@ async def test_a_stall_mid_answer_fails_it_with_the_partial_text_kept(server: Fa
 
 async def test_cancel_stops_the_answer_and_the_server_request(server: FakeOpenAI, engine_for) -> None:
     engine = await engine_for()
-    server.hold = asyncio.Event()
-    stream = engine.submit(GenerationRequest(question="q"))
-    await wait_until(lambda: server.active == 1)
+    stream = await answer_held(server, engine, "q")
     stream.cancel()
     with pytest.raises(Cancelled):
         await stream.text()
@@ -315,9 +318,7 @@ async def test_cancel_stops_the_answer_and_the_server_request(server: FakeOpenAI
 
 async def test_stop_fails_waiting_requests_and_refuses_new_ones(server: FakeOpenAI, engine_for) -> None:
     engine = await engine_for(openai_max_concurrency=1, stop_timeout_s=0.2)
-    server.hold = asyncio.Event()
-    running = engine.submit(GenerationRequest(question="one"))
-    await wait_until(lambda: server.active == 1)
+    running = await answer_held(server, engine, "one")
     waiting = engine.submit(GenerationRequest(question="two"))
     await engine.stop()
     for stream in (running, waiting):
