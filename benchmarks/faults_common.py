@@ -8,6 +8,7 @@ timeline. Nothing here knows a platform.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import concurrent.futures
 import contextlib
@@ -17,15 +18,17 @@ import math
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.stats import percentile
+from bot.status_page import axis_ticks
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +335,123 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def bot_environment(
+    model: Path | str,
+    data_dir: Path,
+    *,
+    max_new_tokens: int,
+    max_batch_size: int,
+    queue_limit: int,
+    max_pixels: int,
+    cpu_threads: int | None,
+    device: str = "cpu",
+    warmup: bool = False,
+    drain_timeout_s: float = 5.0,
+    stop_timeout_s: float = 5.0,
+) -> dict[str, str]:
+    """``PEEKBOT_*`` variables of a bot measured under load: the engine's limits as given, and no per-user limits
+    (the fake's few users send many questions; the load measures the connection)."""
+    env = {
+        "PEEKBOT_MODEL": str(model),
+        "PEEKBOT_DEVICE": device,
+        "PEEKBOT_DATA_DIR": str(data_dir),
+        "PEEKBOT_HTTP_PORT": "0",
+        "PEEKBOT_MAX_NEW_TOKENS": str(max_new_tokens),
+        "PEEKBOT_MAX_BATCH_SIZE": str(max_batch_size),
+        "PEEKBOT_QUEUE_LIMIT": str(queue_limit),
+        "PEEKBOT_MAX_PIXELS": str(max_pixels),
+        "PEEKBOT_WARMUP": "true" if warmup else "false",
+        "PEEKBOT_DRAIN_TIMEOUT_S": f"{drain_timeout_s:g}",
+        "PEEKBOT_STOP_TIMEOUT_S": f"{stop_timeout_s:g}",
+        "PEEKBOT_RATE_LIMIT_PER_MINUTE": "0",
+        "PEEKBOT_MAX_PENDING_PER_USER": "100000",
+    }
+    if cpu_threads is not None:
+        env["PEEKBOT_CPU_THREADS"] = str(cpu_threads)
+    return env
+
+
+def load_settings(env: Mapping[str, str], section: type[Any], remove: Iterable[str] = ()) -> Any:
+    """``bot.settings.Settings`` read from ``env`` (and without ``remove``) only while every layer, the platform's
+    ``section`` included, is loaded; the process's own environment is left as it was."""
+    from bot.settings import Settings
+
+    with patched_environ(env, remove=("PEEKBOT_CONFIG", *remove)):
+        settings = Settings()
+        for layer in (settings.core, settings.engine, settings.images, settings.section(section), settings.scheduler,
+                      settings.access):
+            assert layer is not None
+    return settings
+
+
+async def model_directory(model: Path | str | None, scratch: Path) -> Path:
+    """``model`` when given, else a tiny random model built in ``scratch`` for the run."""
+    if model is not None:
+        return Path(model)
+    logger.info("building a tiny random model")
+    return await asyncio.to_thread(build_tiny_model, scratch / "tiny-model")
+
+
+@contextlib.asynccontextmanager
+async def probing(stats: Callable[[], Any]) -> AsyncIterator[tuple[LoopLagProbe, QueueProbe]]:
+    """The bot's loop lag and the engine's queue (``stats``) sampled on the running loop until the block ends."""
+    lag, queue = LoopLagProbe(), QueueProbe(stats)
+    lag.start()
+    queue.start()
+    try:
+        yield lag, queue
+    finally:
+        await lag.stop()
+        await queue.stop()
+
+
+def engine_figures(stats: Any) -> dict[str, Any]:
+    """What the engine's ``stats()`` says about the run: answers by outcome, batches, tokens."""
+    return {
+        "requests_by_outcome": dict(stats.requests_by_outcome),
+        "batches": stats.batches,
+        "mean_batch_size": round(stats.mean_batch_size, 2),
+        "generated_tokens": stats.generated_tokens,
+    }
+
+
+# command line --------------------------------------------------------------------------------------
+def add_load_arguments(parser: argparse.ArgumentParser, defaults: Any) -> None:
+    """The options of a run's load (questions, faults, rate) and of the engine's limits; ``defaults`` has the
+    attributes ``events``, ``faults``, ``rate_per_s``, ``max_new_tokens``, ``max_batch_size`` and ``queue_limit``."""
+    parser.add_argument("--events", type=int, default=defaults.events,
+                        help=f"questions to send (default {defaults.events})")
+    parser.add_argument("--faults", type=int, default=defaults.faults,
+                        help=f"faults to inject (default {defaults.faults})")
+    parser.add_argument("--rate", type=float, default=defaults.rate_per_s,
+                        help=f"questions per second (default {defaults.rate_per_s:g})")
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
+    parser.add_argument("--queue-limit", type=int, default=defaults.queue_limit)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=Path, default=None, help="write the JSON result here instead of stdout")
+    parser.add_argument("--verbose", action="store_true", help="log at INFO level")
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def emit(result: Mapping[str, Any], table: str, json_path: Path | None) -> int:
+    """Print the result: the JSON to stdout and the table to stderr, or, with ``json_path``, the JSON to that file and
+    the table to stdout. Returns the exit status: 0 when every target is met, 1 otherwise."""
+    text = write_json(result, json_path)
+    if json_path is None:
+        print(table, file=sys.stderr)
+        print(text)
+    else:
+        print(table)
+    return 0 if all(t["met"] is True for t in result["targets"]) else 1
+
+
 # output --------------------------------------------------------------------------------------------
 def _fmt(value: Any, unit: str = "") -> str:
     if value is None:
@@ -383,15 +503,6 @@ def write_json(result: Mapping[str, Any], path: Path | None) -> str:
     return text
 
 
-def axis_ticks(maximum: float, most: int = 6) -> list[float]:
-    """0 … just above ``maximum`` in steps of 1, 2 or 5 × 10^k (at most ``most`` steps)."""
-    if maximum <= 0:
-        return [0.0, 1.0]
-    magnitude = 10 ** math.floor(math.log10(maximum / most))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude * most >= maximum)
-    return [round(i * step, 12) for i in range(max(1, math.ceil(maximum / step - 1e-9)) + 1)]
-
-
 @dataclass(frozen=True, slots=True)
 class Marker:
     at_s: float
@@ -404,6 +515,42 @@ class PointSeries:
     color: str
     points: Sequence[tuple[float, float]]
     """(seconds since the start, value)"""
+
+
+@dataclass(frozen=True, slots=True)
+class ChartFrame:
+    """The frame of an SVG chart: its size and side margins; draws the title, axes and legend entries."""
+
+    width: int
+    height: int
+    left: int
+    right: int
+
+    def axes(self, title: str, y_ticks: Sequence[float], y_of: Callable[[float], float], y_unit: str,
+             x_ticks: Sequence[float], x_of: Callable[[float], float], x_label: str) -> list[str]:
+        """The opening of the SVG: background, title, a grid line and label per y tick, the x labels and title."""
+        width, height, left = self.width, self.height, self.left
+        out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
+               f'height="{height}" font-family="sans-serif" font-size="11">',
+               '<rect width="100%" height="100%" fill="#fff"/>',
+               f'<text x="{left}" y="18" font-size="13" font-weight="bold">{escape(title)}</text>']
+        for value in y_ticks:
+            y = y_of(value)
+            out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - self.right}" y2="{y:.1f}" stroke="#eee"/>')
+            out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{value:g} {y_unit}</text>')
+        for value in x_ticks:
+            out.append(f'<text x="{x_of(value):.1f}" y="{height - 22}" text-anchor="middle" fill="#555">'
+                       f"{value:g}</text>")
+        plot_w = width - left - self.right
+        out.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" fill="#333">'
+                   f"{escape(x_label)}</text>")
+        return out
+
+    @staticmethod
+    def legend_item(x: float, y: float, color: str, label: str) -> list[str]:
+        """A colour swatch and its label, the text's baseline at ``y``."""
+        return [f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{color}"/>',
+                f'<text x="{x + 14}" y="{y}">{escape(label)}</text>']
 
 
 def timeline_svg(title: str, series: Sequence[PointSeries], markers: Sequence[Marker], *, unit: str,
@@ -424,7 +571,7 @@ def timeline_svg(title: str, series: Sequence[PointSeries], markers: Sequence[Ma
             span = math.log10(y_ticks[-1] / y_ticks[0])
             return top + plot_h * (1 - math.log10(value / y_ticks[0]) / span)
     else:
-        y_ticks = axis_ticks(max(values or [1.0]) * 1.05)
+        y_ticks = axis_ticks(max(values or [1.0]) * 1.05, most=6)
 
         def y_of(value: float) -> float:
             return top + plot_h * (1 - value / y_ticks[-1])
@@ -432,18 +579,8 @@ def timeline_svg(title: str, series: Sequence[PointSeries], markers: Sequence[Ma
     def x_of(seconds: float) -> float:
         return left + plot_w * seconds / x_ticks[-1]
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-           f'height="{height}" font-family="sans-serif" font-size="11">',
-           '<rect width="100%" height="100%" fill="#fff"/>',
-           f'<text x="{left}" y="18" font-size="13" font-weight="bold">{escape(title)}</text>']
-    for value in y_ticks:
-        y = y_of(value)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{value:g} {unit}</text>')
-    for value in x_ticks:
-        out.append(f'<text x="{x_of(value):.1f}" y="{height - 22}" text-anchor="middle" fill="#555">{value:g}</text>')
-    out.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" fill="#333">'
-               "seconds since the first question</text>")
+    frame = ChartFrame(width, height, left, right)
+    out = frame.axes(title, y_ticks, y_of, unit, x_ticks, x_of, "seconds since the first question")
     for index, marker in enumerate(markers):
         x = x_of(marker.at_s)
         out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#c92a2a" '
@@ -456,8 +593,6 @@ def timeline_svg(title: str, series: Sequence[PointSeries], markers: Sequence[Ma
         for t, v in item.points:
             out.append(f'<circle cx="{x_of(t):.1f}" cy="{y_of(v):.1f}" r="2" fill="{item.color}" '
                        'fill-opacity="0.7"/>')
-        y = top + 14 + index * 16
-        out.append(f'<rect x="{legend_x}" y="{y - 9}" width="10" height="10" fill="{item.color}"/>')
-        out.append(f'<text x="{legend_x + 14}" y="{y}">{escape(item.label)}</text>')
+        out += frame.legend_item(legend_x, top + 14 + index * 16, item.color, item.label)
     out.append("</svg>")
     return "\n".join(out) + "\n"

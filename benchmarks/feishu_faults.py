@@ -21,8 +21,9 @@ answers each question got.
     .venv/bin/python benchmarks/feishu_faults.py                       # 200 questions, 10 faults
     .venv/bin/python benchmarks/feishu_faults.py --events 60 --faults 6 --rate 3 --json out.json
 
-Prints a table, then the JSON result (or writes it to ``--json``); ``--svg`` draws the per-question figures
-over time with the faults marked. Exit status 0 when every target is met, 1 otherwise.
+JSON goes to stdout (or to ``--json FILE``, then the table goes to stdout); the human table otherwise goes to stderr.
+``--svg`` draws the per-question figures over time with the faults marked. Exit status 0 when every target is met,
+1 otherwise.
 """
 
 from __future__ import annotations
@@ -55,27 +56,31 @@ from benchmarks.faults_common import (  # noqa: E402
     RATE_LIMIT,
     RECONNECTING_KINDS,
     SILENCE,
-    LoopLagProbe,
     LoopThread,
     Marker,
     PlannedFault,
     PointSeries,
     QuestionOutcome,
-    QueueProbe,
     Report,
     Target,
+    add_load_arguments,
+    add_output_arguments,
     at_most,
     below,
-    build_tiny_model,
+    bot_environment,
+    configure_logging,
     count_answers,
     distribution,
+    emit,
+    engine_figures,
     event_offsets,
+    load_settings,
     machine,
-    patched_environ,
+    model_directory,
     plan_faults,
+    probing,
     targets_json,
     timeline_svg,
-    write_json,
 )
 
 if TYPE_CHECKING:  # the fake is imported lazily so ``--help`` stays fast
@@ -456,43 +461,21 @@ def analyse(fake: FakeFeishu, log: DriveLog, options: Options) -> dict[str, Any]
 
 
 # the bot's side --------------------------------------------------------------------------------------
-def bot_environment(options: Options, fake: FakeFeishu, model_dir: Path, data_dir: Path) -> dict[str, str]:
+def feishu_settings(options: Options, fake: FakeFeishu, model_dir: Path, data_dir: Path) -> Any:
+    """The bot's settings for the run: the engine's limits of ``options``, the adapter pointed at ``fake``."""
+    from adapters.feishu.settings import FeishuSettings
+
     env = {
-        "PEEKBOT_MODEL": str(model_dir),
-        "PEEKBOT_DEVICE": options.device,
-        "PEEKBOT_DATA_DIR": str(data_dir),
-        "PEEKBOT_HTTP_PORT": "0",
-        "PEEKBOT_MAX_NEW_TOKENS": str(options.max_new_tokens),
-        "PEEKBOT_MAX_BATCH_SIZE": str(options.max_batch_size),
-        "PEEKBOT_QUEUE_LIMIT": str(options.queue_limit),
-        "PEEKBOT_MAX_PIXELS": str(options.max_pixels),
-        "PEEKBOT_WARMUP": "true" if options.warmup else "false",
-        "PEEKBOT_DRAIN_TIMEOUT_S": "5",
-        "PEEKBOT_STOP_TIMEOUT_S": "5",
-        # The load measures the connection, not the per-user limits: the fake's few users send many questions.
-        "PEEKBOT_RATE_LIMIT_PER_MINUTE": "0",
-        "PEEKBOT_MAX_PENDING_PER_USER": "100000",
+        **bot_environment(model_dir, data_dir, max_new_tokens=options.max_new_tokens,
+                          max_batch_size=options.max_batch_size, queue_limit=options.queue_limit,
+                          max_pixels=options.max_pixels, cpu_threads=options.cpu_threads, device=options.device,
+                          warmup=options.warmup),
         "FEISHU_APP_ID": fake.app_id,
         "FEISHU_APP_SECRET": fake.app_secret,
         "FEISHU_DOMAIN": fake.url,
         "FEISHU_PONG_TIMEOUT_S": str(options.pong_timeout_s),
     }
-    if options.cpu_threads is not None:
-        env["PEEKBOT_CPU_THREADS"] = str(options.cpu_threads)
-    return env
-
-
-def load_settings(env: dict[str, str]) -> Any:
-    """Settings read from ``env`` only for as long as it takes to load every layer."""
-    from adapters.feishu.settings import FeishuSettings
-    from bot.settings import Settings
-
-    with patched_environ(env, remove=("PEEKBOT_CONFIG", "FEISHU_PING_INTERVAL_S")):
-        settings = Settings()
-        feishu = settings.section(FeishuSettings)
-        for layer in (settings.core, settings.engine, settings.images, feishu, settings.scheduler, settings.access):
-            assert layer is not None
-    return settings
+    return load_settings(env, FeishuSettings, remove=("FEISHU_PING_INTERVAL_S",))
 
 
 async def _start_fake(options: Options) -> FakeFeishu:
@@ -511,31 +494,17 @@ async def _run_bot(options: Options, fake: FakeFeishu, fake_loop: LoopThread, mo
     from bot.wiring import build_application
     from inference.transformers_engine import TransformersEngine
 
-    settings = load_settings(bot_environment(options, fake, model_dir, data_dir))
+    settings = feishu_settings(options, fake, model_dir, data_dir)
     images = render_images()
     plan = plan_faults(options.events, options.faults, options.rate_per_s, options.kinds)
     app = build_application(settings, engine=TransformersEngine(settings.engine), adapters=[FeishuAdapter(settings)])
-    lag = LoopLagProbe()
-    queue = QueueProbe(app.engine.stats)
     async with app:
-        lag.start()
-        queue.start()
-        try:
+        async with probing(app.engine.stats) as (lag, queue):
             log = await fake_loop.run(drive(fake, options, plan, images), options.timeout_s + 30.0)
-        finally:
-            await lag.stop()
-            await queue.stop()
         figures = await fake_loop.call(lambda: analyse(fake, log, options))
         health = await app.adapters["feishu"].health()
-        stats = app.engine.stats()
         traffic_end = log.traffic_end or time.monotonic()
-        figures["engine"] = {
-            **queue.summary(log.start, traffic_end),
-            "batches": stats.batches,
-            "mean_batch_size": round(stats.mean_batch_size, 2),
-            "requests_by_outcome": dict(stats.requests_by_outcome),
-            "generated_tokens": stats.generated_tokens,
-        }
+        figures["engine"] = {**queue.summary(log.start, traffic_end), **engine_figures(app.engine.stats())}
         figures["bot_loop_lag_ms"] = distribution(lag.lags_s, scale=1000.0, digits=2)
         figures["adapter_reconnects"] = health.reconnects
     return figures
@@ -553,17 +522,14 @@ async def run_benchmark(options: Options) -> dict[str, Any]:
     began = time.monotonic()
     where = machine()  # the load average before the run
     with tempfile.TemporaryDirectory(prefix="peekbot-feishu-faults-") as tmp:
-        model_dir = options.model
-        if model_dir is None:
-            logger.info("building a tiny random model")
-            model_dir = await asyncio.to_thread(build_tiny_model, Path(tmp) / "model")
+        model_dir = await model_directory(options.model, Path(tmp))
         fake_loop = LoopThread("fake-feishu")
         try:
             fake = await fake_loop.run(_start_fake(options), 30.0)
             try:
                 figures = await _run_bot(options, fake, fake_loop, model_dir, Path(tmp) / "data")
             finally:
-                await fake_loop.run(fake.close(), 30.0)
+                await fake_loop.run(fake.stop(), 30.0)
         finally:
             fake_loop.close()
     result = {
@@ -653,27 +619,21 @@ def chart(result: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     defaults = Options()
-    parser.add_argument("--events", type=int, default=defaults.events, help="questions to send (default 200)")
-    parser.add_argument("--faults", type=int, default=defaults.faults, help="faults to inject (default 10)")
-    parser.add_argument("--rate", type=float, default=defaults.rate_per_s, help="questions per second (default 2)")
+    add_load_arguments(parser, defaults)
     parser.add_argument("--kinds", default=",".join(FAULT_KINDS),
                         help=f"fault kinds, drawn in turn (default {','.join(FAULT_KINDS)})")
     parser.add_argument("--ping-interval", type=float, default=defaults.ping_interval_s,
                         help="PingInterval the fake server hands out, seconds")
     parser.add_argument("--pong-timeout", type=float, default=defaults.pong_timeout_s,
                         help="FEISHU_PONG_TIMEOUT_S for the bot, seconds")
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
-    parser.add_argument("--queue-limit", type=int, default=defaults.queue_limit)
     parser.add_argument("--cpu-threads", type=int, default=defaults.cpu_threads,
                         help="torch threads for the engine (0: torch's default)")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--model", type=Path, default=None, help="model directory or id (default: tiny random)")
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s,
                         help="bound on the measured run in seconds (default 130)")
-    parser.add_argument("--json", type=Path, default=None, help="write the JSON result here instead of stdout")
     parser.add_argument("--svg", type=Path, default=None, help="write a timeline chart here")
-    parser.add_argument("--verbose", action="store_true", help="log the bot's INFO messages")
+    add_output_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -689,8 +649,7 @@ def options_from(args: argparse.Namespace) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.verbose)
     logger.setLevel(logging.INFO)
     # The fake server's complaints about clients that hang up mid-request (kills, shutdown) are not figures.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
@@ -706,11 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.svg is not None:
         args.svg.parent.mkdir(parents=True, exist_ok=True)
         args.svg.write_text(chart(result), encoding="utf-8")
-    print(table(result))
-    text = write_json(result, args.json)
-    if args.json is None:
-        print(text)
-    return 0 if result["all_targets_met"] else 1
+    return emit(result, table(result), args.json)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Targets: every file answered (a reply or a reason) within 30 s end to end, proce
 most 300 MiB over its reference's run (the screenshot for images; for PDFs the normal PDF, since any PDF question
 sends the model several pages).
 
-Part 2 (``--lane``): a real ``peekbot run`` against the loopback fake Slack (``tests/support/fake_slack.py``)
+Part 2 (``--lane``): a real ``peekbot run`` against the loopback fake Slack (``sandbox/slack_server.py``)
 with the tiny model. 20 normal questions (a screenshot each) from one user at one every 2 s, first alone, then
 while 4 hostile files from another user are in flight. Target: the p95 latency (event sent → the bot removes its
 progress reaction) with the hostile files at most 2× the p95 alone. File work has its own lane (worker
@@ -55,9 +55,9 @@ from benchmarks.faults_common import (  # noqa: E402
     at_most,
     build_tiny_model,
     distribution,
+    emit,
     machine,
     targets_json,
-    write_json,
 )
 from tests.support import corpus  # noqa: E402
 
@@ -346,7 +346,7 @@ async def run_lane(
     hostile: int = 4,
     max_pixels: int = LANE_MAX_PIXELS,
 ) -> LaneResult:
-    from tests.support.fake_slack import FakeSlack
+    from sandbox.slack_server import FakeSlack
 
     model = await asyncio.to_thread(build_tiny_model, directory / "tiny-model")
     fake = FakeSlack()
@@ -533,14 +533,7 @@ def main(argv: list[str] | None = None) -> int:
             result["lane"] = {**asdict(lane), "max_pixels": args.lane_max_pixels}
             targets += lane_targets(lane)
     result["targets"] = targets_json(targets)
-    table = format_table(result)
-    if args.json:
-        write_json(result, args.json)
-        print(table)
-    else:
-        print(table, file=sys.stderr)
-        print(write_json(result, None))
-    return 0 if all(t.met for t in targets) else 1
+    return emit(result, format_table(result), args.json)
 
 
 if __name__ == "__main__":

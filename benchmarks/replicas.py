@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -51,17 +49,21 @@ from benchmarks.faults_common import (  # noqa: E402
     QuestionOutcome,
     Report,
     Target,
+    add_output_arguments,
     at_most,
     build_tiny_model,
+    configure_logging,
     count_answers,
     distribution,
+    emit,
     machine,
     targets_json,
-    write_json,
 )
 from bot.store.base import Job, JobState  # noqa: E402
+from sandbox.slack_server import FakeSlack, slack_environment  # noqa: E402
+from tests.support.apps import tiny_bot_environment  # noqa: E402
 from tests.support.fake_feishu import FakeFeishu, feishu_environment  # noqa: E402
-from tests.support.fake_slack import FakeSlack  # noqa: E402
+from tests.support.processes import BotProcess, child_environment  # noqa: E402
 from tests.support.redis_server import RedisServer, redis_server_binary  # noqa: E402
 
 logger = logging.getLogger("benchmarks.replicas")
@@ -87,83 +89,41 @@ def replica_env(
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of one replica: the shared Redis and fakes, its own data directory and instance id."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PEEKBOT_", "SLACK_", "FEISHU_"))}
-    env.update({
-        "PEEKBOT_MODEL": str(model_dir),
-        "PEEKBOT_DEVICE": "cpu",
-        "PEEKBOT_CPU_THREADS": "1",
-        "PEEKBOT_DATA_DIR": str(data_dir),
-        "PEEKBOT_INSTANCE_ID": instance_id,
-        "PEEKBOT_STORE_URL": redis_url,
-        "PEEKBOT_JOB_LEASE_S": f"{lease_s:g}",
-        "PEEKBOT_HTTP_PORT": "0",
-        "PEEKBOT_MAX_NEW_TOKENS": str(max_new_tokens),
-        "PEEKBOT_MAX_PIXELS": str(128 * 128),
-        "PEEKBOT_WARMUP": "false",
-        "PEEKBOT_RATE_LIMIT_PER_MINUTE": "0",
-        "PEEKBOT_DRAIN_TIMEOUT_S": "20",
-        "PEEKBOT_LOG_FORMAT": "text",
-        "SLACK_BOT_TOKEN": slack.BOT_TOKEN,
-        "SLACK_APP_TOKEN": slack.APP_TOKEN,
-        "SLACK_API_URL": slack.api_url,
-        "SLACK_UPDATE_INTERVAL_S": "0.05",
-        "SLACK_AUTH_CHECK_INTERVAL_S": "0",
+    return child_environment({
+        **tiny_bot_environment(
+            model_dir, cpu_threads=1, data_dir=data_dir, instance_id=instance_id, store_url=redis_url,
+            job_lease_s=f"{lease_s:g}", max_new_tokens=max_new_tokens, max_pixels=128 * 128, rate_limit_per_minute=0,
+            drain_timeout_s=20, log_format="text",
+        ),
+        **slack_environment(slack, fail_fast=False),
+        **feishu_environment(feishu),
+        **(extra or {}),
     })
-    env.update(feishu_environment(feishu))
-    env.update(extra or {})
-    return env
 
 
-class Replica:
+class Replica(BotProcess):
     """One `peekbot run` process with its own log file; killed (SIGKILL) or stopped (SIGTERM) on demand."""
 
     def __init__(self, instance_id: str, env: Mapping[str, str], log_path: Path) -> None:
+        super().__init__(env, log_path)
         self.instance_id = instance_id
-        self.log_path = log_path
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "run"],
-            cwd=ROOT,
-            env=dict(env),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
         self.killed_at: float | None = None
 
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> float:
+    def kill(self) -> float:  # type: ignore[override]
         """SIGKILL and reap it; returns ``time.monotonic()`` once it is gone (nothing it sent is still on the way)."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        super().kill()
         self.killed_at = time.monotonic()
         return self.killed_at
 
-    async def terminate(self, timeout_s: float) -> int | None:
+    async def terminate(self, timeout_s: float) -> int | None:  # type: ignore[override]
         """SIGTERM and wait (bounded); None when it did not exit in time (then it is killed)."""
         if not self.alive:
             return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
         try:
-            return await asyncio.to_thread(self.proc.wait, timeout_s)
+            return await super().terminate(timeout_s)
         except subprocess.TimeoutExpired:
             self.close()
             return None
-
-    def close(self) -> None:
-        if self.alive:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
 
 
 async def wait_for_replicas(slack: FakeSlack, feishu: FakeFeishu, count: int, timeout_s: float,
@@ -747,8 +707,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="model directory (default: a tiny random model)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="global time limit in seconds")
-    parser.add_argument("--json", type=Path, default=None, help="write the JSON result here instead of stdout")
-    parser.add_argument("--verbose", action="store_true", help="log at INFO level")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.events < 1 or args.rate <= 0 or args.timeout <= 60 or args.lease <= 0:
         parser.error("--events, --rate and --lease must be positive, --timeout above 60 s")
@@ -759,8 +718,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.verbose)
     if not args.verbose:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     config = ReplicasConfig(
@@ -769,14 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=args.timeout,
     )
     result = asyncio.run(asyncio.wait_for(run_benchmark(config), config.timeout_s + 60.0))
-    table = format_table(result)
-    text = write_json(result, args.json)
-    if args.json is None:
-        print(table, file=sys.stderr)
-        print(text)
-    else:
-        print(table)
-    return 0 if all(t["met"] is True for t in result["targets"]) else 1
+    return emit(result, format_table(result), args.json)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Slack fault injection: questions at a steady rate over Socket Mode while connections fail and Slack misbehaves.
 
 The real slack-bolt/slack_sdk stack (``SlackAdapter`` inside ``Application``) talks to the loopback fake Slack
-(``tests/support/fake_slack.py``), which runs on its own event loop in another thread, like a separate server.
+(``sandbox/slack_server.py``), which runs on its own event loop in another thread, like a separate server.
 The engine is a tiny random Qwen3-VL model kept saturated: a small queue and batch and enough new tokens per answer that
 questions wait (and some get the polite "busy" reply, which counts as an answer).
 
@@ -56,28 +56,33 @@ from benchmarks.faults_common import (  # noqa: E402
     KILL,
     RATE_LIMIT,
     SILENCE,
-    LoopLagProbe,
     LoopThread,
     Marker,
     PlannedFault,
     PointSeries,
     QuestionOutcome,
-    QueueProbe,
     Report,
     Target,
+    add_load_arguments,
+    add_output_arguments,
     at_most,
     below,
-    build_tiny_model,
+    bot_environment,
+    configure_logging,
     count_answers,
     distribution,
+    emit,
+    engine_figures,
     event_offsets,
+    load_settings,
     machine,
+    model_directory,
     plan_faults,
+    probing,
     targets_json,
     timeline_svg,
-    write_json,
 )
-from tests.support.fake_slack import FakeSlack  # noqa: E402
+from sandbox.slack_server import FakeSlack  # noqa: E402
 
 if TYPE_CHECKING:
     from bot.app import Application
@@ -366,31 +371,20 @@ def build_application(fake: FakeSlack, config: SlackFaultsConfig, model: str, da
     """``Application`` + ``SlackAdapter`` + ``TransformersEngine`` configured for the run (no scheduler)."""
     from adapters.slack import SlackAdapter
     from bot.app import Application
-    from bot.settings import AccessSettings, CoreSettings, EngineSettings, Settings
     from inference.transformers_engine import TransformersEngine
 
-    settings = Settings()
-    settings.core = CoreSettings(data_dir=data_dir, http_port=0, drain_timeout_s=10.0)
-    settings.engine = EngineSettings(
-        model=model,
-        device="cpu",
-        max_new_tokens=config.max_new_tokens,
-        max_batch_size=config.max_batch_size,
-        queue_limit=config.queue_limit,
-        max_pixels=128 * 128,
-        cpu_threads=config.cpu_threads,
-    )
-    settings.use_section(SlackSettings(
-        bot_token=fake.BOT_TOKEN,
-        app_token=fake.APP_TOKEN,
-        api_url=fake.api_url,
-        ping_interval_s=config.ping_interval_s,
-        startup_attempts=1,
-    ))
-    # The load measures the connection, not the per-user limits: the fake's few users send many questions.
-    settings.access = AccessSettings(rate_limit_per_minute=0, max_pending_per_user=100_000)
-    adapter = SlackAdapter(settings)
-    return Application(settings, engine=TransformersEngine(settings.engine), adapters=[adapter], services=[])
+    env = {
+        **bot_environment(model, data_dir, max_new_tokens=config.max_new_tokens, max_batch_size=config.max_batch_size,
+                          queue_limit=config.queue_limit, max_pixels=128 * 128, cpu_threads=config.cpu_threads,
+                          warmup=True, drain_timeout_s=10.0, stop_timeout_s=30.0),
+        "SLACK_BOT_TOKEN": fake.BOT_TOKEN,
+        "SLACK_APP_TOKEN": fake.APP_TOKEN,
+        "SLACK_API_URL": fake.api_url,
+        "SLACK_PING_INTERVAL_S": str(config.ping_interval_s),
+        "SLACK_STARTUP_ATTEMPTS": "1",
+    }
+    settings = load_settings(env, SlackSettings)
+    return Application(settings, engine=TransformersEngine(settings.engine), adapters=[SlackAdapter(settings)])
 
 
 # the run -------------------------------------------------------------------------------------------
@@ -399,9 +393,7 @@ async def run_benchmark(config: SlackFaultsConfig) -> dict[str, Any]:
     started = time.monotonic()
     deadline = started + config.timeout_s
     with tempfile.TemporaryDirectory(prefix="peekbot-slack-faults-") as tmp:
-        model = config.model
-        if model is None:
-            model = str(await asyncio.to_thread(build_tiny_model, Path(tmp) / "tiny-model"))
+        model = str(await model_directory(config.model, Path(tmp)))
         fake_loop = LoopThread("fake-slack")
         try:
             return await _run_with_fake(config, model, Path(tmp) / "data", fake_loop, started, deadline)
@@ -417,33 +409,26 @@ async def _run_with_fake(
     plan = plan_slack_faults(config.events, config.faults, config.rate_per_s)
     driver = SlackDriver(fake, config, plan)
     app = build_application(fake, config, model, data_dir)
-    lag = LoopLagProbe()
-    queue = QueueProbe(app.engine.stats)
     timed_out = False
     try:
         async with app:
             ready_s = time.monotonic() - started
-            lag.start()
-            queue.start()
-            log = await fake_loop.run(driver.drive(deadline - 5.0), max(deadline - time.monotonic(), 1.0))
-            answers_deadline = deadline - 5.0
-            while not await fake_loop.call(driver.settled):
-                if time.monotonic() > answers_deadline:
-                    timed_out = True
-                    break
-                await asyncio.sleep(0.1)
-            settled_at = time.monotonic()
-            # Late redeliveries could still produce a second answer: give them one ack timeout and a second.
-            await asyncio.sleep(max(0.0, min(config.ack_timeout_s + 1.0, deadline - time.monotonic())))
-            await lag.stop()
-            await queue.stop()
+            async with probing(app.engine.stats) as (lag, queue):
+                log = await fake_loop.run(driver.drive(deadline - 5.0), max(deadline - time.monotonic(), 1.0))
+                answers_deadline = deadline - 5.0
+                while not await fake_loop.call(driver.settled):
+                    if time.monotonic() > answers_deadline:
+                        timed_out = True
+                        break
+                    await asyncio.sleep(0.1)
+                settled_at = time.monotonic()
+                # Late redeliveries could still produce a second answer: give them one ack timeout and a second.
+                await asyncio.sleep(max(0.0, min(config.ack_timeout_s + 1.0, deadline - time.monotonic())))
             health = await app.adapter_health()
             engine_stats = app.engine.stats()
             counters = dict(app.counters)
             snapshot = await fake_loop.call(driver.snapshot)
     finally:
-        await lag.stop()
-        await queue.stop()
         await fake_loop.run(fake.stop(), 30.0)
     slack_health = health.get("slack")
     return _result(
@@ -600,13 +585,7 @@ def _result(
         "answers": answers,
         "rate_limited_calls": sum(1 for _, status in calls if status == 429),
         "chat_update_calls": sum(1 for method, _ in calls if method == "chat.update"),
-        "engine": {
-            "requests_by_outcome": engine_stats.requests_by_outcome,
-            "batches": engine_stats.batches,
-            "mean_batch_size": round(engine_stats.mean_batch_size, 2),
-            "generated_tokens": engine_stats.generated_tokens,
-            "queue": queue,
-        },
+        "engine": {**engine_figures(engine_stats), "queue": queue},
         "core_counters": counters,
         "bot_loop_lag_ms": distribution(loop_lag_s, scale=1000.0, digits=2),
         "timeline": {"ack_ms": points_ack, "feedback_ms": points_feedback,
@@ -676,20 +655,14 @@ def timeline_chart(result: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = SlackFaultsConfig()
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=defaults.events, help="questions to send (default 200)")
-    parser.add_argument("--faults", type=int, default=defaults.faults, help="faults to inject (default 10)")
-    parser.add_argument("--rate", type=float, default=defaults.rate_per_s, help="questions per second (default 2)")
+    add_load_arguments(parser, defaults)
     parser.add_argument("--model", default=None, help="model directory (default: a tiny random model, built once)")
     parser.add_argument("--ping-interval", type=float, default=defaults.ping_interval_s, help="seconds (default 1)")
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    parser.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size)
-    parser.add_argument("--queue-limit", type=int, default=defaults.queue_limit)
     parser.add_argument("--redeliveries", type=int, default=defaults.max_redeliveries,
                         help="times the fake redelivers an unacked envelope, 3 s apart (default 3, as Slack)")
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="global time limit in seconds")
-    parser.add_argument("--json", type=Path, default=None, help="write the JSON result here instead of stdout")
     parser.add_argument("--chart", type=Path, default=None, help="also write an SVG timeline here")
-    parser.add_argument("--verbose", action="store_true", help="log at INFO level")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.events < 1 or args.faults < 0 or args.rate <= 0 or args.ping_interval <= 0 or args.timeout <= 0:
         parser.error("--events, --rate, --ping-interval and --timeout must be positive, --faults not negative")
@@ -713,21 +686,13 @@ def config_from(args: argparse.Namespace) -> SlackFaultsConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.verbose)
     config = config_from(args)
     result = asyncio.run(asyncio.wait_for(run_benchmark(config), config.timeout_s + 60.0))
-    table = format_table(result)
-    text = write_json(result, args.json)
     if args.chart is not None:
         args.chart.parent.mkdir(parents=True, exist_ok=True)
         args.chart.write_text(timeline_chart(result), encoding="utf-8")
-    if args.json is None:
-        print(table, file=sys.stderr)
-        print(text)
-    else:
-        print(table)
-    return 0 if all(t["met"] is True for t in result["targets"]) else 1
+    return emit(result, format_table(result), args.json)
 
 
 if __name__ == "__main__":

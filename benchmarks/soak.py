@@ -32,13 +32,14 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from html import escape
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.faults_common import ChartFrame  # noqa: E402
 
 logger = logging.getLogger("benchmarks.soak")
 
@@ -296,18 +297,8 @@ def memory_chart(result: dict[str, Any]) -> str:
         return top + plot_h * (1 - mib / y_max)
 
     title = f"Memory over {result['parameters']['requests']:,} questions ({result['parameters']['device']})"
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-           f'height="{height}" font-family="sans-serif" font-size="11">',
-           '<rect width="100%" height="100%" fill="#fff"/>',
-           f'<text x="{left}" y="18" font-size="13" font-weight="bold">{escape(title)}</text>']
-    for value in y_ticks:
-        y = y_of(value)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#eee"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{value:g} MiB</text>')
-    for value in x_ticks:
-        out.append(f'<text x="{x_of(value):.1f}" y="{height - 22}" text-anchor="middle" fill="#555">'
-                   f"{value:g}</text>")
-    out.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" fill="#333">questions</text>')
+    frame = ChartFrame(width, height, left, right)
+    out = frame.axes(title, y_ticks, y_of, "MiB", x_ticks, x_of, "questions")
     warm_x = x_of(result["parameters"]["warmup"])
     out.append(f'<line x1="{warm_x:.1f}" y1="{top}" x2="{warm_x:.1f}" y2="{top + plot_h}" stroke="#aaa" '
                'stroke-dasharray="4 3"/>')
@@ -316,9 +307,7 @@ def memory_chart(result: dict[str, Any]) -> str:
     for index, (label, color, key) in enumerate(series):
         points = [f"{x_of(s['requests']):.1f},{y_of(s[key] / 2**20):.1f}" for s in samples if s[key] is not None]
         out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(points)}"/>')
-        y = top + 14 + index * 16
-        out.append(f'<rect x="{legend_x}" y="{y - 9}" width="10" height="10" fill="{color}"/>')
-        out.append(f'<text x="{legend_x + 14}" y="{y}">{escape(label)}</text>')
+        out += frame.legend_item(legend_x, top + 14 + index * 16, color, label)
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

@@ -7,33 +7,32 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from bot.access import REFUSAL_REPEAT_S, AccessPolicy
 from bot.commands import BUILTIN_COMMANDS, Command, looks_like_command, parse_command
+from bot.conversations import StoredConversations
 from bot.durability import GAVE_UP_REPLY, JobKeeper, LeaseLost, job_id_for, recorded_final, was_delivered
-from bot.engine import ChatTurn, Engine, answering_job
-from bot.errors import TooManyPending, UserFacingError
-from bot.fairness import FairShare
+from bot.engine import Engine, answering_job
+from bot.errors import UserFacingError
+from bot.fairness import FairShare, engine_slots
 from bot.logs import log_context
 from bot.maintenance import Maintenance
 from bot.questions import answer_question
-from bot.ratelimit import QuotaChecker, RateLimiter, quota_reply, rate_limit_reply, zone
+from bot.ratelimit import QuotaChecker, RateLimiter, UserLimits, zone
 from bot.settings import Settings
 from bot.store import open_store
 from bot.store.base import AuditRecord, Job, Store
-from bot.store.codec import decode_file, encode_file
 from bot.types import (
     Adapter,
     AdapterHealth,
-    ConversationKey,
-    FileRef,
     IncomingMessage,
     MessageWithdrawn,
     ReplyHandle,
     ReportsWithdrawals,
     ResumableReplies,
     Service,
+    StartStop,
     User,
     UsesConversationDirectory,
 )
@@ -59,22 +58,9 @@ ENGINE_STUCK_EXIT_CODE = 75
 """``peekbot run`` exits with this (EX_TEMPFAIL) after the model's worker hung, for its supervisor to restart it."""
 STUCK_ENGINE_STOP_S = 1.0
 """How long stopping waits for a hung worker's batch (it will not finish)."""
-CONTEXT_TURNS = 12
-"""Turns (questions and answers) of a conversation offered to the model; the budget may drop older ones."""
-CONTEXT_FILES = 16
 
 
-class StoredConversations:
-    """The conversation directory over the state store: a conversation with stored turns is one the bot answered."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    async def answered_before(self, conversation: ConversationKey) -> bool:
-        return bool(await self._store.conversations.turns(str(conversation), 1))
-
-
-class Application:
+class Application(StartStop):
     """Start/stop (or ``async with``) the store, engine, services and adapters; ``handle`` is the adapters' callback.
 
     Start order: store, engine, services (scheduler, HTTP), adapters, then journaled jobs left unfinished by an
@@ -115,11 +101,20 @@ class Application:
         self.quota = QuotaChecker(
             settings.access.daily_quota, self._questions_since, zone(settings.access.quota_timezone)
         )
+        self.limits = UserLimits(
+            self.rate_limiter, self.quota, max_pending=settings.access.max_pending_per_user, pending=self._pending
+        )
+        """What a person meets before a question is accepted (rate limit, pending questions, daily quota)."""
         self.fair = FairShare(
-            slots=max(1, settings.engine.max_batch_size),
+            slots=engine_slots(
+                settings.engine.max_batch_size,
+                continuous=settings.core.backend == "transformers" and settings.engine.scheduling == "continuous",
+            ),
             max_pending_per_user=settings.access.max_pending_per_user,
         )
         self.jobs = JobKeeper(self.store, settings.core)
+        self.conversations = StoredConversations(self.store)
+        """Each conversation's turns and files (also the adapters' conversation directory)."""
         if media is None:
             from bot.media.pool import MediaPool  # Pillow/pypdfium2 only; no process starts before the first file
 
@@ -186,7 +181,7 @@ class Application:
                 self._started_services.append(service)
             for adapter in self.adapters.values():
                 if isinstance(adapter, UsesConversationDirectory):
-                    adapter.use_conversation_directory(StoredConversations(self.store))
+                    adapter.use_conversation_directory(self.conversations)
                 if isinstance(adapter, ReportsWithdrawals):
                     adapter.use_withdrawal_handler(self.withdraw)
                 await adapter.start(self.handle)
@@ -203,18 +198,8 @@ class Application:
         self._accepting = False
         self._ready = False
         await self.drain(self.settings.core.drain_timeout_s)
-        for adapter in reversed(self._started_adapters):
-            try:
-                await adapter.stop()
-            except Exception:
-                logger.exception("stopping adapter %s failed", adapter.name)
-        self._started_adapters.clear()
-        for service in reversed(self._started_services):
-            try:
-                await service.stop()
-            except Exception:
-                logger.exception("stopping %s failed", service.name)
-        self._started_services.clear()
+        await _stop_all(self._started_adapters, "stopping adapter %s failed")
+        await _stop_all(self._started_services, "stopping %s failed")
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -252,13 +237,6 @@ class Application:
                 return False
             await asyncio.wait(pending, timeout=remaining)
         return True
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     def engine_stuck(self, reason: str) -> None:
         """The model's worker hangs: fail ``/healthz``, apologise for what it was generating, ask for an exit.
@@ -320,34 +298,24 @@ class Application:
         if refusal is not None:
             if not await self._first_delivery(message):
                 return self._duplicate(message)
-            self.counters["refused"] += 1
             logger.info("refused (%s) for %s", refusal.reason, message.user.key)
-            await self._audit(message, "refused")
-            if not refusal.silent:
-                await self._say_refusal(message, reply, refusal.reply)
-            return True
+            return await self._refuse(message, reply, "refused", None if refusal.silent else refusal.reply)
         if is_command:
             if not await self._first_delivery(message):
                 return self._duplicate(message)
             if not self.is_admin(message.user):  # commands count against the same per-user rate limit
-                limited = await self._limit_reply(message, command=True)
+                limited = await self.limits.refusal(message.user.key, command=True)
                 if limited is not None:
-                    self.counters["rate_limited"] += 1
-                    await self._audit(message, "rate_limited")
-                    await self._say_refusal(message, reply, limited)
-                    return True
+                    return await self._refuse(message, reply, "rate_limited", limited)
             self.counters["accepted"] += 1
             self._spawn(self._run_command(message, reply), message)
             return True
         if not self.is_admin(message.user):
-            limited = await self._limit_reply(message)
+            limited = await self.limits.refusal(message.user.key)
             if limited is not None:
                 if not await self._first_delivery(message):
                     return self._duplicate(message)
-                self.counters["rate_limited"] += 1
-                await self._audit(message, "rate_limited")
-                await self._say_refusal(message, reply, limited)
-                return True
+                return await self._refuse(message, reply, "rate_limited", limited)
         job = await self.jobs.accept(message)
         if job is None:  # another delivery of the same message (another event id, another replica) won
             return self._duplicate(message)
@@ -366,6 +334,14 @@ class Application:
         return await self.store.dedupe.claim(
             f"{message.platform}:event:{message.event_id}", ttl
         ) and await self.store.dedupe.claim(f"{message.platform}:msg:{message.message_id}", ttl)
+
+    async def _refuse(self, message: IncomingMessage, reply: ReplyHandle, outcome: str, text: str | None) -> bool:
+        """Count and audit a refusal (``outcome``), and say ``text`` (None: refuse silently)."""
+        self.counters[outcome] += 1
+        await self._audit(message, outcome)
+        if text is not None:
+            await self._say_refusal(message, reply, text)
+        return True
 
     async def _say_refusal(self, message: IncomingMessage, reply: ReplyHandle, text: str) -> None:
         """Tell a refused or rate-limited person why, at most once per ``REFUSAL_REPEAT_S`` (on every replica);
@@ -387,24 +363,6 @@ class Application:
         self.counters["duplicates"] += 1
         logger.info("duplicate %s ignored", message.message_id)
         return False
-
-    async def _limit_reply(self, message: IncomingMessage, *, command: bool = False) -> str | None:
-        """The rate limit (a token bucket in the shared store), pending questions and the daily quota: every
-        replica counts the same, and a restart forgets nothing. A ``command`` meets the rate limit only."""
-        wait_s = await self.rate_limiter.acquire(message.user.key)
-        if wait_s is not None:
-            return rate_limit_reply(wait_s)
-        if command:
-            return None
-        pending = await self._pending(message.user.key)
-        limit = self.settings.access.max_pending_per_user
-        if limit > 0 and pending >= limit:
-            logger.info("%s has %d questions pending, refusing another", message.user.key, pending)
-            return TooManyPending(pending, limit).user_message
-        quota_wait_s = await self.quota.check(message.user.key, pending=pending)
-        if quota_wait_s is not None:
-            return quota_reply(self.settings.access.daily_quota, quota_wait_s)
-        return None
 
     async def _pending(self, user: str) -> int:
         """The user's unanswered questions on every replica (the journal's unfinished jobs)."""
@@ -545,8 +503,8 @@ class Application:
                     adapter=adapter,
                     engine=self.engine,
                     settings=self.settings,
-                    history=await self._history(conversation),
-                    conversation_files=await self._conversation_files(conversation),
+                    history=await self.conversations.history(conversation),
+                    conversation_files=await self.conversations.files(conversation),
                     store=self.store,
                     media=self.media,
                     engine_turn=lambda: self._engine_turn(message.user.key, reply),
@@ -555,7 +513,7 @@ class Application:
             answer_chars = len(result.answer)
             outcome = "cached" if result.cached else "answered"
             self.counters[outcome] += 1
-            await self._remember(conversation, result, message.message_id)
+            await self.conversations.remember(conversation, result, message.message_id)
             await self.jobs.finished(job, answered=True)
         except LeaseLost:
             outcome = "lost"  # another process answers it; this one leaves the reply alone
@@ -613,28 +571,6 @@ class Application:
         async with self.fair.turn(user):
             yield
 
-    async def _history(self, conversation: str) -> list[ChatTurn]:
-        turns = await self.store.conversations.turns(conversation, CONTEXT_TURNS)
-        return [ChatTurn("assistant" if t.role == "assistant" else "user", t.text) for t in turns]
-
-    async def _conversation_files(self, conversation: str) -> list[FileRef]:
-        files: list[FileRef] = []
-        for stored in await self.store.conversations.files(conversation, CONTEXT_FILES):
-            try:
-                files.append(decode_file(stored.file_ref))
-            except Exception:
-                logger.warning("skipped an unreadable stored file reference")
-        return files
-
-    async def _remember(self, conversation: str, result: Any, message_id: str) -> None:
-        try:
-            for file, content_hash in result.files_seen:
-                await self.store.conversations.add_file(conversation, encode_file(file), content_hash)
-            await self.store.conversations.add_turn(conversation, "user", result.question, message_id=message_id)
-            await self.store.conversations.add_turn(conversation, "assistant", result.answer, message_id=message_id)
-        except Exception:
-            logger.exception("could not store the conversation's turn")
-
     async def _audit(
         self,
         message: IncomingMessage,
@@ -683,3 +619,13 @@ class Application:
     @property
     def in_flight(self) -> int:
         return sum(1 for t in self._tasks if not t.done())
+
+
+async def _stop_all(parts: list[Adapter] | list[Service], failed: str) -> None:
+    """Stop ``parts`` in the reverse order of their start; a failure is logged (``failed`` % name), the rest stop."""
+    for part in reversed(parts):
+        try:
+            await part.stop()
+        except Exception:
+            logger.exception(failed, part.name)
+    parts.clear()

@@ -84,6 +84,10 @@ async def _status(app: Application, message: IncomingMessage, _: str) -> str:
     else:
         lines.append("GPU memory: no GPU in use.")
     lines.append(f"Host memory: RSS {fmt.size(report.host_rss_bytes)}.")
+    if stats.image_cache:
+        cache = stats.image_cache
+        lines.append(f"Image cache: {fmt.size(cache['bytes'])} of {fmt.size(cache['budget_bytes'])} "
+                     f"({cache['entries']:.0f} held); hit rate {fmt.percent(cache['hit_rate'])}.")
     if report.engine_alive is False:
         lines.append(f"Model worker: STUCK, it did not answer the last ping ({report.engine_stuck_count} missed).")
     elif report.engine_stuck_count:

@@ -106,9 +106,8 @@ class _StateCollector(Collector):
         yield _gauge("peekbot_engine_in_flight", "Engine requests being generated.", stats.in_flight)
         yield _gauge("peekbot_questions_in_flight", "Questions and commands being handled.", app.in_flight)
         yield _gauge("peekbot_tokens_per_second", "Generated tokens per second (last minute).", stats.tokens_per_s)
-        generated = CounterMetricFamily("peekbot_engine_generated_tokens", "Tokens the engine generated.")
-        generated.add_metric([], stats.generated_tokens)
-        yield generated
+        yield CounterMetricFamily("peekbot_engine_generated_tokens", "Tokens the engine generated.",
+                                  value=stats.generated_tokens)
         outcomes = CounterMetricFamily("peekbot_engine_requests", "Engine requests by outcome.", labels=["outcome"])
         for outcome, count in sorted(stats.requests_by_outcome.items()):
             outcomes.add_metric([outcome], count)
@@ -123,9 +122,7 @@ class _StateCollector(Collector):
             ("duplicates", "peekbot_deduplicated_events", "Redelivered events and messages that were dropped."),
             ("commands", "peekbot_commands", "Chat commands handled."),
         ):
-            family = CounterMetricFamily(name, documentation)
-            family.add_metric([], app.counters.get(counter, 0))
-            yield family
+            yield CounterMetricFamily(name, documentation, value=app.counters.get(counter, 0))
 
         yield from self._adapters()
         yield from self._maintenance()
@@ -156,9 +153,8 @@ class _StateCollector(Collector):
         if maintenance.engine_alive is not None:
             yield _gauge("peekbot_engine_alive", "1 when the last liveness ping came back in time.",
                          float(maintenance.engine_alive))
-        stuck = CounterMetricFamily("peekbot_engine_stuck", "Liveness pings the worker thread did not answer.")
-        stuck.add_metric([], maintenance.engine_stuck_count)
-        yield stuck
+        yield CounterMetricFamily("peekbot_engine_stuck", "Liveness pings the worker thread did not answer.",
+                                  value=maintenance.engine_stuck_count)
         runs = CounterMetricFamily("peekbot_job_runs", "Scheduler job runs.", labels=["job"])
         failures = CounterMetricFamily("peekbot_job_failures", "Scheduler job runs that raised.", labels=["job"])
         skips = CounterMetricFamily("peekbot_job_skips", "Scheduler job runs that skipped their work.",

@@ -265,11 +265,12 @@ def compose_final(answer: str, notes: list[str]) -> str:
     return answer + "\n\n" + "\n".join(f"_{note}_" for note in notes)
 
 
-CACHE_KEY_VERSION = 2
+CACHE_KEY_VERSION = 3
 """Bumped whenever what goes into the answer cache key changes, so older entries are never matched."""
-CACHE_SAMPLING_FIELDS = ("max_new_tokens", "min_new_tokens")
-"""``GenerationRequest`` fields that shape the answer beyond its inputs; add sampling settings here as requests get
-them (temperature, top_p …). Fields that do not change the answer (``request_id``, ``timeout_s``) stay out."""
+CACHE_SAMPLING_FIELDS = ("max_new_tokens", "min_new_tokens", "sampling")
+"""What shapes the answer beyond its inputs: ``GenerationRequest`` fields, else the entry of ``Engine.describe()``
+(``sampling``: greedy, or the checkpoint's temperature, top_k and top_p). Fields that do not change the answer
+(``request_id``, ``timeout_s``) stay out."""
 CACHE_MODEL_FIELDS = ("backend", "model", "quantization", "dtype")
 """Entries of ``Engine.describe()`` that name the model answering."""
 
@@ -300,7 +301,7 @@ def answer_cache_key(
         "system_prompt": request.system_prompt or "",
         "instructions": instructions,
         "model": {name: str(model.get(name, "")) for name in CACHE_MODEL_FIELDS},
-        "sampling": {name: getattr(request, name, None) for name in CACHE_SAMPLING_FIELDS},
+        "sampling": {name: getattr(request, name, model.get(name)) for name in CACHE_SAMPLING_FIELDS},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -456,6 +457,8 @@ async def _build_request(
         system_prompt=settings.engine.system_prompt,
         max_new_tokens=settings.engine.max_new_tokens,
         timeout_s=settings.engine.request_timeout_s,
+        user=message.user.key,
+        image_hashes=list(gathered.image_hashes),
     )
     return request, pages
 

@@ -15,6 +15,9 @@ Example::
         await reply.fail(rate_limit_reply(wait))
     elif (reset_in := await quota.check(user.key)) is not None:
         await reply.fail(quota_reply(access.daily_quota, reset_in))
+
+``UserLimits`` runs these checks (and a cap on pending questions) in the application's order and returns the
+sentence to show.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta, tzinfo
 from datetime import time as day_time
 from typing import Protocol
+
+from bot.errors import TooManyPending
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +138,7 @@ class RateLimiter:
 CountSince = Callable[[str, float], Awaitable[int]]
 
 
+@dataclass(eq=False, slots=True)
 class QuotaChecker:
     """At most ``daily_quota`` questions per user per local day (midnight in ``tz``; None: server time).
 
@@ -141,20 +147,12 @@ class QuotaChecker:
     (the quota is a soft limit; an outage of the store must not silence the bot) and a warning is logged.
     """
 
-    def __init__(
-        self,
-        daily_quota: int,
-        count: CountSince,
-        tz: tzinfo | None = None,
-        *,
-        clock: Clock = time.time,
-        exempt: Exempt | None = None,
-    ) -> None:
-        self.daily_quota = daily_quota
-        self._count = count
-        self._tz = tz
-        self._clock = clock
-        self._exempt = exempt
+    daily_quota: int
+    count: CountSince
+    tz: tzinfo | None = None
+    _: KW_ONLY
+    clock: Clock = time.time
+    exempt: Exempt | None = None
 
     @property
     def enabled(self) -> bool:
@@ -165,12 +163,12 @@ class QuotaChecker:
 
         ``pending`` counts the user's accepted but unanswered questions, which the audit log cannot see yet.
         """
-        if not self.enabled or (self._exempt is not None and self._exempt(user_key)):
+        if not self.enabled or (self.exempt is not None and self.exempt(user_key)):
             return None
-        now = self._clock()
+        now = self.clock()
         start, end = self.day_bounds(now)
         try:
-            used = await self._count(user_key, start)
+            used = await self.count(user_key, start)
         except Exception:
             logger.warning("daily quota: could not count questions of %s; letting this one through", user_key,
                            exc_info=True)
@@ -182,15 +180,39 @@ class QuotaChecker:
 
     def day_bounds(self, now: float) -> tuple[float, float]:
         """Epoch times of the local midnights that start and end the day containing ``now``."""
-        if self._tz is None:  # naive datetimes are the server's local time, DST included
-            today = datetime.fromtimestamp(now).date()
-            start = datetime.combine(today, day_time.min)
-            end = datetime.combine(today + timedelta(days=1), day_time.min)
-        else:
-            today = datetime.fromtimestamp(now, self._tz).date()
-            start = datetime.combine(today, day_time.min, tzinfo=self._tz)
-            end = datetime.combine(today + timedelta(days=1), day_time.min, tzinfo=self._tz)
+        # Without a zone the datetimes are naive: the server's local time, DST included.
+        today = datetime.fromtimestamp(now, self.tz).date()
+        start = datetime.combine(today, day_time.min, tzinfo=self.tz)
+        end = datetime.combine(today + timedelta(days=1), day_time.min, tzinfo=self.tz)
         return start.timestamp(), end.timestamp()
+
+
+@dataclass(eq=False, slots=True)
+class UserLimits:
+    """The per-user limits in the order a question meets them: the rate limit, the questions already pending
+    (``max_pending``; 0: no cap), then the daily quota. A command meets the rate limit only."""
+
+    rate_limiter: RateLimiter
+    quota: QuotaChecker
+    max_pending: int
+    pending: Callable[[str], Awaitable[int]]
+    """The user's accepted but unanswered questions (on every replica)."""
+
+    async def refusal(self, user_key: str, *, command: bool = False) -> str | None:
+        """None when ``user_key`` may ask now, else the sentence that tells them why not."""
+        wait_s = await self.rate_limiter.acquire(user_key)
+        if wait_s is not None:
+            return rate_limit_reply(wait_s)
+        if command:
+            return None
+        pending = await self.pending(user_key)
+        if self.max_pending > 0 and pending >= self.max_pending:
+            logger.info("%s has %d questions pending, refusing another", user_key, pending)
+            return TooManyPending(pending, self.max_pending).user_message
+        quota_wait_s = await self.quota.check(user_key, pending=pending)
+        if quota_wait_s is not None:
+            return quota_reply(self.quota.daily_quota, quota_wait_s)
+        return None
 
 
 def zone(name: str) -> tzinfo | None:

@@ -24,6 +24,15 @@ class AdapterReport:
     forced_reconnects: int = 0
 
 
+def _memory_figure(key: str) -> property:
+    """A ``StatusReport`` property: the engine's memory figure ``key``, None where the engine does not report it."""
+
+    def figure(report: StatusReport) -> float | None:
+        return report.memory.get(key)
+
+    return property(figure, doc=f"The engine's ``{key}`` (None when not reported).")
+
+
 @dataclass(frozen=True, slots=True)
 class StatusReport:
     engine: EngineStats
@@ -46,21 +55,10 @@ class StatusReport:
     def memory(self) -> dict[str, float]:
         return self.engine.memory
 
-    @property
-    def gpu_allocated_bytes(self) -> float | None:
-        return self.memory.get("cuda_allocated_bytes")
-
-    @property
-    def gpu_reserved_bytes(self) -> float | None:
-        return self.memory.get("cuda_reserved_bytes")
-
-    @property
-    def gpu_fragmentation(self) -> float | None:
-        return self.memory.get("cuda_fragmentation")
-
-    @property
-    def host_rss_bytes(self) -> float | None:
-        return self.memory.get("host_rss_bytes")
+    gpu_allocated_bytes = _memory_figure("cuda_allocated_bytes")
+    gpu_reserved_bytes = _memory_figure("cuda_reserved_bytes")
+    gpu_fragmentation = _memory_figure("cuda_fragmentation")
+    host_rss_bytes = _memory_figure("host_rss_bytes")
 
     @property
     def state(self) -> str:

@@ -12,9 +12,8 @@ import contextvars
 import os
 import socket
 import tomllib
-from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar, overload
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
@@ -135,9 +134,23 @@ class EngineSettings(SettingsSection):
     max_pixels: int = 1920 * 1080
     min_pixels: int = 64 * 64
     max_batch_size: int = 8
+    """Rows decoded together (questions being prefilled count too)."""
     max_batch_tokens: int = 32768
+    """Padded KV-cache positions of the running batch: rows × its cache length (a lone question always runs)."""
+    scheduling: Literal["continuous", "static"] = "continuous"
+    """``continuous``: a question joins the running batch at the next decoding step; ``static``: only once the batch
+    is empty (the classic dynamic batch, kept for comparison)."""
+    prefill_chunk_tokens: int = 512
+    """Prompt tokens prefilled between two decoding steps while others decode (one image's vision pass counts as one
+    such unit): bounds the running answers' inter-token latency; 0: whole prompts."""
+    image_cache_bytes: int | None = None
+    """Budget of the cache of the vision encoder's output per image (follow-ups about the same picture skip the
+    encoder); unset: a tenth of the GPU memory free after loading (at most 4 GiB), 256 MiB on CPU; 0: off."""
     queue_limit: int = 32
     max_new_tokens: int = 512
+    sampling: Literal["auto", "greedy"] = "auto"
+    """``auto``: pick tokens as the checkpoint's ``generation_config.json`` says (temperature, top_k, top_p), seeded
+    per question so a retried answer repeats its text; ``greedy``: always the most likely token (deterministic)."""
     request_timeout_s: float = 300.0
     system_prompt: str = (
         "You are peekbot, a helpful assistant in a company chat. People send you screenshots, photos and "
@@ -275,8 +288,38 @@ class AccessSettings(SettingsSection):
 LayerT = TypeVar("LayerT", bound=SettingsSection)
 
 
+class _CoreSection(Generic[LayerT]):
+    """A core section as an attribute of ``Settings`` (``settings.core``): loaded when first read, then kept in the
+    instance; assigning the attribute replaces it (tests, benchmarks)."""
+
+    def __init__(self, layer: type[LayerT]) -> None:
+        self._layer = layer
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, settings: None, owner: type) -> Self: ...
+
+    @overload
+    def __get__(self, settings: Settings, owner: type | None = None) -> LayerT: ...
+
+    def __get__(self, settings: Settings | None, owner: type | None = None) -> LayerT | Self:
+        if settings is None:
+            return self
+        loaded = settings.__dict__[self._name] = settings._load(self._layer)
+        return loaded
+
+
 class Settings:
     """All sections, each loaded once when first read. ``config_file`` overrides ``PEEKBOT_CONFIG``."""
+
+    core = _CoreSection(CoreSettings)
+    engine = _CoreSection(EngineSettings)
+    images = _CoreSection(ImageSettings)
+    scheduler = _CoreSection(SchedulerSettings)
+    access = _CoreSection(AccessSettings)
 
     def __init__(self, config_file: str | Path | None = None) -> None:
         self.config_file = Path(config_file) if config_file is not None else None
@@ -306,23 +349,3 @@ class Settings:
             return layer()
         finally:
             _config_file.reset(token)
-
-    @cached_property
-    def core(self) -> CoreSettings:
-        return self._load(CoreSettings)
-
-    @cached_property
-    def engine(self) -> EngineSettings:
-        return self._load(EngineSettings)
-
-    @cached_property
-    def images(self) -> ImageSettings:
-        return self._load(ImageSettings)
-
-    @cached_property
-    def scheduler(self) -> SchedulerSettings:
-        return self._load(SchedulerSettings)
-
-    @cached_property
-    def access(self) -> AccessSettings:
-        return self._load(AccessSettings)

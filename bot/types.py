@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 
 class ChatType(StrEnum):
@@ -263,6 +263,43 @@ class ReportsWithdrawals(Protocol):
     def use_withdrawal_handler(self, handler: WithdrawalHandler) -> None: ...
 
 
+class AnswerActionKind(StrEnum):
+    """What a user asked for with a button on one of the bot's answers."""
+
+    HELPFUL = "helpful"
+    NOT_HELPFUL = "not_helpful"
+    STOP = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerAction:
+    """A button pressed on one of the bot's answers: a rating of a final answer, or Stop while it streams.
+
+    ``question_id`` is the ``message_id`` of the question the answer belongs to (the adapter put it in the button's
+    value), so the core finds the job without trusting anything else in the payload. ``reason`` is the choice made
+    after a "not helpful" rating ("wrong", "incomplete", "did not read the file", ...), empty otherwise.
+    """
+
+    platform: str
+    question_id: str
+    user: User
+    kind: AnswerActionKind
+    reason: str = ""
+    conversation: ConversationKey | None = None
+
+
+AnswerActionHandler = Callable[[AnswerAction], Awaitable[str]]
+"""The core's callback for answer buttons. Returns the short sentence to show the presser (a toast or an ephemeral
+message). Raises when it could not record the action (the adapter then answers with an error toast)."""
+
+
+@runtime_checkable
+class ReportsAnswerActions(Protocol):
+    """An adapter whose answers carry buttons (ratings, Stop). The core hands it the callback before ``start``."""
+
+    def use_answer_action_handler(self, handler: AnswerActionHandler) -> None: ...
+
+
 @runtime_checkable
 class RetractableReply(Protocol):
     """A reply handle that can take back what it showed (the question was deleted before it was answered)."""
@@ -270,6 +307,24 @@ class RetractableReply(Protocol):
     async def retract(self) -> None:
         """Remove the placeholder (and any part of the answer) and the progress indicator; afterwards ``update``,
         ``finish`` and ``fail`` show nothing."""
+
+
+class StartStop:
+    """A base for parts with ``start()`` and ``stop()``: ``async with part:`` starts it and stops it on the way out,
+    whatever happened inside."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
 
 class Service(Protocol):

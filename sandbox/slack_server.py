@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
+from sandbox.loopback import LoopbackServer
+
 T = TypeVar("T")
 
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to Slack</body></html>"
@@ -92,7 +94,7 @@ class _File:
     redirect: str | None = None
 
 
-class FakeSlack:
+class FakeSlack(LoopbackServer):
     """``async with FakeSlack() as fake:`` — ``fake.api_url`` is what SLACK_API_URL should be."""
 
     BOT_TOKEN = "xoxb-1111-2222-fakebottoken"
@@ -137,22 +139,15 @@ class FakeSlack:
         self._clock = itertools.count(1)
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     # lifecycle -----------------------------------------------------------------------------------
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/api/{method}", self._api)
-        app.router.add_get("/link/", self._socket)
-        app.router.add_get("/files-pri/{key}/{tail:.+}", self._download)
-        app.router.add_post("/commands/{rid}", self._command_response)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.route("*", "/api/{method}", self._api),
+            web.get("/link/", self._socket),
+            web.get("/files-pri/{key}/{tail:.+}", self._download),
+            web.post("/commands/{rid}", self._command_response),
+        ]
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -160,15 +155,7 @@ class FakeSlack:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for connection in list(self._connections):
             await self._close(connection, abrupt=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> FakeSlack:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+        await super().stop()
 
     @property
     def api_url(self) -> str:
@@ -798,3 +785,24 @@ def _truthy(value: Any) -> bool:
 
 def _after(ts: str, than: str, inclusive: bool) -> bool:
     return float(ts) >= float(than) if inclusive else float(ts) > float(than)
+
+
+def slack_environment(
+    fake: FakeSlack, *, fail_fast: bool = True, fast_watchdog: bool = False, **overrides: str
+) -> dict[str, str]:
+    """``SLACK_*`` variables that point the adapter at ``fake`` with test-sized intervals: edits at most every 0.05 s,
+    no ``auth.test`` health pings. ``fail_fast``: one attempt to start (a broken set-up fails at once);
+    ``fast_watchdog``: the connection is checked every 0.2 s."""
+    env = {
+        "SLACK_BOT_TOKEN": fake.BOT_TOKEN,
+        "SLACK_APP_TOKEN": fake.APP_TOKEN,
+        "SLACK_API_URL": fake.api_url,
+        "SLACK_UPDATE_INTERVAL_S": "0.05",
+        "SLACK_AUTH_CHECK_INTERVAL_S": "0",
+    }
+    if fail_fast:
+        env["SLACK_STARTUP_ATTEMPTS"] = "1"
+    if fast_watchdog:
+        env["SLACK_WATCHDOG_INTERVAL_S"] = "0.2"
+    env.update(overrides)
+    return env

@@ -1,13 +1,22 @@
-"""Shared fixtures: tiny random Qwen-VL checkpoints built once per test session."""
+"""Shared fixtures: tiny random Qwen-VL checkpoints built (and one loaded) once per test session, an open SQLite
+store, the loopback Slack and Feishu with adapter starters, ``start_app`` and ``processes``."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-# Fixtures for replies that outlive their process (Slack and Feishu adapters on the loopback fakes).
+# Fixtures for replies that outlive their process (Slack and Feishu adapters on the loopback fakes), for starting
+# Applications and bot processes.
+from tests.support.apps import start_app  # noqa: F401
+from tests.support.processes import processes  # noqa: F401
 from tests.support.resume_support import feishu, slack, start_feishu, start_slack  # noqa: F401
+
+if TYPE_CHECKING:
+    from bot.store.sqlite import SQLiteStore
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +49,28 @@ def tiny_qwen25_dir(tiny_models_root: Path) -> Path:
 def tiny_model_dir(request: pytest.FixtureRequest, tiny_models_root: Path) -> Path:
     """Both architectures, one after the other."""
     return _build(tiny_models_root, request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_qwen3_dir: Path) -> Any:
+    """The tiny Qwen3-VL model loaded once; engines made with ``loaded=`` share it."""
+    from bot.settings import EngineSettings
+    from inference.loader import load_model
+
+    return load_model(EngineSettings(model=str(tiny_qwen3_dir), device="cpu"))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A fresh SQLite store in the test's directory, open for the test (a module may define its own ``store``)."""
+    from bot.store.sqlite import SQLiteStore
+
+    opened = SQLiteStore(tmp_path / "state.db")
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture(autouse=True)

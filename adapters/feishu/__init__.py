@@ -6,17 +6,14 @@ costs no SDK import.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adapters.kit.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from adapters.feishu.adapter import FeishuAdapter, FeishuStartupError
 
 __all__ = ["FeishuAdapter", "FeishuStartupError"]
-_HOMES = {"FeishuAdapter": "adapters.feishu.adapter", "FeishuStartupError": "adapters.feishu.adapter"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy_exports(
+    __name__, {"FeishuAdapter": "adapters.feishu.adapter", "FeishuStartupError": "adapters.feishu.adapter"}
+)

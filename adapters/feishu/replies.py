@@ -47,7 +47,6 @@ from lark_oapi.api.im.v1 import ReplyMessageResponseBody
 
 from adapters.feishu.rest import FeishuApiError, FeishuRateLimited, FeishuRest, classify
 from adapters.feishu.settings import FeishuSettings
-from adapters.kit.outbound import Verdict
 from adapters.kit.replies import ReplyConfig, Spawn, StreamingReply, Surface
 
 logger = logging.getLogger(__name__)
@@ -109,6 +108,9 @@ def card(text: str, *, streaming: bool = False) -> dict[str, Any]:
 class FeishuCard(Surface):
     """The card a question's answer streams into, and the "Typing" reaction on the question."""
 
+    classify = staticmethod(classify)
+    """An Open API failure as the kit's outbound helper reads it (``adapters.feishu.rest.classify``)."""
+
     def __init__(self, rest: FeishuRest, message_id: str, *, settings: FeishuSettings, in_thread: bool) -> None:
         self._rest = rest
         self.message_id = message_id
@@ -137,9 +139,6 @@ class FeishuCard(Surface):
     @property
     def has_placeholder(self) -> bool:
         return self.card_message_id is not None
-
-    def classify(self, error: BaseException) -> Verdict:
-        return classify(error)
 
     def state(self) -> dict[str, str]:
         """What another process needs to finish this reply: the question, the card, the sequence, the reaction and

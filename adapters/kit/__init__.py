@@ -25,4 +25,7 @@ Import from the modules:
 
 ``adapters.kit.intake`` — single-flight intake of platform events (event/message id → core → ack).
     ``Intake(name, wait_s).take(hand_over)`` → ``Outcome``: TAKEN ack, FAILED error ack or none, PENDING none.
+
+``adapters.kit.lazy`` — ``__getattr__ = lazy_exports(__name__, {"XAdapter": "adapters.x.adapter"})`` in a
+    platform's ``__init__.py``: its classes load the SDK on first use, so the plug-in costs no SDK import.
 """

@@ -106,7 +106,8 @@ class Surface(ABC):
 
     @abstractmethod
     def classify(self, error: BaseException) -> Verdict:
-        """What a failed call of this surface means (rate limited, retryable, permanent, gone)."""
+        """What a failed call of this surface means (rate limited, retryable, permanent, gone). A platform with one
+        such function for all its calls binds it: ``classify = staticmethod(classify)``."""
 
     @abstractmethod
     def state(self) -> dict[str, str]:

@@ -6,18 +6,15 @@ costs no SDK import.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adapters.kit.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from adapters.slack.adapter import SlackAdapter
     from adapters.slack.connection import SlackStartupError
 
 __all__ = ["SlackAdapter", "SlackStartupError"]
-_HOMES = {"SlackAdapter": "adapters.slack.adapter", "SlackStartupError": "adapters.slack.connection"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__ = lazy_exports(
+    __name__, {"SlackAdapter": "adapters.slack.adapter", "SlackStartupError": "adapters.slack.connection"}
+)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import aiohttp
@@ -205,6 +205,8 @@ class SlackThread(Surface):
     """A reply in the question's thread: the placeholder carries reply metadata (see the module docstring)."""
 
     error_prefix = ":warning: "
+    classify = staticmethod(classify)
+    """A Web API failure as the kit's outbound helper reads it."""
 
     def __init__(
         self,
@@ -239,9 +241,6 @@ class SlackThread(Surface):
     @property
     def has_placeholder(self) -> bool:
         return self.placeholder_ts is not None
-
-    def classify(self, error: BaseException) -> Verdict:
-        return classify(error)
 
     def state(self) -> dict[str, str]:
         """Where this reply lives, its placeholder (once posted) and the progress reaction (once added)."""
@@ -407,31 +406,24 @@ class ThreadReply(StreamingReply):
         return self.thread.thread_ts
 
 
+@dataclass(eq=False, repr=False)  # no repr: response_url lets anyone who has it post in the channel
 class EphemeralReply:
-    """Answers a slash command so that only the person who typed it sees it."""
+    """Answers a slash command so that only the person who typed it sees it (through ``response_url`` when Slack
+    gave one, else ``chat.postEphemeral``)."""
 
-    def __init__(
-        self,
-        web: AsyncWebClient,
-        session: aiohttp.ClientSession,
-        *,
-        channel: str,
-        user_id: str,
-        response_url: str | None,
-        options: ReplyOptions,
-    ) -> None:
-        self._web = web
-        self._session = session
-        self._channel = channel
-        self._user_id = user_id
-        self._response_url = response_url
-        self._options = options
-        self._finished = False
+    web: AsyncWebClient
+    session: aiohttp.ClientSession
+    _: KW_ONLY
+    channel: str
+    user_id: str
+    response_url: str | None
+    options: ReplyOptions
+    _finished: bool = field(default=False, init=False)
 
     def resume_state(self) -> dict[str, str]:
-        state = {"kind": "ephemeral", "channel": self._channel, "user_id": self._user_id}
-        if self._response_url:
-            state["response_url"] = self._response_url
+        state = {"kind": "ephemeral", "channel": self.channel, "user_id": self.user_id}
+        if self.response_url:
+            state["response_url"] = self.response_url
         return state
 
     async def start_progress(self, queue_position: int | None = None) -> None:
@@ -450,23 +442,23 @@ class EphemeralReply:
         if self._finished:
             return
         self._finished = True
-        for piece in split_text(text, self._options.max_chars) or ["(nothing to say)"]:
+        for piece in split_text(text, self.options.max_chars) or ["(nothing to say)"]:
             if not await self._via_response_url(piece):
                 await web_call(
-                    self._web.chat_postEphemeral,
+                    self.web.chat_postEphemeral,
                     what="chat.postEphemeral",
-                    policy=self._options.policy,
-                    channel=self._channel,
-                    user=self._user_id,
+                    policy=self.options.policy,
+                    channel=self.channel,
+                    user=self.user_id,
                     text=piece,
                 )
 
     async def _via_response_url(self, text: str) -> bool:
-        if not self._response_url:
+        if not self.response_url:
             return False
         body = {"response_type": "ephemeral", "text": text}
         try:
-            async with self._session.post(self._response_url, json=body, timeout=aiohttp.ClientTimeout(total=10)) as r:
+            async with self.session.post(self.response_url, json=body, timeout=aiohttp.ClientTimeout(total=10)) as r:
                 if r.status < 300:
                     return True
                 logger.warning("response_url answered HTTP %d; using chat.postEphemeral", r.status)

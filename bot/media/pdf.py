@@ -15,7 +15,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 
 import pypdfium2 as pdfium
@@ -78,6 +79,17 @@ def _render_page(page: pdfium.PdfPage, scale: float, deadline: float) -> Image.I
         return bitmap.to_pil().convert("RGB")
     finally:
         bitmap.close()
+
+
+@contextmanager
+def _opened(data: bytes, name: str) -> Iterator[pdfium.PdfDocument]:
+    """The document, under ``PDFIUM_LOCK`` and closed on the way out; rejects what PDFium cannot open."""
+    with PDFIUM_LOCK:
+        pdf = _open(data, name)
+        try:
+            yield pdf
+        finally:
+            pdf.close()
 
 
 def _open(data: bytes, name: str) -> pdfium.PdfDocument:
@@ -151,6 +163,36 @@ class _PdfTask:
         return subject(self.name, "PDF")
 
 
+def _each_page(
+    pdf: pdfium.PdfDocument, pages: Sequence[int], *, deadline: float, content: _ContentBudget, what: str
+) -> Iterator[tuple[int, pdfium.PdfPage | None]]:
+    """``(number, page)`` for the 1-based ``pages`` in that order (numbers out of range skipped), until the deadline
+    or the content cap; page None when it failed to load. Each page is closed once the caller asks for the next."""
+    total = len(pdf)
+    read = 0
+    for number in pages:
+        if not 1 <= number <= total:
+            continue
+        if time.monotonic() >= deadline:
+            logger.info("pdf %s deadline passed before page=%d (%d pages read)", what, number, read)
+            return
+        try:
+            page = pdf[number - 1]
+        except pdfium.PdfiumError:
+            logger.info("pdf page failed to load page=%d", number)
+            read += 1
+            yield number, None
+            continue
+        try:
+            if not content.take(page):
+                logger.info("pdf content cap passed at page=%d (%d pages read)", number, read)
+                return
+            read += 1
+            yield number, page
+        finally:
+            page.close()
+
+
 def _deadline(settings: ImageSettings, deadline: float | None) -> float:
     """The earlier of ``deadline`` and ``pdf_time_budget_s`` from now."""
     own = time.monotonic() + settings.pdf_time_budget_s
@@ -212,50 +254,46 @@ def load_pdf(
     stopped_at: int | None = None
     too_heavy_at: int | None = None
 
-    with PDFIUM_LOCK:
-        pdf = _open(data, name)
-        try:
-            total = len(pdf)
-            render_limit = min(total, max(1, settings.pdf_max_pages))
-            text_limit = min(total, max(0, settings.pdf_max_text_pages))
-            for index in range(max(render_limit, text_limit)):
-                number = index + 1
-                if time.monotonic() >= job.deadline:
-                    if stopped_at is None and index < render_limit and len(images) < settings.max_images_per_question:
-                        stopped_at = number
-                    break
-                wants_picture = (
-                    index < render_limit
-                    and stopped_at is None
-                    and len(images) < max(1, settings.max_images_per_question)
-                )
-                try:
-                    page = pdf[index]
-                except pdfium.PdfiumError:
-                    logger.info("pdf page failed to load page=%d", number)
-                    if index < text_limit:
-                        page_texts.append("")
-                    if wants_picture:
-                        notes.append(f"I couldn't open page {number} of {job.the_pdf}, so I skipped it.")
-                    continue
-                try:
-                    if not content.take(page):
-                        too_heavy_at = number
-                        break
-                    text = _page_text(page)
-                    if index < text_limit:
-                        page_texts.append(text)
-                    if wants_picture:
-                        images.extend(_picture(page, number, text, job))
-                        read.append(number)
-                except _PageSkipped as skipped:
-                    notes.append(skipped.note)
-                except _OutOfTime:
+    with _opened(data, name) as pdf:
+        total = len(pdf)
+        render_limit = min(total, max(1, settings.pdf_max_pages))
+        text_limit = min(total, max(0, settings.pdf_max_text_pages))
+        for index in range(max(render_limit, text_limit)):
+            number = index + 1
+            if time.monotonic() >= job.deadline:
+                if stopped_at is None and index < render_limit and len(images) < settings.max_images_per_question:
                     stopped_at = number
-                finally:
-                    page.close()
-        finally:
-            pdf.close()
+                break
+            wants_picture = (
+                index < render_limit
+                and stopped_at is None
+                and len(images) < max(1, settings.max_images_per_question)
+            )
+            try:
+                page = pdf[index]
+            except pdfium.PdfiumError:
+                logger.info("pdf page failed to load page=%d", number)
+                if index < text_limit:
+                    page_texts.append("")
+                if wants_picture:
+                    notes.append(f"I couldn't open page {number} of {job.the_pdf}, so I skipped it.")
+                continue
+            try:
+                if not content.take(page):
+                    too_heavy_at = number
+                    break
+                text = _page_text(page)
+                if index < text_limit:
+                    page_texts.append(text)
+                if wants_picture:
+                    images.extend(_picture(page, number, text, job))
+                    read.append(number)
+            except _PageSkipped as skipped:
+                notes.append(skipped.note)
+            except _OutOfTime:
+                stopped_at = number
+            finally:
+                page.close()
 
     if not images:
         if stopped_at is not None:
@@ -290,12 +328,8 @@ def load_pdf(
 
 def pdf_page_count(data: bytes, *, name: str = "") -> int:
     """The number of pages; raises ``DocumentRejected``/``EncryptedDocument`` like ``load_pdf``."""
-    with PDFIUM_LOCK:
-        pdf = _open(data, name)
-        try:
-            return len(pdf)
-        finally:
-            pdf.close()
+    with _opened(data, name) as pdf:
+        return len(pdf)
 
 
 def pdf_page_texts(
@@ -316,31 +350,9 @@ def pdf_page_texts(
     stop = _deadline(settings, deadline)
     content = _ContentBudget(settings.pdf_max_objects)
     texts: dict[int, str] = {}
-    with PDFIUM_LOCK:
-        pdf = _open(data, name)
-        try:
-            total = len(pdf)
-            for number in pages:
-                if not 1 <= number <= total:
-                    continue
-                if time.monotonic() >= stop:
-                    logger.info("pdf text deadline passed before page=%d (%d pages read)", number, len(texts))
-                    break
-                try:
-                    page = pdf[number - 1]
-                except pdfium.PdfiumError:
-                    logger.info("pdf page failed to load page=%d", number)
-                    texts[number] = ""
-                    continue
-                try:
-                    if not content.take(page):
-                        logger.info("pdf content cap passed at page=%d (%d pages read)", number, len(texts))
-                        break
-                    texts[number] = _page_text(page)
-                finally:
-                    page.close()
-        finally:
-            pdf.close()
+    with _opened(data, name) as pdf:
+        for number, page in _each_page(pdf, pages, deadline=stop, content=content, what="text"):
+            texts[number] = "" if page is None else _page_text(page)
     return texts
 
 
@@ -363,33 +375,18 @@ def render_pdf_pages(
     job = _PdfTask(name, settings, budget, source_sha, _deadline(settings, deadline))
     content = _ContentBudget(settings.pdf_max_objects)
     images: list[PreparedImage] = []
-    with PDFIUM_LOCK:
-        pdf = _open(data, name)
-        try:
-            total = len(pdf)
-            for number in pages:
-                if not 1 <= number <= total:
-                    continue
-                if time.monotonic() >= job.deadline:
-                    logger.info("pdf deadline passed before page=%d", number)
-                    break
-                try:
-                    page = pdf[number - 1]
-                except pdfium.PdfiumError:
-                    logger.info("pdf page failed to load page=%d", number)
-                    continue
-                try:
-                    if not content.take(page):
-                        logger.info("pdf content cap passed at page=%d", number)
-                        break
-                    images.extend(_picture(page, number, _page_text(page), job))
-                except _PageSkipped as skipped:
-                    logger.info("pdf page skipped page=%d: %s", number, skipped.note)
-                except _OutOfTime:
-                    logger.info("pdf deadline passed at page=%d", number)
-                    break
-                finally:
-                    page.close()
-        finally:
-            pdf.close()
+    with (
+        _opened(data, name) as pdf,
+        closing(_each_page(pdf, pages, deadline=job.deadline, content=content, what="drawing")) as each,
+    ):
+        for number, page in each:
+            if page is None:
+                continue
+            try:
+                images.extend(_picture(page, number, _page_text(page), job))
+            except _PageSkipped as skipped:
+                logger.info("pdf page skipped page=%d: %s", number, skipped.note)
+            except _OutOfTime:
+                logger.info("pdf deadline passed at page=%d", number)
+                break
     return images

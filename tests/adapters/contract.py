@@ -12,7 +12,6 @@ core would. The withdrawal checks run the real ``Application`` with a torch-free
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from bot.settings import Settings
 from bot.types import Adapter, IncomingMessage, JournaledReply, ResumableReplies, ResumableReply
 from tests.support.engines import FakeEngine
 from tests.support.resume_support import Core, journaled
+from tests.support.waiting import eventually
 
 __all__ = [
     "test_a_429_on_a_post_is_waited_out",
@@ -125,15 +125,6 @@ class EnvironmentDriver:
 
     def new_adapter(self, settings: Settings) -> Adapter:
         return self._create(settings)
-
-
-async def eventually(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll ``condition`` until it is truthy (returned), at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-    return result
 
 
 async def asked(driver: Driver, core: Core, text: str = "what is this?") -> tuple[Question, Any, Any]:

@@ -16,9 +16,9 @@ import pytest
 from adapters.kit.text import LOOKING
 from adapters.slack.replies import REPLY_EVENT_TYPE, find_own_placeholder
 from bot.types import IncomingMessage, ReplyHandle
+from sandbox.slack_server import FakeSlack
 from tests.support.fake_feishu import FakeFeishu, StoredMessage
-from tests.support.fake_slack import FakeSlack
-from tests.support.resume_support import Core, StartFeishu, StartSlack, journaled
+from tests.support.resume_support import Core, StartFeishu, StartSlack, journaled, next_process_reply, showing_progress
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,20 +35,16 @@ async def ask_slack(
 async def test_slack_survivor_finishes_the_placeholder_a_dead_process_had_not_journaled(
     slack: FakeSlack, start_slack: StartSlack
 ) -> None:
-    first_core = Core()
-    first = await start_slack(first_core)
-    question, message, reply = await ask_slack(slack, first_core, "why does the build fail?")
-    await reply.start_progress(None)  # posted; the process dies before journaling where
+    first = await showing_progress(start_slack, lambda core: ask_slack(slack, core, "why does the build fail?"))
+    question = first.question  # the placeholder is posted; the process dies before journaling where
     [placeholder] = slack.bot_messages("C0GENERAL", question["ts"])
     assert placeholder["metadata"] == {
         "event_type": REPLY_EVENT_TYPE,
         "event_payload": {"channel": "C0GENERAL", "question_ts": question["ts"]},
     }
-    await first.stop()
+    await first.adapter.stop()
 
-    second = await start_slack(Core())
-    resumed = second.reply_for(journaled(message), {})
-    await resumed.start_progress(None)
+    resumed = await next_process_reply(start_slack, first.message)
     await resumed.update("The build fails")
     await resumed.finish("The build fails because the disk is full.")
 
@@ -63,11 +59,9 @@ async def test_slack_survivor_finishes_the_placeholder_a_dead_process_had_not_jo
 async def test_slack_other_questions_answers_and_placeholders_in_the_thread_are_never_adopted(
     slack: FakeSlack, start_slack: StartSlack
 ) -> None:
-    core = Core()
-    adapter = await start_slack(core)
-    root, _, first_reply = await ask_slack(slack, core, "what is on this screen?")
-    await first_reply.start_progress(None)
-    await first_reply.finish("A login form.")
+    first = await showing_progress(start_slack, lambda core: ask_slack(slack, core, "what is on this screen?"))
+    adapter, core, root = first.adapter, first.core, first.question
+    await first.reply.finish("A login form.")
     _, _, busy_reply = await ask_slack(slack, core, "and this one?", thread_ts=root["ts"])
     await busy_reply.start_progress(None)  # still being answered (by a live process)
     question, message, _ = await ask_slack(slack, core, "and why is it red?", thread_ts=root["ts"])
@@ -88,19 +82,14 @@ async def test_slack_untagged_placeholder_right_after_the_question_is_adopted(
     slack: FakeSlack, start_slack: StartSlack
 ) -> None:
     """Slack may withhold metadata, and a placeholder from an older version has none: match it by place and text."""
-    first_core = Core()
-    first = await start_slack(first_core)
-    question, message, reply = await ask_slack(slack, first_core, "is this error serious?")
-    await reply.start_progress(None)
-    [placeholder] = slack.bot_messages("C0GENERAL", question["ts"])
+    first = await showing_progress(start_slack, lambda core: ask_slack(slack, core, "is this error serious?"))
+    [placeholder] = slack.bot_messages("C0GENERAL", first.question["ts"])
     del placeholder["metadata"]
-    await first.stop()
+    await first.adapter.stop()
 
-    second = await start_slack(Core())
-    resumed = second.reply_for(journaled(message), {})
-    await resumed.start_progress(None)
+    resumed = await next_process_reply(start_slack, first.message)
     await resumed.finish("Not serious: it is a warning.")
-    [answer] = slack.bot_messages("C0GENERAL", question["ts"])
+    [answer] = slack.bot_messages("C0GENERAL", first.question["ts"])
     assert answer["ts"] == placeholder["ts"] and answer["text"] == "Not serious: it is a warning."
 
 
@@ -145,21 +134,16 @@ def live_replies(feishu: FakeFeishu, question_id: str) -> list[StoredMessage]:
 async def test_feishu_survivor_streams_into_the_card_a_dead_process_had_not_journaled(
     feishu: FakeFeishu, start_feishu: StartFeishu
 ) -> None:
-    first_core = Core()
-    first = await start_feishu(first_core)
-    answered_id, _, answered = await ask_feishu(feishu, first_core, "what is this?")
-    await answered.start_progress(None)
-    await answered.finish("A chart.")
-    question_id, message, reply = await ask_feishu(feishu, first_core, "and what does it show?")
+    answered = await showing_progress(start_feishu, lambda core: ask_feishu(feishu, core, "what is this?"))
+    await answered.reply.finish("A chart.")
+    question_id, message, reply = await ask_feishu(feishu, answered.core, "and what does it show?")
     await reply.start_progress(None)  # the card is out; the process dies before journaling it
     [card_message] = feishu.replies_to(question_id)
     card = feishu.card_of(card_message)
     assert card is not None
-    await first.stop()
+    await answered.adapter.stop()
 
-    second = await start_feishu(Core())
-    resumed = second.reply_for(journaled(message), {})
-    await resumed.start_progress(None)
+    resumed = await next_process_reply(start_feishu, message)
     await resumed.update("It shows")
     await resumed.finish("It shows sales by month.")
 
@@ -167,24 +151,19 @@ async def test_feishu_survivor_streams_into_the_card_a_dead_process_had_not_jour
     assert feishu.visible_text(card_message) == "It shows sales by month." and not card.streaming
     refused = [c for c in feishu.calls_to("PUT", rf"/cards/{card.card_id}/") if c.status >= 400]
     assert not refused  # the adopted card took every sequence number
-    assert feishu.reply_texts(answered_id) == ["A chart."]  # the other question's answer is untouched
+    assert feishu.reply_texts(answered.question) == ["A chart."]  # the other question's answer is untouched
 
 
 async def test_feishu_recalled_earlier_card_gets_a_fresh_reply(feishu: FakeFeishu, start_feishu: StartFeishu) -> None:
-    first_core = Core()
-    first = await start_feishu(first_core)
-    question_id, message, reply = await ask_feishu(feishu, first_core, "what is this?")
-    await reply.start_progress(None)
-    [earlier] = feishu.replies_to(question_id)
-    await first.stop()
+    first = await showing_progress(start_feishu, lambda core: ask_feishu(feishu, core, "what is this?"))
+    [earlier] = feishu.replies_to(first.question)
+    await first.adapter.stop()
     feishu.recall(earlier.message_id)
 
-    second = await start_feishu(Core())
-    resumed = second.reply_for(journaled(message), {})
-    await resumed.start_progress(None)
+    resumed = await next_process_reply(start_feishu, first.message)
     await resumed.finish("Still answered.")
 
-    [fresh] = live_replies(feishu, question_id)
+    [fresh] = live_replies(feishu, first.question)
     assert fresh.message_id != earlier.message_id
     assert feishu.visible_text(fresh) == "Still answered."
 
@@ -197,9 +176,7 @@ async def test_feishu_question_with_no_earlier_card_gets_exactly_one(
     question_id, message, _ = await ask_feishu(feishu, first_core, "what is this?")
     await first.stop()  # died before sending anything
 
-    second = await start_feishu(Core())
-    resumed = second.reply_for(journaled(message), {})
-    await resumed.start_progress(None)
+    resumed = await next_process_reply(start_feishu, message)
     await resumed.update("A cat")
     await resumed.finish("A cat on a keyboard.")
 
@@ -213,17 +190,12 @@ async def test_feishu_survivor_adopts_an_editable_card(
     feishu: FakeFeishu, start_feishu: StartFeishu, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FEISHU_STREAMING_CARDS", "false")  # read when the adapter starts
-    first_core = Core()
-    first = await start_feishu(first_core)
-    question_id, message, reply = await ask_feishu(feishu, first_core, "what is this?")
-    await reply.start_progress(None)
-    [card_message] = feishu.replies_to(question_id)
+    first = await showing_progress(start_feishu, lambda core: ask_feishu(feishu, core, "what is this?"))
+    [card_message] = feishu.replies_to(first.question)
     assert json.loads(card_message.content).get("type") != "card"  # a plain card, edited in place
-    await first.stop()
+    await first.adapter.stop()
 
-    second = await start_feishu(Core())
-    resumed = second.reply_for(journaled(message), {})
-    await resumed.start_progress(None)
+    resumed = await next_process_reply(start_feishu, first.message)
     await resumed.finish("A router's status page.")
-    assert feishu.replies_to(question_id) == [card_message]
+    assert feishu.replies_to(first.question) == [card_message]
     assert feishu.visible_text(card_message) == "A router's status page."

@@ -9,9 +9,9 @@ from typing import Literal
 import pytest
 
 from adapters.slack import SlackAdapter
+from sandbox.slack_server import FakeSlack
 from tests.adapters.contract import *  # noqa: F403
 from tests.adapters.contract import EnvironmentDriver, Question, Shown
-from tests.support.fake_slack import FakeSlack
 from tests.support.resume_support import StartSlack
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,10 +11,11 @@ import pytest
 from bot.settings import Settings
 from bot.types import Adapter
 from tests.adapters.contract import *  # noqa: F403
-from tests.adapters.contract import EnvironmentDriver, Question, Shown, eventually
+from tests.adapters.contract import EnvironmentDriver, Question, Shown
 from tests.adapters.toy.plugin import TOY
 from tests.adapters.toy.server import TOKEN, ToyServer
 from tests.support.resume_support import Core
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from adapters.feishu import FeishuAdapter
 from bot.app import Application
-from bot.settings import Settings
+from tests.support.apps import AppStarter, tiny_bot_environment, tiny_engine
 from tests.support.engines import RecordingEngine
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
 
@@ -40,29 +40,21 @@ class World:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    from inference.transformers_engine import TransformersEngine
-
     async with FakeFeishu() as fake:
         with pytest.MonkeyPatch.context() as mp:
-            env = feishu_environment(fake)
-            env.update({
-                "PEEKBOT_MODEL": str(tiny_qwen3_dir),
-                "PEEKBOT_DATA_DIR": str(tmp_path_factory.mktemp("feishu-data")),
-                "PEEKBOT_HTTP_PORT": "0",
-                "PEEKBOT_ADMINS": f"feishu:{ADMIN}",
-                "PEEKBOT_MAX_NEW_TOKENS": "8",
-                "PEEKBOT_MAX_PIXELS": str(128 * 128),
-                "PEEKBOT_WARMUP": "false",
-                "PEEKBOT_RATE_LIMIT_PER_MINUTE": "0",
-                "FEISHU_RECONNECT_INITIAL_S": "0.05",
-                "FEISHU_RECONNECT_JITTER_S": "0.05",
-            })
-            for key, value in env.items():
-                mp.setenv(key, value)
-            settings = Settings()
-            engine = RecordingEngine(TransformersEngine(settings.engine))
-            adapter = FeishuAdapter(settings)
-            async with Application(settings, engine=engine, adapters=[adapter]) as app:
+            async with AppStarter(mp) as start_app:
+                app = await start_app(
+                    {
+                        **feishu_environment(fake, FEISHU_RECONNECT_INITIAL_S="0.05", FEISHU_RECONNECT_JITTER_S="0.05"),
+                        **tiny_bot_environment(tiny_qwen3_dir, data_dir=tmp_path_factory.mktemp("feishu-data"),
+                                               admins=f"feishu:{ADMIN}", max_new_tokens=8, max_pixels=128 * 128,
+                                               rate_limit_per_minute=0),
+                    },
+                    engine=tiny_engine(),
+                    adapters=lambda settings: [FeishuAdapter(settings)],
+                )
+                adapter, engine = app.adapters["feishu"], app.engine
+                assert isinstance(adapter, FeishuAdapter) and isinstance(engine, RecordingEngine)
                 yield World(fake, app, engine, adapter)
 
 
@@ -70,6 +62,14 @@ def png(color: tuple[int, int, int], size: tuple[int, int] = (96, 64)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def image_message(fake: FakeFeishu, image_key: str, color: tuple[int, int, int]) -> tuple[dict[str, Any], str]:
+    """A person sends a picture in a direct chat: the event (not pushed yet) and the message id."""
+    event = fake.message_event(msg_type="image", content={"image_key": image_key})
+    question_id = event["event"]["message"]["message_id"]
+    fake.add_resource(question_id, image_key, png(color))
+    return event, question_id
 
 
 def pdf() -> bytes:
@@ -110,9 +110,7 @@ async def ask(fake: FakeFeishu, event: dict[str, Any], **push: Any) -> tuple[str
 async def test_p2p_image_is_answered_in_a_streamed_card(world: World) -> None:
     fake, engine = world.fake, world.engine
     before = len(engine.requests)
-    event = fake.message_event(msg_type="image", content={"image_key": "img_p2p"})
-    question_id = event["event"]["message"]["message_id"]
-    fake.add_resource(question_id, "img_p2p", png((200, 30, 30)))
+    event, question_id = image_message(fake, "img_p2p", (200, 30, 30))
     _, texts = await ask(fake, event)
 
     assert len(texts) == 1 and texts[0].strip()
@@ -193,9 +191,7 @@ async def test_unsupported_file_gets_a_clear_reply(world: World) -> None:
 async def test_duplicate_deliveries_get_exactly_one_answer(world: World) -> None:
     fake, engine = world.fake, world.engine
     before = len(engine.requests)
-    event = fake.message_event(msg_type="image", content={"image_key": "img_dup"})
-    question_id = event["event"]["message"]["message_id"]
-    fake.add_resource(question_id, "img_dup", png((90, 90, 90)))
+    event, question_id = image_message(fake, "img_dup", (90, 90, 90))
     first = await fake.push_event(event)
     again = await fake.push_event(event)
     backfill = dict(event, header=dict(event["header"], event_id="backfilled-event-id"))
@@ -246,9 +242,7 @@ async def test_follow_up_in_a_thread_uses_the_image_posted_earlier(world: World)
 
 async def test_rate_limited_card_updates_still_deliver_the_answer(world: World) -> None:
     fake = world.fake
-    event = fake.message_event(msg_type="image", content={"image_key": "img_429"})
-    question_id = event["event"]["message"]["message_id"]
-    fake.add_resource(question_id, "img_429", png((1, 2, 3)))
+    event, _ = image_message(fake, "img_429", (1, 2, 3))
     fake.fail("PUT", r"/cardkit/v1/cards/.+/elements/.+/content$", times=3)
     _, texts = await ask(fake, event)
     assert len(texts) == 1 and texts[0].strip() and not texts[0].startswith("⚠️")
@@ -280,9 +274,7 @@ async def test_after_an_abrupt_cut_and_a_failing_discovery_the_next_question_is_
     reconnects = (await adapter.health()).reconnects
     fake.discovery_failures = 1
     await fake.drop_connections(abrupt=True)
-    event = fake.message_event(msg_type="image", content={"image_key": "img_after_cut"})
-    question_id = event["event"]["message"]["message_id"]
-    fake.add_resource(question_id, "img_after_cut", png((5, 50, 5)))
+    event, _ = image_message(fake, "img_after_cut", (5, 50, 5))
     _, texts = await ask(fake, event)
     assert texts and not texts[0].startswith("⚠️")
     assert (await adapter.health()).reconnects == reconnects + 1

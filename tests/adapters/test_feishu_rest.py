@@ -21,6 +21,7 @@ from adapters.feishu.settings import FeishuSettings
 from bot.errors import FileAccessDenied
 from bot.settings import Settings
 from bot.types import FileRef, IncomingMessage, ReplyHandle
+from sandbox.loopback import LoopbackServer
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
 
 STREAMED_BYTES = 32 * 1024 * 1024
@@ -110,7 +111,7 @@ async def test_adapter_keeps_one_client_from_start_to_stop(
             await adapter.fetch(ref)
 
 
-class WireRecorder:
+class WireRecorder(LoopbackServer):
     """A few Feishu endpoints that record exactly what arrives: raw path, headers, body, multipart fields."""
 
     def __init__(self) -> None:
@@ -120,27 +121,16 @@ class WireRecorder:
         self.gateway_errors = 1
         self.streamed = 0
         self.stream_done = asyncio.Event()
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> WireRecorder:
-        app = web.Application()
-        app.router.add_post("/open-apis/auth/v3/tenant_access_token/internal", self._token)
-        app.router.add_post("/open-apis/im/v1/messages/{message_id}/reply", self._reply)
-        app.router.add_post("/open-apis/im/v1/images", self._upload)
-        app.router.add_patch("/open-apis/im/v1/messages/{message_id}", self._behind_a_flaky_gateway)
-        app.router.add_get("/open-apis/im/v1/messages/{message_id}/resources/{file_key}", self._stream)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        assert site._server is not None and site._server.sockets
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def routes(self) -> list[web.RouteDef]:
+        messages = "/open-apis/im/v1/messages/{message_id}"
+        return [
+            web.post("/open-apis/auth/v3/tenant_access_token/internal", self._token),
+            web.post(f"{messages}/reply", self._reply),
+            web.post("/open-apis/im/v1/images", self._upload),
+            web.patch(messages, self._behind_a_flaky_gateway),
+            web.get(f"{messages}/resources/{{file_key}}", self._stream),
+        ]
 
     def settings(self) -> FeishuSettings:
         return FeishuSettings(app_id=self.app_id, app_secret=SecretStr("s3cret"), domain=self.url,

@@ -8,28 +8,19 @@ What counts is what a person sees on the loopback fakes: every part exactly once
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import pytest
 
 from adapters.kit.text import split_text
 from bot.types import JournaledReply
-from tests.adapters.test_resume_replies import feishu_question, slack_question
-from tests.support.fake_feishu import FakeFeishu
-from tests.support.fake_slack import FakeSlack
-from tests.support.resume_support import (  # noqa: F401
-    Core,
-    StartFeishu,
-    StartSlack,
-    feishu,
-    journaled,
-    slack,
-    start_feishu,
-    start_slack,
-)
+from tests.adapters.contract import LIMIT, LONG_ANSWER, Driver, Question, answering, texts
+from tests.adapters.test_contract_feishu import FeishuDriver
+from tests.adapters.test_contract_slack import SlackDriver
+from tests.support.resume_support import Core, journaled
 
 pytestmark = pytest.mark.timeout(60)
-
-LIMIT = 120
-LONG_ANSWER = "\n\n".join(f"Step {i}: " + " ".join(["check the cable"] * 5) + "." for i in range(1, 5))
 
 
 class Died(Exception):
@@ -50,62 +41,44 @@ def dying_after(parts: int, journal: dict[str, str], reply: JournaledReply) -> N
     reply.bind_journal(checkpoint, lambda: True)
 
 
-async def test_slack_long_answer_cut_by_a_crash_is_completed_without_repeating_a_part(
-    slack: FakeSlack,  # noqa: F811
-    start_slack: StartSlack,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("SLACK_MAX_MESSAGE_CHARS", str(LIMIT))
+@dataclass
+class Platform:
+    driver: Driver
+    sent: Callable[[Question], list[str]]
+    """The texts of every message the bot sent in answer, also those it took back since."""
+
+
+@pytest.fixture(params=["slack", "feishu"])
+def platform(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Platform:
+    if request.param == "slack":  # a deleted Slack message is gone: what is shown is all that was sent
+        slack = SlackDriver(request.getfixturevalue("slack"), request.getfixturevalue("start_slack"), monkeypatch)
+        return Platform(slack, lambda question: texts(slack, question))
+    fake = request.getfixturevalue("feishu")
+    feishu = FeishuDriver(fake, request.getfixturevalue("start_feishu"), monkeypatch)
+    return Platform(feishu, lambda question: fake.reply_texts(question.event["event"]["message"]["message_id"]))
+
+
+async def test_a_long_answer_cut_by_a_crash_is_completed_without_repeating_a_part(platform: Platform) -> None:
+    driver = platform.driver
+    driver.limit_reply_chars(LIMIT)
     pieces = split_text(LONG_ANSWER, LIMIT)
     assert len(pieces) == 4
-    first_core = Core()
-    first = await start_slack(first_core)
-    question, message, reply = await slack_question(slack, first_core)
-    await reply.start_progress(None)
-    journal = dict(reply.resume_state())
-    dying_after(2, journal, reply)
+    first = await answering(driver)
+    journal = dict(first.reply.resume_state())
+    dying_after(2, journal, first.reply)
     with pytest.raises(Died):
-        await reply.finish(LONG_ANSWER)
+        await first.reply.finish(LONG_ANSWER)
     assert journal["parts_posted"] == "1"  # the second part is out, but the journal does not know
-    await first.stop()
+    await first.adapter.stop()
 
-    second = await start_slack(Core())
-    resumed = second.reply_for(journaled(message), dict(journal))
+    second = await driver.start(Core())
+    resumed = second.reply_for(journaled(first.message), dict(journal))  # type: ignore[attr-defined]
     assert isinstance(resumed, JournaledReply)
-    resumed.bind_journal(lambda: _nothing(), lambda: True)
+    resumed.bind_journal(_nothing, lambda: True)
     await resumed.finish(LONG_ANSWER)
 
-    shown = [m["text"] for m in slack.bot_messages("D0ALICE", question["ts"])]
-    assert shown == pieces, "a part was posted twice or left out"
-    assert slack.bot_messages("D0ALICE", question["ts"])[0]["ts"] == journal["placeholder_ts"]
-
-
-async def test_feishu_long_answer_cut_by_a_crash_is_completed_without_repeating_a_part(
-    feishu: FakeFeishu,  # noqa: F811
-    start_feishu: StartFeishu,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("FEISHU_MAX_REPLY_CHARS", str(LIMIT))
-    pieces = split_text(LONG_ANSWER, LIMIT)
-    assert len(pieces) == 4
-    first_core = Core()
-    first = await start_feishu(first_core)
-    question_id, message, reply = await feishu_question(feishu, first_core)
-    await reply.start_progress(None)
-    journal = dict(reply.resume_state())
-    dying_after(2, journal, reply)
-    with pytest.raises(Died):
-        await reply.finish(LONG_ANSWER)
-    assert journal["parts_posted"] == "1"
-    await first.stop()
-
-    second = await start_feishu(Core())
-    resumed = second.reply_for(journaled(message), dict(journal))
-    assert isinstance(resumed, JournaledReply)
-    resumed.bind_journal(lambda: _nothing(), lambda: True)
-    await resumed.finish(LONG_ANSWER)
-
-    assert feishu.reply_texts(question_id) == pieces, "a part was sent twice or left out"
+    assert platform.sent(first.question) == pieces, "a part was posted twice or left out"
+    assert driver.replies(first.question)[0].id == first.placeholder.id
 
 
 async def _nothing() -> None:

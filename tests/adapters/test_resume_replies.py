@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,23 +23,16 @@ from bot.types import (
     ChatType,
     ConversationKey,
     IncomingMessage,
-    ResumableReplies,
     ResumableReply,
     TextSegment,
     User,
 )
+from sandbox.slack_server import FakeSlack
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
-from tests.support.fake_slack import FakeSlack
-from tests.support.resume_support import Core, StartFeishu, StartSlack, journaled
+from tests.support.resume_support import Core, StartFeishu, StartSlack, journaled, next_process_reply, showing_progress
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def until(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def next_process(message: IncomingMessage, state: dict[str, str]) -> tuple[IncomingMessage, dict[str, str]]:
@@ -62,20 +53,15 @@ async def slack_question(
 
 
 async def test_slack_placeholder_is_finished_by_the_next_process(slack: FakeSlack, start_slack: StartSlack) -> None:
-    first_core = Core()
-    first = await start_slack(first_core)
-    question, message, reply = await slack_question(slack, first_core)
+    first = await showing_progress(start_slack, lambda core: slack_question(slack, core))
+    question, message, reply = first.question, first.message, first.reply
     assert isinstance(reply, ResumableReply)
-    await reply.start_progress(None)
     state = reply.resume_state()
     [placeholder] = slack.bot_messages("D0ALICE", question["ts"])
     assert state["placeholder_ts"] == placeholder["ts"] and placeholder["text"] == "Looking at it…"
-    await first.stop()  # the process ends before answering
+    await first.adapter.stop()  # the process ends before answering
 
-    second = await start_slack(Core())
-    assert isinstance(second, ResumableReplies)
-    resumed = second.reply_for(*next_process(message, state))
-    await resumed.start_progress(None)
+    resumed = await next_process_reply(start_slack, message, state)
     await resumed.update("The dialog says")
     await resumed.finish("The dialog says the disk is full.")
 
@@ -89,17 +75,13 @@ async def test_slack_placeholder_is_finished_by_the_next_process(slack: FakeSlac
 async def test_slack_vanished_placeholder_falls_back_to_a_new_message(
     slack: FakeSlack, start_slack: StartSlack
 ) -> None:
-    first_core = Core()
-    first = await start_slack(first_core)
-    question, message, reply = await slack_question(slack, first_core)
-    await reply.start_progress(None)
+    first = await showing_progress(start_slack, lambda core: slack_question(slack, core))
+    question, message, reply = first.question, first.message, first.reply
     state = reply.resume_state()
-    await first.stop()
+    await first.adapter.stop()
     slack.messages["D0ALICE"] = [m for m in slack.messages["D0ALICE"] if m["ts"] != state["placeholder_ts"]]
 
-    second = await start_slack(Core())
-    resumed = second.reply_for(*next_process(message, state))
-    await resumed.start_progress(None)
+    resumed = await next_process_reply(start_slack, message, state)
     await resumed.update("Half an answer")
     await resumed.finish("A whole answer.")
 
@@ -177,16 +159,14 @@ async def feishu_question(feishu: FakeFeishu, core: Core, text: str = "what is t
     event = feishu.message_event(msg_type="text", content={"text": text})
     transport_id = await feishu.push_event(event)
     message, reply = await core.wait_taken()
-    await until(lambda: feishu.acks_for(transport_id), "the ack")
+    await eventually(lambda: feishu.acks_for(transport_id), "the ack")
     return event["event"]["message"]["message_id"], message, reply
 
 
 async def test_feishu_card_is_finished_by_the_next_process(feishu: FakeFeishu, start_feishu: StartFeishu) -> None:
-    first_core = Core()
-    first = await start_feishu(first_core)
-    question_id, message, reply = await feishu_question(feishu, first_core)
+    first = await showing_progress(start_feishu, lambda core: feishu_question(feishu, core))
+    question_id, message, reply = first.question, first.message, first.reply
     assert isinstance(reply, ResumableReply)
-    await reply.start_progress(None)
     state = reply.resume_state()  # journaled now; the first process streams on before it dies
     [card_message] = feishu.replies_to(question_id)
     card = feishu.card_of(card_message)
@@ -195,13 +175,11 @@ async def test_feishu_card_is_finished_by_the_next_process(feishu: FakeFeishu, s
     for words in ("The", "The answer", "The answer is"):
         await reply.update(words)
         await asyncio.sleep(0.08)
-    await until(lambda: feishu.visible_text(card_message) == "The answer is", "the streamed text")
+    await eventually(lambda: feishu.visible_text(card_message) == "The answer is", "the streamed text")
     assert card.sequence > int(state["sequence"])  # the journaled sequence is already out of date
-    await first.stop()
+    await first.adapter.stop()
 
-    second = await start_feishu(Core())
-    resumed = second.reply_for(*next_process(message, state))
-    await resumed.start_progress(None)
+    resumed = await next_process_reply(start_feishu, message, state)
     await resumed.update("The answer is: restart")
     await resumed.finish("The answer is: restart the service.")
 
@@ -214,17 +192,13 @@ async def test_feishu_card_is_finished_by_the_next_process(feishu: FakeFeishu, s
 
 
 async def test_feishu_vanished_card_falls_back_to_a_fresh_reply(feishu: FakeFeishu, start_feishu: StartFeishu) -> None:
-    first_core = Core()
-    first = await start_feishu(first_core)
-    question_id, message, reply = await feishu_question(feishu, first_core)
-    await reply.start_progress(None)
+    first = await showing_progress(start_feishu, lambda core: feishu_question(feishu, core))
+    question_id, message, reply = first.question, first.message, first.reply
     state = reply.resume_state()
-    await first.stop()
+    await first.adapter.stop()
     del feishu.messages[state["card_message_id"]]  # someone deleted the card message meanwhile
 
-    second = await start_feishu(Core())
-    resumed = second.reply_for(*next_process(message, state))
-    await resumed.start_progress(None)
+    resumed = await next_process_reply(start_feishu, message, state)
     await resumed.finish("Still answered.")
     [fresh] = feishu.replies_to(question_id)
     assert fresh.message_id != state["card_message_id"]
@@ -278,7 +252,7 @@ async def test_feishu_event_the_core_failed_to_take_is_sent_again(
     event = feishu.message_event(msg_type="text", content={"text": "is the journal back?"})
     transport_id = await feishu.push_event(event)
     message, _ = await core.wait_taken()
-    await until(lambda: any(a.code == 200 for a in feishu.acks_for(transport_id)), "the ack of the second copy")
+    await eventually(lambda: any(a.code == 200 for a in feishu.acks_for(transport_id)), "the ack of the second copy")
 
     assert [a.code for a in feishu.acks_for(transport_id)] == [500, 200]  # never 200 for the failed copy
     assert len(feishu.sends_for(transport_id)) == 2 and core.calls == 2

@@ -4,7 +4,6 @@ tiny real Qwen3-VL model → the reply as Slack would show it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,10 +16,10 @@ from PIL import Image
 
 from adapters.slack import SlackAdapter, SlackStartupError
 from bot.app import Application
-from bot.settings import Settings
 from bot.types import AdapterHealth
+from sandbox.slack_server import FakeSlack, slack_environment
+from tests.support.apps import AppStarter, tiny_bot_environment, tiny_engine
 from tests.support.engines import RecordingEngine
-from tests.support.fake_slack import FakeSlack
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,15 +71,6 @@ class Bot:
 StartBot = Callable[..., Awaitable[Bot]]
 
 
-@pytest.fixture(scope="session")
-def tiny_loaded(tiny_qwen3_dir: Path) -> Any:
-    """The tiny model loaded once; each test's engine shares it."""
-    from bot.settings import EngineSettings
-    from inference.loader import load_model
-
-    return load_model(EngineSettings(model=str(tiny_qwen3_dir), device="cpu"))
-
-
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
     async with FakeSlack(ack_timeout_s=1.0) as server:
@@ -88,43 +78,25 @@ async def fake() -> AsyncIterator[FakeSlack]:
 
 
 @pytest.fixture
-async def start_bot(
-    fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen3_dir: Path, tiny_loaded: Any
-) -> AsyncIterator[StartBot]:
-    from inference.transformers_engine import TransformersEngine
-
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start(**env: str) -> Bot:
-            values = {
-                "PEEKBOT_MODEL": str(tiny_qwen3_dir),
-                "PEEKBOT_DEVICE": "cpu",
-                "PEEKBOT_DATA_DIR": str(tmp_path / "data"),
-                "PEEKBOT_HTTP_PORT": "0",
-                "PEEKBOT_ADMINS": f"slack:{ADMIN}",
-                "PEEKBOT_MAX_NEW_TOKENS": "6",
-                "PEEKBOT_MAX_PIXELS": str(128 * 128),
-                "PEEKBOT_WARMUP": "false",
-                "SLACK_BOT_TOKEN": fake.BOT_TOKEN,
-                "SLACK_APP_TOKEN": fake.APP_TOKEN,
-                "SLACK_API_URL": fake.api_url,
-                "SLACK_UPDATE_INTERVAL_S": "0.05",
-                "SLACK_WATCHDOG_INTERVAL_S": "0.2",
-                "SLACK_RECONNECT_INITIAL_S": "0.1",
-                "SLACK_AUTH_CHECK_INTERVAL_S": "0",
-                "SLACK_STARTUP_ATTEMPTS": "1",
+def start_bot(
+    fake: FakeSlack, start_app: AppStarter, tmp_path: Path, tiny_qwen3_dir: Path, tiny_loaded: Any
+) -> StartBot:
+    async def start(**env: str) -> Bot:
+        app = await start_app(
+            {
+                **tiny_bot_environment(tiny_qwen3_dir, data_dir=tmp_path / "data", admins=f"slack:{ADMIN}",
+                                       max_new_tokens=6, max_pixels=128 * 128),
+                **slack_environment(fake, fast_watchdog=True, SLACK_RECONNECT_INITIAL_S="0.1"),
                 **env,
-            }
-            for key, value in values.items():
-                monkeypatch.setenv(key, value)
-            settings = Settings()
-            engine = RecordingEngine(TransformersEngine(settings.engine, loaded=tiny_loaded))
-            adapter = SlackAdapter(settings)
-            app = Application(settings, engine=engine, adapters=[adapter], services=[])  # type: ignore[arg-type]
-            await stack.enter_async_context(app)
-            return Bot(fake, app, adapter, engine)
+            },
+            engine=tiny_engine(tiny_loaded),
+            adapters=lambda settings: [SlackAdapter(settings)],
+        )
+        adapter, engine = app.adapters["slack"], app.engine
+        assert isinstance(adapter, SlackAdapter) and isinstance(engine, RecordingEngine)
+        return Bot(fake, app, adapter, engine)
 
-        yield start
+    return start
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ tiny real model, the others hand the adapter a conversation directory of their o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,10 @@ import pytest
 from adapters.slack import SlackAdapter
 from bot.app import Application
 from bot.engine import ChatTurn
-from bot.settings import Settings
 from bot.types import ConversationKey, IncomingMessage, ReplyHandle, UsesConversationDirectory
+from sandbox.slack_server import Delivery, FakeSlack, slack_environment
+from tests.support.apps import AdapterStarter, AppStarter, set_environment, tiny_bot_environment, tiny_engine
 from tests.support.engines import RecordingEngine
-from tests.support.fake_slack import Delivery, FakeSlack
 from tests.support.redis_server import RedisServer, redis_server_binary
 
 pytestmark = pytest.mark.timeout(90)
@@ -36,18 +35,6 @@ CHANNEL = "C0GENERAL"
 async def fake() -> AsyncIterator[FakeSlack]:
     async with FakeSlack(ack_timeout_s=3.0) as server:
         yield server
-
-
-def slack_env(fake: FakeSlack) -> dict[str, str]:
-    return {
-        "SLACK_BOT_TOKEN": fake.BOT_TOKEN,
-        "SLACK_APP_TOKEN": fake.APP_TOKEN,
-        "SLACK_API_URL": fake.api_url,
-        "SLACK_UPDATE_INTERVAL_S": "0.05",
-        "SLACK_WATCHDOG_INTERVAL_S": "0.2",
-        "SLACK_AUTH_CHECK_INTERVAL_S": "0",
-        "SLACK_STARTUP_ATTEMPTS": "1",
-    }
 
 
 async def acked(fake: FakeSlack, event: dict[str, Any]) -> Delivery:
@@ -67,46 +54,26 @@ class Bot:
 StartBot = Callable[..., Awaitable[Bot]]
 
 
-@pytest.fixture(scope="module")
-def tiny_loaded(tiny_qwen3_dir: Path) -> Any:
-    from bot.settings import EngineSettings
-    from inference.loader import load_model
-
-    return load_model(EngineSettings(model=str(tiny_qwen3_dir), device="cpu"))
-
-
 @pytest.fixture
-async def start_bot(
-    fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, tiny_qwen3_dir: Path, tiny_loaded: Any
-) -> AsyncIterator[StartBot]:
+def start_bot(fake: FakeSlack, start_app: AppStarter, tiny_qwen3_dir: Path, tiny_loaded: Any) -> StartBot:
     """``await start_bot(data_dir, **env)`` starts one bot process's worth (adapter + Application); the test may
     stop it with ``bot.app.stop()``, the rest are stopped at the end."""
-    from inference.transformers_engine import TransformersEngine
 
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start(data_dir: Path, **env: str) -> Bot:
-            values = {
-                "PEEKBOT_MODEL": str(tiny_qwen3_dir),
-                "PEEKBOT_DEVICE": "cpu",
-                "PEEKBOT_DATA_DIR": str(data_dir),
-                "PEEKBOT_HTTP_PORT": "0",
-                "PEEKBOT_MAX_NEW_TOKENS": "4",
-                "PEEKBOT_WARMUP": "false",
-                "PEEKBOT_RATE_LIMIT_PER_MINUTE": "0",
-                **slack_env(fake),
+    async def start(data_dir: Path, **env: str) -> Bot:
+        app = await start_app(
+            {
+                **tiny_bot_environment(tiny_qwen3_dir, data_dir=data_dir, max_new_tokens=4, rate_limit_per_minute=0),
+                **slack_environment(fake, fast_watchdog=True),
                 **env,
-            }
-            for key, value in values.items():
-                monkeypatch.setenv(key, value)
-            settings = Settings()
-            engine = RecordingEngine(TransformersEngine(settings.engine, loaded=tiny_loaded))
-            adapter = SlackAdapter(settings)
-            app = Application(settings, engine=engine, adapters=[adapter], services=[])  # type: ignore[arg-type]
-            await stack.enter_async_context(app)
-            return Bot(app, adapter, engine)
+            },
+            engine=tiny_engine(tiny_loaded),
+            adapters=lambda settings: [SlackAdapter(settings)],
+        )
+        adapter, engine = app.adapters["slack"], app.engine
+        assert isinstance(adapter, SlackAdapter) and isinstance(engine, RecordingEngine)
+        return Bot(app, adapter, engine)
 
-        yield start
+    return start
 
 
 async def answered(fake: FakeSlack, question: dict[str, Any], timeout: float = 30.0) -> list[str]:
@@ -216,20 +183,13 @@ class Core:
 async def adapter_with(
     fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Callable[[Directory, Core], Awaitable[SlackAdapter]]]:
-    for key, value in slack_env(fake).items():
-        monkeypatch.setenv(key, value)
-    started: list[SlackAdapter] = []
+    set_environment(monkeypatch, slack_environment(fake, fast_watchdog=True))
+    async with AdapterStarter(SlackAdapter) as start:
 
-    async def start(directory: Directory, core: Core) -> SlackAdapter:
-        adapter = SlackAdapter(Settings())
-        adapter.use_conversation_directory(directory)
-        await adapter.start(core)
-        started.append(adapter)
-        return adapter
+        async def start_with(directory: Directory, core: Core) -> SlackAdapter:
+            return await start(core, configure=lambda adapter: adapter.use_conversation_directory(directory))
 
-    yield start
-    for adapter in started:
-        await adapter.stop()
+        yield start_with
 
 
 def thread_of(event: dict[str, Any]) -> ConversationKey:

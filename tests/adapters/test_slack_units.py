@@ -17,7 +17,7 @@ from adapters.kit.text import FENCE, split_text
 from adapters.slack.events import AnsweredThreads, Identity, Reason, classify, clean_text, earlier_files
 from adapters.slack.replies import EphemeralReply, ReplyOptions, SlackThread, ThreadReply
 from adapters.slack.settings import SlackSettings
-from tests.support.fake_slack import FakeSlack
+from sandbox.slack_server import FakeSlack
 
 ME = Identity(team_id="T0FAKE", user_id="U0PEEKBOT", bot_id="B0PEEKBOT")
 

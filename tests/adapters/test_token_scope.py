@@ -36,9 +36,11 @@ from bot.errors import EngineUnavailable, FileAccessDenied
 from bot.settings import CoreSettings, EngineSettings, Settings
 from bot.wiring import build_application
 from inference.remote import OpenAIEngine
+from sandbox.loopback import LoopbackServer
+from sandbox.slack_server import FakeSlack, slack_environment
+from tests.support.apps import peekbot_environment, set_environment
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
 from tests.support.fake_openai import FakeOpenAI
-from tests.support.fake_slack import FakeSlack
 
 MENTION = f"<@{FakeSlack.BOT_USER_ID}>"
 OUTSIDE = "I can't open files stored outside Slack"
@@ -58,32 +60,16 @@ class Seen:
 
 
 @dataclass
-class ForeignHost:
+class ForeignHost(LoopbackServer):
     """A loopback server that records every request: serves a PNG at ``/shot.png``, redirects ``/to?url=…``; any
     other path is redirected (307) to ``send_to`` + path when that is set, else 404."""
 
     ssl_context: ssl.SSLContext | None = None
     send_to: str | None = None
     requests: list[Seen] = field(default_factory=list)
-    url: str = ""
-    _runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> ForeignHost:
-        app = web.Application()
-        app.router.add_get("/shot.png", self._shot)
-        app.router.add_get("/to", self._to)
-        app.router.add_route("*", "/{tail:.*}", self._any)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/shot.png", self._shot), web.get("/to", self._to), web.route("*", "/{tail:.*}", self._any)]
 
     def saw_token(self, token: str) -> bool:
         return any(
@@ -150,22 +136,12 @@ class Bot:
 async def bot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIterator[Bot]:
     """The real application with the Slack adapter; the model is a loopback OpenAI-compatible server."""
     async with FakeSlack(ack_timeout_s=1.0) as slack, FakeOpenAI() as model, ForeignHost() as foreign:
-        for key, value in {
-            "PEEKBOT_BACKEND": "openai",
-            "PEEKBOT_OPENAI_BASE_URL": model.base_url,
-            "PEEKBOT_OPENAI_MODEL": model.model,
-            "PEEKBOT_OPENAI_API_KEY": model.api_key or "",
-            "PEEKBOT_DATA_DIR": str(tmp_path / "data"),
-            "PEEKBOT_HTTP_PORT": "0",
-            "PEEKBOT_MAX_PIXELS": str(128 * 128),
-            "SLACK_BOT_TOKEN": slack.BOT_TOKEN,
-            "SLACK_APP_TOKEN": slack.APP_TOKEN,
-            "SLACK_API_URL": slack.api_url,
-            "SLACK_UPDATE_INTERVAL_S": "0.05",
-            "SLACK_AUTH_CHECK_INTERVAL_S": "0",
-            "SLACK_STARTUP_ATTEMPTS": "1",
-        }.items():
-            monkeypatch.setenv(key, value)
+        set_environment(monkeypatch, {
+            **peekbot_environment(backend="openai", openai_base_url=model.base_url, openai_model=model.model,
+                                  openai_api_key=model.api_key or "", data_dir=tmp_path / "data", http_port=0,
+                                  max_pixels=128 * 128),
+            **slack_environment(slack),
+        })
         settings = Settings()
         async with build_application(settings, adapters=[SlackAdapter(settings)], services=False):
             yield Bot(slack, model, foreign)

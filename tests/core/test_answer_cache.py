@@ -2,39 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from bot.app import Application
 from bot.engine import ChatTurn, GenerationRequest
-from bot.questions import answer_cache_key, answer_question
+from bot.questions import AnsweredQuestion, answer_cache_key, answer_question
 from bot.settings import Settings
 from bot.store.sqlite import SQLiteStore
 from bot.types import FileRef
+from tests.support.apps import AppStarter, peekbot_environment
 from tests.support.engines import FakeEngine
-from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
+from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message, save_png
 
 
 @pytest.fixture
 def screenshot(tmp_path: Path) -> Path:
-    path = tmp_path / "error.png"
-    Image.new("RGB", (120, 80), (200, 40, 40)).save(path)
-    return path
+    return save_png(tmp_path / "error.png", (200, 40, 40), (120, 80))
 
 
 @pytest.fixture
-async def app(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[[], Application]]:
-    monkeypatch.setenv("PEEKBOT_HTTP_PORT", "0")
-    monkeypatch.setenv("PEEKBOT_MAX_PIXELS", str(128 * 128))
-    application = Application(Settings(), engine=FakeEngine(), adapters=[LocalFilesAdapter()], services=[])
-    await application.start()
-    try:
-        yield application
-    finally:
-        await application.stop()
+async def app(start_app: AppStarter) -> Application:
+    return await start_app(peekbot_environment(http_port=0, max_pixels=128 * 128), engine=lambda _: FakeEngine())
 
 
 async def ask(application: Application, text: str, *files, thread: str = "T1") -> RecordingReply:
@@ -59,46 +49,29 @@ async def test_the_same_words_after_another_question_are_answered_afresh(app: Ap
 
 
 async def test_the_same_question_with_the_same_history_is_served_from_cache(
-    tmp_path: Path, screenshot: Path, monkeypatch: pytest.MonkeyPatch
+    screenshot: Path, store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PEEKBOT_MAX_PIXELS", str(128 * 128))
     settings = Settings()
     engine, adapter = FakeEngine(), LocalFilesAdapter()
-    store = SQLiteStore(tmp_path / "state.db")
-    await store.open()
-    try:
-        history = [ChatTurn("user", "what is this?"), ChatTurn("assistant", "a stack trace")]
-        results = []
-        for _ in range(2):  # e.g. the question asked again after a crash lost its first answer's delivery
-            reply = RecordingReply()
-            results.append(
-                await answer_question(
-                    message("why?", local_image(screenshot)),
-                    reply,
-                    adapter=adapter,
-                    engine=engine,
-                    settings=settings,
-                    history=list(history),
-                    store=store,
-                )
-            )
-            assert reply.final == results[0].answer
-        assert engine.generations == 1
-        assert [r.cached for r in results] == [False, True]
 
-        other = RecordingReply()
-        await answer_question(
-            message("why?", local_image(screenshot)),
-            other,
-            adapter=adapter,
-            engine=engine,
-            settings=settings,
-            history=[ChatTurn("user", "what is this?"), ChatTurn("assistant", "a login page")],
-            store=store,
-        )
-        assert engine.generations == 2, "another history is another question"
-    finally:
-        await store.close()
+    async def why(history: list[ChatTurn]) -> tuple[RecordingReply, AnsweredQuestion]:
+        reply = RecordingReply()
+        answered = await answer_question(message("why?", local_image(screenshot)), reply, adapter=adapter,
+                                         engine=engine, settings=settings, history=history, store=store)
+        return reply, answered
+
+    history = [ChatTurn("user", "what is this?"), ChatTurn("assistant", "a stack trace")]
+    results = []
+    for _ in range(2):  # e.g. the question asked again after a crash lost its first answer's delivery
+        reply, answered = await why(list(history))
+        results.append(answered)
+        assert reply.final == results[0].answer
+    assert engine.generations == 1
+    assert [r.cached for r in results] == [False, True]
+
+    await why([ChatTurn("user", "what is this?"), ChatTurn("assistant", "a login page")])
+    assert engine.generations == 2, "another history is another question"
 
 
 def test_the_key_covers_model_system_prompt_length_and_channel_instructions() -> None:
@@ -143,3 +116,16 @@ def test_the_key_covers_model_system_prompt_length_and_channel_instructions() ->
         key(instructions="Answer in French."),
     ]
     assert len({base, *different}) == len(different) + 1
+
+
+def test_the_key_covers_the_engines_sampling_settings() -> None:
+    request = GenerationRequest(question="why?", max_new_tokens=256)
+
+    def key(sampling: str | None) -> str:
+        model = {"backend": "transformers", "model": "Qwen/Qwen3-VL-4B-Instruct", "sampling": sampling}
+        return answer_cache_key(request, [], picture_hashes=[], model=model)
+
+    greedy = key("greedy")
+    assert key("greedy") == greedy
+    sampled = {key("sampled: temperature 0.7, top_k 20, top_p 0.8"), key("sampled: temperature 1, top_k 20, top_p 0.8")}
+    assert len({greedy, *sampled}) == 3, "another way of picking tokens gives another answer"

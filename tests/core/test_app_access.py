@@ -3,51 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from bot.app import Application
-from bot.settings import Settings
 from bot.types import ChatType, ConversationKey, IncomingMessage, TextSegment, User
+from tests.support.apps import AppStarter, tiny_bot_environment, tiny_engine
 from tests.support.engines import RecordingEngine
-from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
+from tests.support.helpers import RecordingReply, local_image, message, save_png
 
 
 @pytest.fixture
 def screenshot(tmp_path: Path) -> Path:
-    path = tmp_path / "shot.png"
-    Image.new("RGB", (160, 100), (200, 40, 40)).save(path)
-    return path
+    return save_png(tmp_path / "shot.png", (200, 40, 40), (160, 100))
 
 
 @pytest.fixture
-async def start(
-    monkeypatch: pytest.MonkeyPatch, tiny_qwen3_dir: Path
-) -> AsyncIterator[Callable[..., object]]:
-    from inference.transformers_engine import TransformersEngine
-
-    apps: list[Application] = []
-
+def start(start_app: AppStarter, tiny_qwen3_dir: Path) -> Callable[..., object]:
     async def _start(**env: object) -> tuple[Application, RecordingEngine]:
-        values: dict[str, object] = {
-            "MODEL": tiny_qwen3_dir, "HTTP_PORT": 0, "ADMINS": "local:ADMIN", "MAX_NEW_TOKENS": 4,
-            "MAX_PIXELS": 128 * 128, "WARMUP": "false", **env,
-        }
-        for key, value in values.items():
-            monkeypatch.setenv(f"PEEKBOT_{key}", str(value))
-        settings = Settings()
-        engine = RecordingEngine(TransformersEngine(settings.engine))
-        app = Application(settings, engine=engine, adapters=[LocalFilesAdapter()], services=[])
-        await app.start()
-        apps.append(app)
-        return app, engine
+        values = {"ADMINS": "local:ADMIN", "MAX_NEW_TOKENS": 4, "MAX_PIXELS": 128 * 128, **env}
+        app = await start_app(tiny_bot_environment(tiny_qwen3_dir, **values), engine=tiny_engine())
+        return app, app.engine  # type: ignore[return-value]
 
-    yield _start
-    for app in apps:
-        await app.stop()
+    return _start
 
 
 async def ask(app: Application, msg: IncomingMessage) -> RecordingReply:

@@ -8,6 +8,7 @@ a shared store is). Replies are the recording doubles of ``tests.support.helpers
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from bot.store.base import Job, JobState
 from bot.store.sqlite import SQLiteStore
 from tests.support.engines import FakeEngine
 from tests.support.helpers import LocalFilesAdapter, RecordingReply, message
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,11 +68,7 @@ async def replicas() -> AsyncIterator[Callable[..., Any]]:
         await app.stop()
 
 
-async def until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
+until = functools.partial(eventually, timeout=30.0, interval=0.05)
 
 
 async def stored_job(settings: Settings, job_id: str) -> Job | None:

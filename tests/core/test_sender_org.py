@@ -8,7 +8,7 @@ non-admins count against the per-user rate limit.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -16,12 +16,13 @@ import pytest
 
 from bot.access import AccessPolicy
 from bot.app import Application
-from bot.settings import AccessSettings, Settings
+from bot.settings import AccessSettings
 from bot.types import IncomingMessage, User
+from sandbox.slack_server import FakeSlack
+from tests.support.apps import AppStarter, peekbot_environment
 from tests.support.engines import FakeEngine
 from tests.support.fake_feishu import FakeFeishu
-from tests.support.fake_slack import FakeSlack
-from tests.support.helpers import LocalFilesAdapter, RecordingReply, message
+from tests.support.helpers import RecordingReply, message
 from tests.support.resume_support import Core, StartFeishu, StartSlack
 
 
@@ -64,21 +65,13 @@ async def test_feishu_external_senders_carry_their_own_tenant(feishu: FakeFeishu
 
 
 @pytest.fixture
-async def start(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Any]]:
-    apps: list[Application] = []
-
+def start(start_app: AppStarter) -> Callable[..., Any]:
     async def _start(**env: object) -> tuple[Application, FakeEngine]:
-        for key, value in {"HTTP_PORT": 0, "ADMINS": "local:ADMIN", **env}.items():
-            monkeypatch.setenv(f"PEEKBOT_{key}", str(value))
-        engine = FakeEngine()
-        app = Application(Settings(), engine=engine, adapters=[LocalFilesAdapter()], services=[])
-        await app.start()
-        apps.append(app)
-        return app, engine
+        app = await start_app(peekbot_environment(**{"HTTP_PORT": 0, "ADMINS": "local:ADMIN", **env}),
+                              engine=lambda _: FakeEngine())
+        return app, app.engine  # type: ignore[return-value]
 
-    yield _start
-    for app in apps:
-        await app.stop()
+    return _start
 
 
 async def send(app: Application, msg: IncomingMessage) -> RecordingReply:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,16 +28,6 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen25_dir: P
     monkeypatch.setenv("PEEKBOT_MAX_PIXELS", str(128 * 128))
     monkeypatch.setenv("PEEKBOT_WARMUP", "false")
     return Settings()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "state.db")
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def picture(tmp_path: Path, name: str, colour: tuple[int, int, int]) -> FileRef:

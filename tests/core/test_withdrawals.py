@@ -7,26 +7,26 @@ end to end through the loopback Slack and Feishu fakes.
 from __future__ import annotations
 
 import asyncio
-import io
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from adapters.feishu import FeishuAdapter
 from adapters.slack import SlackAdapter
 from bot.app import Application
 from bot.settings import Settings
 from bot.store.base import JobState
-from bot.types import IncomingMessage, MessageWithdrawn
+from bot.types import Adapter, IncomingMessage, MessageWithdrawn
+from sandbox.slack_server import FakeSlack, slack_environment
+from tests.support.apps import AppStarter, peekbot_environment
 from tests.support.engines import FakeEngine
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
-from tests.support.fake_slack import FakeSlack
-from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
+from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message, png, save_png
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
 
 
@@ -39,24 +39,32 @@ class RetractableRecordingReply(RecordingReply):
         self.done.set()
 
 
+SMALL_IMAGES = peekbot_environment(http_port=0, max_pixels=128 * 128)
+
+
 @pytest.fixture
 def screenshot(tmp_path: Path) -> Path:
-    path = tmp_path / "secret.png"
-    Image.new("RGB", (120, 80), (10, 120, 200)).save(path)
-    return path
+    return save_png(tmp_path / "secret.png", (10, 120, 200), (120, 80))
+
+
+@asynccontextmanager
+async def held_back(
+    start_app: AppStarter, env: Mapping[str, str], adapter: Callable[[Settings], Adapter]
+) -> AsyncIterator[tuple[Application, FakeEngine]]:
+    """The core with ``adapter`` and an engine that holds answers back when told; released before the core stops."""
+    application = await start_app(
+        {**env, **SMALL_IMAGES}, engine=lambda _: FakeEngine(), adapters=lambda settings: [adapter(settings)]
+    )
+    try:
+        yield application, engine(application)
+    finally:
+        engine(application).release()
 
 
 @pytest.fixture
-async def app(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Application]:
-    monkeypatch.setenv("PEEKBOT_HTTP_PORT", "0")
-    monkeypatch.setenv("PEEKBOT_MAX_PIXELS", str(128 * 128))
-    application = Application(Settings(), engine=FakeEngine(), adapters=[LocalFilesAdapter()], services=[])
-    await application.start()
-    try:
+async def app(start_app: AppStarter) -> AsyncIterator[Application]:
+    async with held_back(start_app, {}, lambda _: LocalFilesAdapter()) as (application, _):
         yield application
-    finally:
-        engine(application).release()
-        await application.stop()
 
 
 def engine(application: Application) -> FakeEngine:
@@ -156,34 +164,10 @@ async def test_a_question_deleted_after_its_answer_leaves_the_threads_context(
 
 @pytest.fixture
 async def slack_app(
-    slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+    slack: FakeSlack, start_app: AppStarter
 ) -> AsyncIterator[tuple[FakeSlack, Application, FakeEngine]]:
-    for key, value in {
-        "SLACK_BOT_TOKEN": slack.BOT_TOKEN,
-        "SLACK_APP_TOKEN": slack.APP_TOKEN,
-        "SLACK_API_URL": slack.api_url,
-        "SLACK_UPDATE_INTERVAL_S": "0.05",
-        "SLACK_AUTH_CHECK_INTERVAL_S": "0",
-        "SLACK_STARTUP_ATTEMPTS": "1",
-        "PEEKBOT_HTTP_PORT": "0",
-        "PEEKBOT_MAX_PIXELS": str(128 * 128),
-    }.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings()
-    gated = FakeEngine()
-    application = Application(settings, engine=gated, adapters=[SlackAdapter(settings)], services=[])
-    await application.start()
-    try:
+    async with held_back(start_app, slack_environment(slack), SlackAdapter) as (application, gated):
         yield slack, application, gated
-    finally:
-        gated.release()
-        await application.stop()
-
-
-def png(colour: tuple[int, int, int]) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (96, 64), colour).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 async def test_slack_a_question_deleted_while_answered_loses_its_placeholder(slack_app) -> None:
@@ -244,21 +228,10 @@ async def test_slack_a_deleted_file_leaves_the_threads_context(slack_app) -> Non
 
 @pytest.fixture
 async def feishu_app(
-    feishu: FakeFeishu, monkeypatch: pytest.MonkeyPatch
+    feishu: FakeFeishu, start_app: AppStarter
 ) -> AsyncIterator[tuple[FakeFeishu, Application, FakeEngine]]:
-    env = feishu_environment(feishu, fast_heartbeat=True)
-    env.update({"PEEKBOT_HTTP_PORT": "0", "PEEKBOT_MAX_PIXELS": str(128 * 128)})
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings()
-    gated = FakeEngine()
-    application = Application(settings, engine=gated, adapters=[FeishuAdapter(settings)], services=[])
-    await application.start()
-    try:
-        yield feishu, application, gated
-    finally:
-        gated.release()
-        await application.stop()
+    async with held_back(start_app, feishu_environment(feishu, fast_heartbeat=True), FeishuAdapter) as (app, gated):
+        yield feishu, app, gated
 
 
 async def test_feishu_a_question_recalled_while_answered_loses_its_card(feishu_app) -> None:

@@ -7,21 +7,18 @@ into the answer, no second message). SIGTERM during generation: the answer in fl
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.fake_slack import FakeSlack
+from sandbox.slack_server import FakeSlack, slack_environment
+from tests.support.apps import tiny_bot_environment
+from tests.support.processes import BotProcess, child_environment
 
 pytestmark = pytest.mark.timeout(170)
 
-ROOT = Path(__file__).resolve().parents[2]
 MENTION = f"<@{FakeSlack.BOT_USER_ID}>"
 THINKING_WORDS = ("thinking", "looking", "queue", "restart")
 
@@ -32,61 +29,16 @@ async def fake() -> AsyncIterator[FakeSlack]:
         yield server
 
 
-class BotProcess:
-    """One `peekbot run` process with a log file, stopped (or killed) by the test."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self._log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "run"], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    async def terminate(self, timeout_s: float) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.to_thread(self.proc.wait, timeout_s)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
-
-
 @pytest.fixture
 def bot_env(fake: FakeSlack, tmp_path: Path, tiny_qwen3_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PEEKBOT_", "SLACK_", "FEISHU_"))}
-    env.update({
-        "PEEKBOT_MODEL": str(tiny_qwen3_dir),
-        "PEEKBOT_DEVICE": "cpu",
-        "PEEKBOT_CPU_THREADS": "1",
-        "PEEKBOT_DATA_DIR": str(tmp_path / "data"),
-        "PEEKBOT_HTTP_PORT": "0",
-        "PEEKBOT_MAX_NEW_TOKENS": "600",  # long enough to be interrupted mid-answer
-        "PEEKBOT_MAX_PIXELS": str(128 * 128),
-        "PEEKBOT_WARMUP": "false",
-        "PEEKBOT_DRAIN_TIMEOUT_S": "60",
-        "PEEKBOT_JOB_LEASE_S": "5",
-        "PEEKBOT_LOG_FORMAT": "text",
-        "SLACK_BOT_TOKEN": fake.BOT_TOKEN,
-        "SLACK_APP_TOKEN": fake.APP_TOKEN,
-        "SLACK_API_URL": fake.api_url,
-        "SLACK_UPDATE_INTERVAL_S": "0.05",
-        "SLACK_AUTH_CHECK_INTERVAL_S": "0",
+    return child_environment({
+        **tiny_bot_environment(
+            tiny_qwen3_dir, cpu_threads=1, data_dir=tmp_path / "data", max_pixels=128 * 128, drain_timeout_s=60,
+            job_lease_s=5, log_format="text",
+            max_new_tokens=600,  # long enough to be interrupted mid-answer
+        ),
+        **slack_environment(fake, fail_fast=False),
     })
-    return env
-
-
-@pytest.fixture
-def processes() -> Iterator[list[BotProcess]]:
-    started: list[BotProcess] = []
-    yield started
-    for bot in started:
-        bot.close()
 
 
 def _placeholder_streaming(fake: FakeSlack, channel: str, ts: str) -> dict[str, Any] | None:
@@ -106,14 +58,23 @@ async def _ask(fake: FakeSlack, channel: str = "C0GENERAL") -> dict[str, Any]:
     return event
 
 
-async def test_kill_9_mid_answer_then_restart_answers_exactly_once(
-    fake: FakeSlack, bot_env: dict[str, str], tmp_path: Path, processes: list[BotProcess]
-) -> None:
-    first = BotProcess(bot_env, tmp_path / "bot-1.log")
-    processes.append(first)
+async def answering(
+    fake: FakeSlack, bot_env: dict[str, str], log: Path, processes: list[BotProcess]
+) -> tuple[BotProcess, dict[str, Any]]:
+    """A new bot process asked a long question, once part of its answer shows: the process and the question."""
+    bot = BotProcess(bot_env, log)
+    processes.append(bot)
     event = await _ask(fake)
     channel, ts = event["channel"], event["ts"]
     await fake.wait_until(lambda: _placeholder_streaming(fake, channel, ts), 90, "a partial answer")
+    return bot, event
+
+
+async def test_kill_9_mid_answer_then_restart_answers_exactly_once(
+    fake: FakeSlack, bot_env: dict[str, str], tmp_path: Path, processes: list[BotProcess]
+) -> None:
+    first, event = await answering(fake, bot_env, tmp_path / "bot-1.log", processes)
+    channel, ts = event["channel"], event["ts"]
     first.kill()
     assert not any(
         c.method == "reactions.remove" and c.args.get("timestamp") == ts for c in fake.calls()
@@ -144,11 +105,8 @@ async def test_kill_9_mid_answer_then_restart_answers_exactly_once(
 async def test_sigterm_mid_answer_delivers_the_answer_before_exit(
     fake: FakeSlack, bot_env: dict[str, str], tmp_path: Path, processes: list[BotProcess]
 ) -> None:
-    bot = BotProcess(bot_env, tmp_path / "bot.log")
-    processes.append(bot)
-    event = await _ask(fake)
+    bot, event = await answering(fake, bot_env, tmp_path / "bot.log", processes)
     channel, ts = event["channel"], event["ts"]
-    await fake.wait_until(lambda: _placeholder_streaming(fake, channel, ts), 90, "a partial answer")
     code = await bot.terminate(90)
     assert code == 0, f"exit code {code}"
     # Delivered before the process exited: the final edit and the reaction removal are already on the fake.

@@ -38,8 +38,8 @@ from benchmarks.replicas import (
     watch_takeovers,
 )
 from bot.store.base import JobState
+from sandbox.slack_server import FakeSlack
 from tests.support.fake_feishu import FakeFeishu
-from tests.support.fake_slack import FakeSlack
 from tests.support.redis_server import RedisServer, require_redis_server
 
 pytestmark = pytest.mark.timeout(170)

@@ -20,7 +20,8 @@ from bot.http import StatusServer
 from bot.settings import Settings
 from bot.wiring import build_application
 from scheduler.service import LIVENESS, MaintenanceScheduler
-from tests.support.ops_support import ControlledAdapter, configure, eventually, running_app, screenshot
+from tests.support.ops_support import ControlledAdapter, block_worker, configure, running_app, screenshot
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -91,14 +92,7 @@ async def test_readyz_flips_when_an_adapter_disconnects_or_the_engine_hangs(serv
     await slack.reconnect()
     assert (await get_json(server, "/readyz"))[0] == 200
 
-    blocking = threading.Event()
-
-    def hang() -> None:
-        blocking.set()
-        time.sleep(2.0)
-
-    blocker = asyncio.create_task(app.engine.run_on_worker(hang, 10))
-    await eventually(blocking.is_set, what="the worker to block")
+    blocker = await block_worker(app, 2.0)
     maintenance = app.maintenance
     assert maintenance is not None
     assert (await maintenance.jobs.run_now(LIVENESS)).outcome == "failed"

@@ -86,6 +86,7 @@ async def test_status_shows_everything_an_admin_needs(bot, tmp_path: Path) -> No
     assert "p95" in latency and "engine p50" in latency and "tokens/s" in latency and "–" not in latency
     assert "GPU memory: no GPU in use." in lines
     assert any(line.startswith("Host memory: RSS ") and line.endswith(("MiB.", "GiB.")) for line in lines)
+    assert any(line.startswith("Image cache: ") and "(1 held); hit rate 0%." in line for line in lines)
     assert any(line.startswith("slack: connected for ") and "0 reconnects" in line for line in lines)
     assert "feishu: DISCONNECTED (socket closed), 1 reconnects (1 by the watchdog)." in lines
     jobs = lines[lines.index("Scheduler jobs:") + 1:]

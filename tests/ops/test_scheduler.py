@@ -14,7 +14,8 @@ from bot.errors import DeadlineExceeded
 from bot.usage import RequestRecord
 from scheduler import IntervalScheduler, JobResult
 from scheduler.service import CLEANUP, EXPIRY, LIVENESS, SNAPSHOT, WATCHDOG, MaintenanceScheduler
-from tests.support.ops_support import ControlledAdapter, configure, eventually, running_app, screenshot
+from tests.support.ops_support import ControlledAdapter, block_worker, configure, running_app, screenshot
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -66,14 +67,7 @@ async def test_liveness_ping_detects_a_hung_worker(monkeypatch, tmp_path, model_
         healthy = await maintenance.jobs.run_now(LIVENESS)
         assert healthy.outcome == "ok" and maintenance.liveness.alive is True
 
-        blocking = threading.Event()
-
-        def hang() -> None:
-            blocking.set()
-            time.sleep(2.5)
-
-        blocker = asyncio.create_task(app.engine.run_on_worker(hang, 10))
-        await eventually(blocking.is_set, what="the worker to block")
+        blocker = await block_worker(app, 2.5)
         stuck = await maintenance.jobs.run_now(LIVENESS)
         assert stuck.outcome == "failed"
         assert "did not answer within 1 s" in stuck.detail

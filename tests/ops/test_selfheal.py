@@ -10,11 +10,8 @@ the restart answers the other questions once and leaves the poison one alone.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,16 +25,18 @@ from bot.durability import job_id_for
 from bot.store.base import JobState
 from bot.wiring import build_application
 from inference.transformers_engine import TransformersEngine
+from sandbox.slack_server import FakeSlack, slack_environment
 from scheduler.service import LIVENESS
 from scheduler.systemd import notify
-from tests.support.fake_slack import FakeSlack
+from tests.support.apps import tiny_bot_environment
 from tests.support.hang_launcher import MARKER, make_generation_hang
 from tests.support.helpers import LocalFilesAdapter, RecordingReply, message
-from tests.support.ops_support import configure, eventually, tiny_engine
+from tests.support.ops_support import configure, tiny_engine
+from tests.support.processes import BotProcess, child_environment
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(170)
 
-ROOT = Path(__file__).resolve().parents[2]
 MENTION = f"<@{FakeSlack.BOT_USER_ID}>"
 
 
@@ -152,29 +151,9 @@ class NotifySocket:
         self._sock.close()
 
 
-class BotProcess:
-    """One ``peekbot run`` (through the hanging launcher) with a log file."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.hang_launcher"],
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-    async def wait(self, timeout_s: float) -> int:
-        return await asyncio.to_thread(self.proc.wait, timeout_s)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
+def bot_process(env: dict[str, str], log: Path) -> BotProcess:
+    """One ``peekbot run`` through the hanging launcher."""
+    return BotProcess(env, log, command=("-m", "tests.support.hang_launcher"))
 
 
 @pytest.fixture
@@ -191,45 +170,18 @@ def notify_socket() -> Iterator[NotifySocket]:
 
 
 @pytest.fixture
-def processes() -> Iterator[list[BotProcess]]:
-    started: list[BotProcess] = []
-    yield started
-    for bot in started:
-        bot.close()
-
-
-@pytest.fixture
 def bot_env(fake: FakeSlack, tmp_path: Path, tiny_qwen3_dir: Path, notify_socket: NotifySocket) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PEEKBOT_", "SLACK_", "FEISHU_", "WATCHDOG_"))}
-    env.update(
-        {
-            "PEEKBOT_MODEL": str(tiny_qwen3_dir),
-            "PEEKBOT_DEVICE": "cpu",
-            "PEEKBOT_CPU_THREADS": "1",
-            "PEEKBOT_DATA_DIR": str(tmp_path / "data"),
-            "PEEKBOT_HTTP_PORT": "0",
-            "PEEKBOT_MAX_NEW_TOKENS": "16",
-            "PEEKBOT_MAX_PIXELS": str(128 * 128),
-            "PEEKBOT_WARMUP": "false",
-            "PEEKBOT_LOG_FORMAT": "text",
-            "PEEKBOT_RATE_LIMIT_PER_MINUTE": "0",
-            "PEEKBOT_HEALTH_INTERVAL_S": "0.3",
-            "PEEKBOT_LIVENESS_TIMEOUT_S": "0.3",
-            "PEEKBOT_ENGINE_STUCK_EXIT_S": "3",
-            "PEEKBOT_DRAIN_TIMEOUT_S": "2",
-            "PEEKBOT_STOP_TIMEOUT_S": "1",
-            "PEEKBOT_JOB_LEASE_S": "5",
-            "SLACK_BOT_TOKEN": fake.BOT_TOKEN,
-            "SLACK_APP_TOKEN": fake.APP_TOKEN,
-            "SLACK_API_URL": fake.api_url,
-            "SLACK_UPDATE_INTERVAL_S": "0.05",
-            "SLACK_AUTH_CHECK_INTERVAL_S": "0",
-            "NOTIFY_SOCKET": notify_socket.name,
-            "WATCHDOG_USEC": "400000",
-            "HANG_SIGNAL_FILE": str(tmp_path / "hung"),
-        }
-    )
-    return env
+    return child_environment({
+        **tiny_bot_environment(
+            tiny_qwen3_dir, cpu_threads=1, data_dir=tmp_path / "data", max_new_tokens=16, max_pixels=128 * 128,
+            log_format="text", rate_limit_per_minute=0, health_interval_s=0.3, liveness_timeout_s=0.3,
+            engine_stuck_exit_s=3, drain_timeout_s=2, stop_timeout_s=1, job_lease_s=5,
+        ),
+        **slack_environment(fake, fail_fast=False),
+        "NOTIFY_SOCKET": notify_socket.name,
+        "WATCHDOG_USEC": "400000",
+        "HANG_SIGNAL_FILE": str(tmp_path / "hung"),
+    })
 
 
 async def _ask(fake: FakeSlack, text: str) -> dict[str, Any]:
@@ -250,21 +202,21 @@ async def test_a_hung_worker_exits_with_its_code_and_the_restart_answers_the_res
     notify_socket: NotifySocket,
 ) -> None:
     hung = tmp_path / "hung"
-    first = BotProcess(bot_env, tmp_path / "bot-1.log")
+    first = bot_process(bot_env, tmp_path / "bot-1.log")
     processes.append(first)
     await fake.wait_for_connection(1, timeout=90)
-    await eventually(lambda: "READY=1" in "\n".join(notify_socket.received), 30, "READY=1 from the bot")
+    await eventually(lambda: "READY=1" in "\n".join(notify_socket.received), "READY=1 from the bot", timeout=30)
     assert "engine ready" in first.log.read_text(), "READY=1 came before the model was loaded"
 
     poison = await _ask(fake, f"{MARKER} what is in this picture?")
-    await eventually(hung.exists, 60, "the model's worker to hang")
+    await eventually(hung.exists, "the model's worker to hang", timeout=60)
     others = [await _ask(fake, "what is peekbot?"), await _ask(fake, "what is a screenshot?")]
 
     code = await first.wait(90)
     assert code == ENGINE_STUCK_EXIT_CODE, first.log.read_text()[-3000:]
     log = first.log.read_text()
     assert "Stalled on slack:" in log and "2 other questions in flight stay in the journal" in log
-    await eventually(lambda: "STOPPING=1" in notify_socket.received, 5, "STOPPING=1 from the bot")
+    await eventually(lambda: "STOPPING=1" in notify_socket.received, "STOPPING=1 from the bot", timeout=5)
     notes = list(notify_socket.received)
     assert "WATCHDOG=1" in notes and notes[-1] == "STOPPING=1", notes  # no watchdog ping once it gave up
     apology = fake.bot_messages(poison["channel"], poison["ts"])
@@ -272,7 +224,7 @@ async def test_a_hung_worker_exits_with_its_code_and_the_restart_answers_the_res
     assert not any(_answered(fake, event) for event in others), "the others should be answered by the restart"
 
     hung.unlink()
-    second = BotProcess(bot_env, tmp_path / "bot-2.log")
+    second = bot_process(bot_env, tmp_path / "bot-2.log")
     processes.append(second)
     for event in others:
         texts = await fake.wait_answered(event, 90)

@@ -9,7 +9,6 @@ import sqlite3
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -33,16 +32,6 @@ from bot.types import (
 from tests.store.contract import *  # noqa: F403
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "state.db")
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 class FakeClock:

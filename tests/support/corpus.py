@@ -245,7 +245,7 @@ def make_pdf(
     ``extra_ops`` maps a 1-based page number to more content-stream operators for that page.
     ``password`` encrypts the file (RC4, revision 2) so it opens only with that user password.
     """
-    width, height = page_size
+    height = page_size[1]
     file_id = hashlib.md5(repr((list(pages), page_size, password)).encode()).digest()
     security = _Rc4Security(password, password + "-owner", file_id) if password is not None else None
     objects: dict[int, bytes] = {}
@@ -266,36 +266,49 @@ def make_pdf(
         if security is not None:
             stream = security.encrypt(content_number, stream)
         objects[content_number] = b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"
-        objects[page_number] = (
-            b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %s %s] " % (pages_root, _num(width), _num(height))
-            + b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>" % (font, content_number)
-        )
+        objects[page_number] = _page(pages_root, page_size, font, content_number)
         kids.append(page_number)
+    _page_tree(objects, pages_root, catalog, kids)
+    id_hex = file_id.hex().encode()
+    trailer = b" /ID [<%s> <%s>]" % (id_hex, id_hex)
+    if security is not None:
+        objects[next_number] = security.dictionary()
+        trailer += b" /Encrypt %d 0 R" % next_number
+    return _pdf_file(objects, catalog, trailer)
+
+
+def _page(pages_root: int, page_size: tuple[float, float], font: int, content: int) -> bytes:
+    """A page object of the size given, its text in the font object ``font``, drawn by the stream ``content``."""
+    width, height = page_size
+    return (
+        b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %s %s] " % (pages_root, _num(width), _num(height))
+        + b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>" % (font, content)
+    )
+
+
+def _page_tree(objects: dict[int, bytes], pages_root: int, catalog: int, kids: Sequence[int]) -> None:
+    """Adds the page tree of the pages ``kids`` and the catalog that points at it."""
     objects[pages_root] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (
         b" ".join(b"%d 0 R" % kid for kid in kids),
         len(kids),
     )
     objects[catalog] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_root
-    encrypt_number = None
-    if security is not None:
-        encrypt_number = next_number
-        objects[encrypt_number] = security.dictionary()
-        next_number += 1
 
+
+def _pdf_file(objects: dict[int, bytes], root: int, trailer: bytes = b"") -> bytes:
+    """The file of ``objects`` (numbered 1 to n): header, objects, cross-reference table and the trailer, whose
+    ``/Size`` and ``/Root`` are followed by ``trailer``."""
+    size = max(objects) + 1
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = {}
     for number in sorted(objects):
         offsets[number] = len(out)
         out += b"%d 0 obj\n" % number + objects[number] + b"\nendobj\n"
     xref_at = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % next_number
-    for number in range(1, next_number):
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % size
+    for number in range(1, size):
         out += b"%010d 00000 n \n" % offsets[number]
-    id_hex = file_id.hex().encode()
-    trailer = b"<< /Size %d /Root %d 0 R /ID [<%s> <%s>]" % (next_number, catalog, id_hex, id_hex)
-    if encrypt_number is not None:
-        trailer += b" /Encrypt %d 0 R" % encrypt_number
-    out += b"trailer\n" + trailer + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref_at
+    out += b"trailer\n<< /Size %d /Root %d 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (size, root, trailer, xref_at)
     return bytes(out)
 
 
@@ -392,7 +405,7 @@ def make_shared_stream_pdf(
 
     Small on disk; a reader pays for decoding and parsing the stream once per page.
     """
-    width, height = page_size
+    height = page_size[1]
     line = b"BT /F1 14 Tf 72 " + _num(height - 72) + b" Td " + _pdf_string(text) + b" Tj ET\n"
     stream = zlib.compress(line + ops, 9)
     font, pages_root, catalog, content = 1, 2, 3, 4
@@ -402,23 +415,6 @@ def make_shared_stream_pdf(
     }
     kids = list(range(5, 5 + pages))
     for number in kids:
-        objects[number] = (
-            b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %s %s] " % (pages_root, _num(width), _num(height))
-            + b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>" % (font, content)
-        )
-    objects[pages_root] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (
-        b" ".join(b"%d 0 R" % kid for kid in kids), len(kids)
-    )
-    objects[catalog] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_root
-    size = max(objects) + 1
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = {}
-    for number in sorted(objects):
-        offsets[number] = len(out)
-        out += b"%d 0 obj\n" % number + objects[number] + b"\nendobj\n"
-    xref_at = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % size
-    for number in range(1, size):
-        out += b"%010d 00000 n \n" % offsets[number]
-    out += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (size, catalog, xref_at)
-    return bytes(out)
+        objects[number] = _page(pages_root, page_size, font, content)
+    _page_tree(objects, pages_root, catalog, kids)
+    return _pdf_file(objects, catalog)

@@ -32,10 +32,13 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.typedefs import Middleware
 from lark_oapi.ws.pb.pbbp2_pb2 import Frame
+
+from sandbox.loopback import LoopbackServer
 
 CONTROL = 0
 DATA = 1
@@ -128,22 +131,24 @@ class _Push:
     sent: list[Send] = field(default_factory=list)
 
 
+@dataclass(slots=True, eq=False)
 class _Connection:
-    def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        transport: asyncio.BaseTransport | None,
-        device_id: str,
-        service_id: int,
-        number: int = 0,
-    ) -> None:
-        self.ws = ws
-        self.transport = transport
-        self.device_id = device_id
-        self.service_id = service_id
-        self.number = number
-        self.pings = 0
-        self.silent = False
+    ws: web.WebSocketResponse
+    transport: asyncio.BaseTransport | None
+    device_id: str
+    service_id: int
+    number: int = 0
+    pings: int = 0
+    silent: bool = False
+
+
+class _Refused(Exception):
+    """Raised by a handler: the request is answered with Feishu's error ``code`` and ``message`` (HTTP 400)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 def _json_error(code: int, message: str, status: int = 400, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -163,7 +168,7 @@ def card_text(card: Mapping[str, Any]) -> str:
     return "\n".join(str(e.get("content") or "") for e in elements if isinstance(e, dict))
 
 
-class FakeFeishu:
+class FakeFeishu(LoopbackServer):
     """The server side of Feishu that one app sees. Start with ``async with`` (binds 127.0.0.1, random port)."""
 
     def __init__(
@@ -216,54 +221,38 @@ class FakeFeishu:
         self._queued: list[_Push] = []
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # lifecycle -----------------------------------------------------------------------------------
-    async def start(self) -> None:
-        app = web.Application(middlewares=[self._middleware])
-        app.router.add_post("/open-apis/auth/v3/tenant_access_token/internal", self._token)
-        app.router.add_post("/callback/ws/endpoint", self._endpoint)
-        app.router.add_get("/ws", self._websocket)
-        app.router.add_get("/open-apis/bot/v3/info", self._bot_info)
-        app.router.add_get("/open-apis/im/v1/messages/{message_id}", self._get_message)
-        app.router.add_patch("/open-apis/im/v1/messages/{message_id}", self._patch_message)
-        app.router.add_delete("/open-apis/im/v1/messages/{message_id}", self._delete_message)
-        app.router.add_post("/open-apis/im/v1/messages/{message_id}/reply", self._reply)
-        app.router.add_post("/open-apis/im/v1/messages/{message_id}/reactions", self._add_reaction)
-        app.router.add_get("/open-apis/im/v1/messages/{message_id}/reactions", self._list_reactions)
-        app.router.add_delete("/open-apis/im/v1/messages/{message_id}/reactions/{reaction_id}", self._delete_reaction)
-        app.router.add_get("/open-apis/im/v1/messages/{message_id}/resources/{file_key}", self._resource)
-        app.router.add_post("/open-apis/cardkit/v1/cards", self._create_card)
-        app.router.add_post("/open-apis/cardkit/v1/cards/id_convert", self._card_id_convert)
-        app.router.add_put("/open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}/content", self._card_content)
-        app.router.add_patch("/open-apis/cardkit/v1/cards/{card_id}/settings", self._card_settings)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+    def routes(self) -> list[web.RouteDef]:
+        messages, cards = "/open-apis/im/v1/messages/{message_id}", "/open-apis/cardkit/v1/cards"
+        return [
+            web.post("/open-apis/auth/v3/tenant_access_token/internal", self._token),
+            web.post("/callback/ws/endpoint", self._endpoint),
+            web.get("/ws", self._websocket),
+            web.get("/open-apis/bot/v3/info", self._bot_info),
+            web.get(messages, self._get_message),
+            web.patch(messages, self._patch_message),
+            web.delete(messages, self._delete_message),
+            web.post(f"{messages}/reply", self._reply),
+            web.post(f"{messages}/reactions", self._add_reaction),
+            web.get(f"{messages}/reactions", self._list_reactions),
+            web.delete(f"{messages}/reactions/{{reaction_id}}", self._delete_reaction),
+            web.get(f"{messages}/resources/{{file_key}}", self._resource),
+            web.post(cards, self._create_card),
+            web.post(f"{cards}/id_convert", self._card_id_convert),
+            web.put(f"{cards}/{{card_id}}/elements/{{element_id}}/content", self._card_content),
+            web.patch(f"{cards}/{{card_id}}/settings", self._card_settings),
+        ]
 
-    async def close(self) -> None:
+    def middlewares(self) -> list[Middleware]:
+        return [self._middleware]
+
+    async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.drop_connections()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        await super().stop()
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids)}"
@@ -675,7 +664,23 @@ class FakeFeishu:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if token not in self._tokens:
             return _json_error(99991663, "Invalid access token for authorization.", 400)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except _Refused as refused:
+            return _json_error(refused.code, refused.message)
+
+    def _stored(self, message_id: str) -> StoredMessage:
+        stored = self.messages.get(message_id)
+        if stored is None:
+            raise _Refused(230001, "message not found")
+        return stored
+
+    @staticmethod
+    def _advance(card: Card, body: Mapping[str, Any]) -> None:
+        """Take the request's ``sequence``, which must be above every earlier one of the card."""
+        if int(body.get("sequence", 0)) <= card.sequence:
+            raise _Refused(300317, "sequence number compare failed")
+        card.sequence = int(body["sequence"])
 
     async def _token(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -721,15 +726,11 @@ class FakeFeishu:
         }
 
     async def _get_message(self, request: web.Request) -> web.Response:
-        stored = self.messages.get(request.match_info["message_id"])
-        if stored is None:
-            return _json_error(230001, "message not found")
+        stored = self._stored(request.match_info["message_id"])
         return _ok({"items": [self._message_json(stored)]})
 
     async def _reply(self, request: web.Request) -> web.Response:
-        parent = self.messages.get(request.match_info["message_id"])
-        if parent is None:
-            return _json_error(230001, "message not found")
+        parent = self._stored(request.match_info["message_id"])
         body = await request.json()
         key = body.get("uuid")
         if key and self._uuids.get(key) in self.messages:
@@ -764,9 +765,7 @@ class FakeFeishu:
 
     async def _delete_message(self, request: web.Request) -> web.Response:
         """``DELETE /im/v1/messages/{id}``: a bot recalls the messages it sent (they stay known, marked deleted)."""
-        stored = self.messages.get(request.match_info["message_id"])
-        if stored is None:
-            return _json_error(230001, "message not found")
+        stored = self._stored(request.match_info["message_id"])
         if stored.sender_type != "app":
             return _json_error(230026, "No permission to recall this message.")
         if stored.deleted:
@@ -791,9 +790,7 @@ class FakeFeishu:
     async def _list_reactions(self, request: web.Request) -> web.Response:
         """``GET /im/v1/messages/{id}/reactions``: optional ``reaction_type`` filter, ``page_size`` (default 20,
         at most 50) and ``page_token``; a recalled message has none to list."""
-        stored = self.messages.get(request.match_info["message_id"])
-        if stored is None:
-            return _json_error(230001, "message not found")
+        stored = self._stored(request.match_info["message_id"])
         if stored.deleted:
             return _json_error(230011, "the message was recalled")
         try:
@@ -853,9 +850,7 @@ class FakeFeishu:
 
     async def _card_id_convert(self, request: web.Request) -> web.Response:
         body = await request.json()
-        stored = self.messages.get(str(body.get("message_id") or ""))
-        if stored is None:
-            return _json_error(230001, "message not found")
+        stored = self._stored(str(body.get("message_id") or ""))
         if stored.msg_type != "interactive":
             return _json_error(300301, "the message is not a card")
         card_id = (json.loads(stored.content or "{}").get("data") or {}).get("card_id")
@@ -871,9 +866,7 @@ class FakeFeishu:
         body = await request.json()
         if not card.streaming:
             return _json_error(300309, "streaming mode is closed")
-        if int(body.get("sequence", 0)) <= card.sequence:
-            return _json_error(300317, "sequence number compare failed")
-        card.sequence = int(body["sequence"])
+        self._advance(card, body)
         card.texts[element_id] = str(body.get("content") or "")
         card.updates += 1
         return _ok()
@@ -883,9 +876,7 @@ class FakeFeishu:
         if card is None:
             return _json_error(300302, "card not found")
         body = await request.json()
-        if int(body.get("sequence", 0)) <= card.sequence:
-            return _json_error(300317, "sequence number compare failed")
-        card.sequence = int(body["sequence"])
+        self._advance(card, body)
         settings = json.loads(body.get("settings") or "{}")
         config = settings.get("config") or {}
         if "streaming_mode" in config:

@@ -18,12 +18,14 @@ import json
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from aiohttp import web
 from PIL import Image
+
+from sandbox.loopback import LoopbackServer
 
 FaultKind = Literal["status", "slow_first_token", "stall", "disconnect", "error_event"]
 
@@ -103,8 +105,12 @@ def default_answer(request: ChatRequest) -> str:
     return f"I see {count} image{'' if count == 1 else 's'}. The dialog says: disk quota exceeded."
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """``async with FakeOpenAI() as server``; point the engine at ``server.base_url``."""
+
+    runner_options: ClassVar[Mapping[str, Any]] = {
+        "access_log": None, "handler_cancellation": True, "shutdown_timeout": 0.5,
+    }
 
     def __init__(
         self,
@@ -132,37 +138,19 @@ class FakeOpenAI:
         """While set to an unset event, answers wait for it before their first chunk."""
         self.active = 0
         self.max_active = 0
-        self._runner: web.AppRunner | None = None
-        self.port: int | None = None
 
     @property
     def base_url(self) -> str:
-        assert self.port is not None, "the server is not running"
-        return f"http://127.0.0.1:{self.port}/v1"
+        assert self.port, "the server is not running"
+        return f"{self.url}/v1"
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/v1/models", self._models), web.post("/v1/chat/completions", self._chat)]
 
     async def stop(self) -> None:
         if self.hold is not None:
             self.hold.set()
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await super().stop()
 
     # ------------------------------------------------------------------ handlers
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 from bot.types import (
     AdapterHealth,
@@ -85,8 +88,21 @@ class LocalFilesAdapter:
         return reply
 
 
-def local_image(path: Path, mime_type: str = "image/png") -> FileRef:
-    return FileRef(platform="local", file_id=str(path), name=path.name, mime_type=mime_type,
+def png(colour: tuple[int, int, int] = (30, 120, 200), size: tuple[int, int] = (96, 64)) -> bytes:
+    """A one-colour picture, PNG-encoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def save_png(path: Path, colour: tuple[int, int, int] = (30, 120, 200), size: tuple[int, int] = (96, 64)) -> Path:
+    """A one-colour PNG screenshot written to ``path`` (returned)."""
+    path.write_bytes(png(colour, size))
+    return path
+
+
+def local_image(path: Path, mime_type: str = "image/png", platform: str = "local") -> FileRef:
+    return FileRef(platform=platform, file_id=str(path), name=path.name, mime_type=mime_type,
                    size=path.stat().st_size, source={"path": str(path)})
 
 
@@ -99,15 +115,19 @@ def message(
     event_id: str | None = None,
     message_id: str | None = None,
     is_command: bool = False,
+    platform: str = "local",
+    channel: str = "C1",
 ) -> IncomingMessage:
+    """A person's message in a group chat that mentions the bot, with ``files`` as images; unique ids unless given."""
     number = next(_ids)
     segments = [TextSegment(text)] if text else []
     segments += [ImageSegment(f) for f in files]
+    prefix = "" if platform == "local" else f"{platform}-"
     return IncomingMessage(
-        event_id=event_id or f"ev{number}",
-        message_id=message_id or f"msg{number}",
-        conversation=ConversationKey("local", "W1", "C1", thread),
-        user=User("local", user),
+        event_id=event_id or f"{prefix}ev{number}",
+        message_id=message_id or f"{prefix}msg{number}",
+        conversation=ConversationKey(platform, "W1", channel, thread),
+        user=User(platform, user),
         chat_type=ChatType.GROUP,
         segments=tuple(segments),
         mentions_bot=True,

@@ -5,32 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from bot.app import Application
 from bot.settings import Settings
-from bot.types import (
-    AdapterHealth,
-    ChatType,
-    ConversationKey,
-    FileRef,
-    ImageSegment,
-    IncomingMessage,
-    MessageHandler,
-    TextSegment,
-    User,
-)
+from bot.types import AdapterHealth, FileRef, IncomingMessage, MessageHandler
 from bot.wiring import build_application
-from tests.support.helpers import RecordingReply
-
-_ids = itertools.count(1)
+from tests.support.helpers import RecordingReply, local_image, message, save_png
+from tests.support.waiting import eventually
 
 
 class ControlledAdapter:
@@ -78,21 +66,9 @@ class ControlledAdapter:
     def drop(self) -> None:
         self.connected = False
 
-    def message(self, text: str, *images: Path, user: str = "U1", channel: str = "C1", thread: str = "T1",
-                event_id: str | None = None, message_id: str | None = None) -> IncomingMessage:
-        number = next(_ids)
-        segments = [TextSegment(text)] if text else []
-        segments += [ImageSegment(FileRef(self.name, str(p), p.name, "image/png", p.stat().st_size,
-                                          {"path": str(p)})) for p in images]
-        return IncomingMessage(
-            event_id=event_id or f"{self.name}-ev{number}",
-            message_id=message_id or f"{self.name}-msg{number}",
-            conversation=ConversationKey(self.name, "W1", channel, thread),
-            user=User(self.name, user),
-            chat_type=ChatType.GROUP,
-            segments=tuple(segments),
-            mentions_bot=True,
-        )
+    def message(self, text: str, *images: Path, **where: str) -> IncomingMessage:
+        """A message on this platform with local ``images``; ``where``: user, channel, thread, event_id, message_id."""
+        return message(text, *(local_image(p, platform=self.name) for p in images), platform=self.name, **where)
 
     async def ask(self, text: str, *images: Path, timeout: float = 60.0, **kwargs: str) -> RecordingReply:
         assert self.handler is not None, "the adapter is not started"
@@ -152,14 +128,18 @@ async def running_app(settings: Settings, adapters: list[ControlledAdapter],
 
 
 def screenshot(path: Path, size: tuple[int, int] = (160, 120)) -> Path:
-    Image.new("RGB", size, (40, 120, 200)).save(path)
-    return path
+    return save_png(path, (40, 120, 200), size)
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Wait (bounded) until ``condition()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+async def block_worker(app: Application, seconds: float) -> asyncio.Task[None]:
+    """Occupy the model's worker thread for ``seconds``; returns once it is blocked, with the task that ends when the
+    worker is free again."""
+    blocking = threading.Event()
+
+    def hang() -> None:
+        blocking.set()
+        time.sleep(seconds)
+
+    blocker = asyncio.create_task(app.engine.run_on_worker(hang, 10))
+    await eventually(blocking.is_set, what="the worker to block")
+    return blocker

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import pytest
 
 from adapters.feishu import FeishuAdapter
 from adapters.slack import SlackAdapter
-from bot.settings import Settings
 from bot.store.codec import decode_message, encode_message
-from bot.types import IncomingMessage, ReplyHandle
+from bot.types import Adapter, IncomingMessage, ReplyHandle, ResumableReplies
+from sandbox.slack_server import FakeSlack, slack_environment
+from tests.support.apps import AdapterStarter, set_environment
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
-from tests.support.fake_slack import FakeSlack
 
 
 @dataclass
@@ -59,6 +60,47 @@ def journaled(message: IncomingMessage) -> IncomingMessage:
     return decode_message(encode_message(message))
 
 
+Q = TypeVar("Q")
+
+
+@dataclass
+class Taken(Generic[Q]):
+    """A question a process took: its adapter and stand-in core, the platform's question (an event or an id), and
+    what the core was given for it."""
+
+    adapter: Any
+    core: Core
+    question: Q
+    message: IncomingMessage
+    reply: Any
+
+
+async def showing_progress(
+    start: Callable[[Core], Awaitable[Any]],
+    ask: Callable[[Core], Awaitable[tuple[Q, IncomingMessage, ReplyHandle]]],
+) -> Taken[Q]:
+    """A process (a new adapter from ``start``) takes the question ``ask`` delivers and shows its progress."""
+    core = Core()
+    adapter = await start(core)
+    question, message, reply = await ask(core)
+    await reply.start_progress(None)
+    return Taken(adapter, core, question, message, reply)
+
+
+async def next_process_reply(
+    start: Callable[[Core], Awaitable[Adapter]], message: IncomingMessage, state: Mapping[str, str] | None = None
+) -> ReplyHandle:
+    """The reply a new adapter (the next process, started by ``start``) makes for the journaled ``message`` and reply
+    ``state`` (``None``: the first process died before journaling any), its progress shown as the core does."""
+    journal = dict(state or {})
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in journal.items()), "the journal stores strings"
+    adapter = await start(Core())
+    assert isinstance(adapter, ResumableReplies)
+    resumed = adapter.reply_for(journaled(message), journal)
+    await resumed.start_progress(None)
+    return resumed
+
+
 StartSlack = Callable[[Core], Awaitable[SlackAdapter]]
 StartFeishu = Callable[[Core], Awaitable[FeishuAdapter]]
 
@@ -72,27 +114,9 @@ async def slack() -> AsyncIterator[FakeSlack]:
 @pytest.fixture
 async def start_slack(slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartSlack]:
     """Starts Slack adapters (one per simulated process) against the fake; stops them at the end."""
-    for key, value in {
-        "SLACK_BOT_TOKEN": slack.BOT_TOKEN,
-        "SLACK_APP_TOKEN": slack.APP_TOKEN,
-        "SLACK_API_URL": slack.api_url,
-        "SLACK_UPDATE_INTERVAL_S": "0.05",
-        "SLACK_WATCHDOG_INTERVAL_S": "0.2",
-        "SLACK_AUTH_CHECK_INTERVAL_S": "0",
-        "SLACK_STARTUP_ATTEMPTS": "1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    started: list[SlackAdapter] = []
-
-    async def start(core: Core) -> SlackAdapter:
-        adapter = SlackAdapter(Settings())
-        await adapter.start(core)
-        started.append(adapter)
-        return adapter
-
-    yield start
-    for adapter in started:
-        await adapter.stop()
+    set_environment(monkeypatch, slack_environment(slack, fast_watchdog=True))
+    async with AdapterStarter(SlackAdapter) as start:
+        yield start
 
 
 @pytest.fixture
@@ -104,16 +128,6 @@ async def feishu() -> AsyncIterator[FakeFeishu]:
 @pytest.fixture
 async def start_feishu(feishu: FakeFeishu, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartFeishu]:
     """Starts Feishu adapters (one per simulated process) against the fake; stops them at the end."""
-    for key, value in feishu_environment(feishu, fast_heartbeat=True).items():
-        monkeypatch.setenv(key, value)
-    started: list[FeishuAdapter] = []
-
-    async def start(core: Core) -> FeishuAdapter:
-        adapter = FeishuAdapter(Settings())
-        await adapter.start(core)
-        started.append(adapter)
-        return adapter
-
-    yield start
-    for adapter in started:
-        await adapter.stop()
+    set_environment(monkeypatch, feishu_environment(feishu, fast_heartbeat=True))
+    async with AdapterStarter(FeishuAdapter) as start:
+        yield start
