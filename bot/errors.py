@@ -135,3 +135,12 @@ class TooManyPending(Busy):
         )
         self.queue_depth = pending
         self.queue_limit = limit
+
+
+class ReplyGone(UserFacingError):
+    """The place the answer was being written to is gone (a terminal reader that left): stop answering."""
+
+    kind = "reply_gone"
+
+    def __init__(self) -> None:
+        super().__init__("Nobody reads this answer any more.")

@@ -1,5 +1,5 @@
 """The console adapter: ask questions about local files from a terminal (``peekbot chat``)."""
 
-from adapters.console.adapter import ConsoleAdapter, ConsoleReply
+from adapters.console.adapter import OUTPUT_CLOSED, ConsoleAdapter, ConsoleReply
 
-__all__ = ["ConsoleAdapter", "ConsoleReply"]
+__all__ = ["OUTPUT_CLOSED", "ConsoleAdapter", "ConsoleReply"]

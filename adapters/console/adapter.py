@@ -8,11 +8,11 @@ import logging
 import mimetypes
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from bot.errors import FileTooLarge, InputError
+from bot.errors import FileTooLarge, InputError, ReplyGone
 from bot.settings import Settings
 from bot.types import (
     AdapterHealth,
@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 CONSOLE_USER = User(platform="console", user_id="local", display_name="you")
 
+OUTPUT_CLOSED = "the output was closed before the answer was complete"
+"""``ConsoleReply.error`` when the reader went away (e.g. ``peekbot chat … | head``)."""
+
 
 class ConsoleReply:
     """Writes the answer to ``out`` as it grows; ``done`` is set when the final text or an error arrived."""
@@ -50,22 +53,37 @@ class ConsoleReply:
             self._status.flush()
 
     async def update(self, text: str) -> None:
-        self._write_through(text)
+        self._guarded(self._write_through, text)
 
     async def finish(self, text: str) -> None:
-        self._write_through(text)
-        self._out.write("\n")
-        self._out.flush()
+        self._guarded(self._write_through, text + "\n")
         self.final_text = text
         self.done.set()
 
     async def fail(self, text: str) -> None:
-        if self._printed:
-            self._out.write("\n")
-        self._out.write(f"peekbot: {text}\n")
-        self._out.flush()
-        self.error = text
+        try:
+            self._write(("\n" if self._printed else "") + f"peekbot: {text}\n")
+        except (OSError, ValueError):  # nobody reads any more: the error has nowhere to go
+            self._closed()
+            return
+        self.error = self.error or text
         self.done.set()
+
+    def _guarded(self, write: Callable[[str], None], text: str) -> None:
+        """Write, or, when the reader went away, end this reply (raising, so the core stops generating)."""
+        try:
+            write(text)
+        except (OSError, ValueError) as exc:
+            self._closed()
+            raise ReplyGone() from exc
+
+    def _closed(self) -> None:
+        self.error = OUTPUT_CLOSED
+        self.done.set()
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
 
     def resume_state(self) -> dict[str, str]:
         """A terminal reply has nothing to find again: a new process just writes to its own terminal."""
@@ -73,11 +91,10 @@ class ConsoleReply:
 
     def _write_through(self, text: str) -> None:
         if text.startswith(self._printed):
-            self._out.write(text[len(self._printed) :])
+            self._write(text[len(self._printed) :])
         else:  # the text was rewritten (rare): start a fresh line
-            self._out.write("\n" + text)
+            self._write("\n" + text)
         self._printed = text
-        self._out.flush()
 
 
 class ConsoleAdapter:

@@ -50,6 +50,28 @@ def test_chat_demo_builds_its_model_once_and_says_it_is_random(tmp_path: Path, b
     assert result.stdout.strip()
 
 
+def test_chat_piped_into_a_reader_that_leaves_early_ends_at_once(tmp_path: Path, tiny_qwen3_dir: Path,
+                                                                 base_env: dict[str, str]) -> None:
+    """``peekbot chat … | head -c 5``: when the reader goes away the answer stops and chat exits, no traceback."""
+    shot = tmp_path / "shot.png"
+    Image.new("RGB", (400, 300), (20, 30, 200)).save(shot)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PEEKBOT_", "SLACK_", "FEISHU_"))}
+    env.update(base_env, PEEKBOT_MODEL=str(tiny_qwen3_dir), PEEKBOT_MAX_NEW_TOKENS="400")
+    chat = subprocess.Popen([sys.executable, "-m", "bot.cli", "chat", "--image", str(shot), "describe it"], cwd=ROOT,
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert chat.stdout is not None and chat.stderr is not None
+    first = chat.stdout.read(5)  # the reader takes the first words and leaves
+    chat.stdout.close()
+    try:
+        code = chat.wait(timeout=120)
+    finally:
+        chat.kill()
+    stderr = chat.stderr.read().decode(errors="replace")
+    assert first
+    assert code == 1, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
 def test_chat_reports_a_bad_file_and_exits_non_zero(tmp_path: Path, tiny_qwen3_dir: Path,
                                                     base_env: dict[str, str]) -> None:
     broken = tmp_path / "broken.png"
