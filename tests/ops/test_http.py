@@ -129,12 +129,13 @@ async def test_healthz_fails_only_once_the_worker_was_stuck_for_the_set_time(
             status, body = await get_json(server, "/healthz")
             assert status == 200 and body["status"] == "ok", "stuck for less than the set time is still healthy"
 
-            # The worker comes back and generates a long answer: the ping waits for it, progress resets the timer.
+            # The worker comes back and generates a long answer: the ping is served between two steps (or, on a
+            # loaded machine, the tokens produced meanwhile count as progress); either way the timer is reset.
             gates[-1].set()
             stream = app.engine.submit(GenerationRequest("count", max_new_tokens=4000, min_new_tokens=4000))
             await eventually(lambda: app.engine.stats().in_flight == 1, what="the engine to start generating")
             busy = await maintenance.jobs.run_now(LIVENESS)
-            assert busy.outcome == "ok" and "the worker is generating" in busy.detail
+            assert busy.outcome == "ok", busy.detail
             assert maintenance.liveness.stuck_since is None
             stream.cancel()
             await eventually(lambda: app.engine.stats().in_flight == 0, what="the engine to go idle")

@@ -79,12 +79,12 @@ async def test_liveness_ping_detects_a_hung_worker(monkeypatch, tmp_path, model_
         assert recovered.outcome == "ok" and maintenance.liveness.alive is True
         assert maintenance.liveness.stuck_count == 1
 
-        # A long batch delays the ping too, but the worker is producing tokens: busy, not stuck.
+        # A long answer does not delay the ping: the worker serves it between two decoding steps.
         stream = app.engine.submit(GenerationRequest("count", max_new_tokens=4000, min_new_tokens=4000))
         await eventually(lambda: app.engine.stats().in_flight == 1, what="the engine to start generating")
         busy = await maintenance.jobs.run_now(LIVENESS)
         stream.cancel()
-        assert busy.outcome == "ok" and "the worker is generating" in busy.detail
+        assert busy.outcome == "ok", busy.detail
         assert maintenance.liveness.alive is True and maintenance.liveness.stuck_count == 1
 
 
