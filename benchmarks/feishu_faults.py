@@ -16,7 +16,8 @@ posts with an image and an @-mention (groups). Faults are spread evenly over the
 All figures are measured at the fake: ack latency (data frame sent → ack frame received), reconnect time
 (kill → next WebSocket accepted), silence detection (pongs stop → next WebSocket accepted), first visible
 feedback (question's frame first sent → "Typing" reaction or reply card, whichever comes first) and the
-answers each question got.
+answers each question got. While the run goes on, every fifth answer is rated 👍 as soon as it is final (a
+``card.action.trigger``, alternately as an EVENT and a CARD frame): the time to the bot's toast on that frame.
 
     .venv/bin/python benchmarks/feishu_faults.py                       # 200 questions, 10 faults
     .venv/bin/python benchmarks/feishu_faults.py --events 60 --faults 6 --rate 3 --json out.json
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -103,6 +104,10 @@ ERROR_PREFIX = "⚠️"
 BUSY_MARK = "I'm busy right now"
 TYPING = "Typing"
 USERS = 6
+PRESS_EVERY = 5
+"""Every this many questions, the answer gets a 👍 once it is final."""
+CALLBACK_TARGET_S = 3.0
+"""Feishu shows the presser an error when a card callback is not answered within this time."""
 GROUPS = 2
 QUESTIONS = (
     "what does this error mean?",
@@ -135,10 +140,12 @@ class Options:
     warmup: bool = True
     device: str = "auto"
     model: Path | None = None
-    timeout_s: float = 130.0
-    """Bound on the measured run (traffic, faults and waiting for the last answers)."""
+    timeout_s: float = 900.0
+    """Hard bound on the measured run (traffic, faults and waiting for the last answers)."""
     settle_s: float = 30.0
-    """How long, at most, to wait for the last answers after the last question was sent."""
+    """After the last question was sent, the run waits for the answers still owed while they keep coming: it stops
+    when every question is answered or when no answer came in for this long (then the rest count as lost). A
+    saturated engine's backlog is therefore waited for, not counted as lost."""
 
 
 # the world on the fake's side (runs on the fake's own event loop) -----------------------------------
@@ -171,11 +178,22 @@ class FaultLog:
 
 
 @dataclass(slots=True)
+class PressLog:
+    """A 👍 on an answer: the frame it went in and how long the bot took to answer it (None: no answer)."""
+
+    message_id: str
+    frame: str
+    latency_s: float | None
+    toast: str = ""
+
+
+@dataclass(slots=True)
 class DriveLog:
     start: float
     questions: list[Question] = field(default_factory=list)
     extras: list[Extra] = field(default_factory=list)
     faults: list[FaultLog] = field(default_factory=list)
+    presses: list[PressLog] = field(default_factory=list)
     traffic_end: float | None = None
     settled_at: float | None = None
     settled: bool = False
@@ -299,6 +317,30 @@ def unfinished(fake: FakeFeishu, questions: Sequence[Question]) -> list[Question
     return waiting
 
 
+async def press_answers(fake: FakeFeishu, log: DriveLog) -> None:
+    """Rate every ``PRESS_EVERY``-th answer 👍 once it is final, alternately over an EVENT and a CARD frame."""
+    pressed: set[str] = set()
+    while True:
+        await asyncio.sleep(0.5)
+        due = [q for q in log.questions if q.index % PRESS_EVERY == 0 and q.message_id not in pressed]
+        waiting = {q.message_id for q in unfinished(fake, due)}
+        for question in (q for q in due if q.message_id not in waiting):
+            pressed.add(question.message_id)
+            values = [(m, v) for m in fake.replies_to(question.message_id) for v in fake.buttons_on(m)
+                      if v.get("k") == "helpful"]
+            if not values:  # a busy reply or an apology carries no rating
+                continue
+            message, value = values[0]
+            frame = "card" if len(log.presses) % 2 else "event"
+            callback = fake.card_action_event(message, value, open_id=f"ou_user_{question.index % USERS}")
+            try:
+                press = await fake.press(callback, frame=frame, timeout=2 * CALLBACK_TARGET_S)
+            except AssertionError:  # no connection open, or no answer in time
+                log.presses.append(PressLog(question.message_id, frame, None))
+                continue
+            log.presses.append(PressLog(question.message_id, frame, press.latency_s, press.toast))
+
+
 async def drive(fake: FakeFeishu, options: Options, plan: Sequence[PlannedFault], images: Sequence[bytes]) -> DriveLog:
     """Send the questions on schedule, inject the faults, then wait (bounded) for the last answers."""
     log = DriveLog(start=time.monotonic())
@@ -306,27 +348,31 @@ async def drive(fake: FakeFeishu, options: Options, plan: Sequence[PlannedFault]
     log.faults = [FaultLog(p.number, p.kind, p.after_event, p.offset_s) for p in plan]
     injections = [asyncio.get_running_loop().create_task(inject(fake, f, log, options, deadline))
                   for f in log.faults]
+    presser = asyncio.get_running_loop().create_task(press_answers(fake, log))
     try:
         for index, offset in enumerate(event_offsets(options.events, options.rate_per_s)):
             await _sleep_until(log.start + offset)
             question = make_question(fake, index, images)
             log.questions.append(question)
             question.transport_id = await fake.push_event(question.event)
-        await asyncio.wait(injections, timeout=max(0.1, deadline - time.monotonic()))
+        if injections:  # ``--faults 0`` injects none
+            await asyncio.wait(injections, timeout=max(0.1, deadline - time.monotonic()))
         log.traffic_end = time.monotonic()
-        settle_by = min(deadline, log.traffic_end + options.settle_s)
-        pending = list(log.questions)
-        while pending and time.monotonic() < settle_by:
+        pending, progress_at = list(log.questions), log.traffic_end
+        while pending and time.monotonic() < min(deadline, progress_at + options.settle_s):
             await asyncio.sleep(0.25)
-            pending = unfinished(fake, pending)
+            still = unfinished(fake, pending)
+            if len(still) < len(pending):
+                progress_at = time.monotonic()
+            pending = still
         log.settled = not pending
         log.settled_at = time.monotonic()
         # Late duplicates would show up now: frames re-sent after an ack timeout, answers started twice.
         await asyncio.sleep(min(ACK_TIMEOUT_S + 0.5, max(0.0, deadline - time.monotonic())))
     finally:
-        for task in injections:
+        for task in (*injections, presser):
             task.cancel()
-        await asyncio.gather(*injections, return_exceptions=True)
+        await asyncio.gather(*injections, presser, return_exceptions=True)
     return log
 
 
@@ -427,6 +473,7 @@ def analyse(fake: FakeFeishu, log: DriveLog, options: Options) -> dict[str, Any]
     rest_calls = sum(1 for c in fake.calls if not c.path.startswith("/open-apis/auth/"))
 
     answers = count_answers(outcomes)
+    press_latencies = [p.latency_s for p in log.presses if p.latency_s is not None]
     silence_bound = SILENCE_PINGS * options.ping_interval_s + SILENCE_GRACE_S
     return {
         "answers": answers,
@@ -448,6 +495,14 @@ def analyse(fake: FakeFeishu, log: DriveLog, options: Options) -> dict[str, Any]
             "reconnects": max(0, fake.connections_opened - 1),
             "reconnects_not_caused_by_a_fault": max(0, fake.connections_opened - 1 - reconnecting_faults),
             "discoveries": fake.discoveries,
+        },
+        "card_callbacks": {
+            **distribution(press_latencies),
+            "sent": len(log.presses),
+            "unanswered": sum(1 for p in log.presses if p.latency_s is None),
+            "by_frame": {kind: sum(1 for p in log.presses if p.frame == kind) for kind in ("event", "card")},
+            "thanked": sum(1 for p in log.presses if p.toast.startswith("Thanks")),
+            "toasts": dict(Counter(p.toast for p in log.presses if p.latency_s is not None)),
         },
         "rate_limited_responses": rate_limited,
         "rest_calls": {"total": rest_calls, "per_question": round(rest_calls / max(1, len(log.questions)), 2)},
@@ -556,6 +611,8 @@ def judge(result: dict[str, Any]) -> list[Any]:
         below("first visible feedback p95", result["first_feedback_s"]["p95"], FEEDBACK_P95_TARGET_S, "s"),
         at_most("lost answers", answers["lost"], 0, ""),
         at_most("duplicate answers", answers["duplicates"], 0, ""),
+        below("card callback answered, slowest", result["card_callbacks"]["max"], CALLBACK_TARGET_S, "s"),
+        at_most("card callbacks unanswered", result["card_callbacks"]["unanswered"], 0, ""),
     ]
 
 
@@ -587,6 +644,11 @@ def table(result: dict[str, Any]) -> str:
     connections = result["connections"]
     report.add_text("reconnects (not caused by a fault)",
                     f"{connections['reconnects']} ({connections['reconnects_not_caused_by_a_fault']})")
+    callbacks = result["card_callbacks"]
+    report.add("👍 callbacks answered p50 / p99 / max", callbacks["p50"], callbacks["p99"], callbacks["max"], unit="s")
+    report.add_text("  … sent (event / card frames) / unanswered / thanked",
+                    f"{callbacks['sent']} ({callbacks['by_frame']['event']} / {callbacks['by_frame']['card']}) / "
+                    f"{callbacks['unanswered']} / {callbacks['thanked']}")
     report.add_text("429 answers to card updates", str(result["rate_limited_responses"]))
     report.add("REST calls: total / per question", result["rest_calls"]["total"], result["rest_calls"]["per_question"])
     report.add("engine queue non-empty / mean depth / max depth", engine["queue_nonempty_share"],
@@ -631,7 +693,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--model", type=Path, default=None, help="model directory or id (default: tiny random)")
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s,
-                        help="bound on the measured run in seconds (default 130)")
+                        help="hard bound on the measured run in seconds (default 900)")
     parser.add_argument("--svg", type=Path, default=None, help="write a timeline chart here")
     add_output_arguments(parser)
     return parser.parse_args(argv)

@@ -136,6 +136,8 @@ class SlackFaultsConfig:
     """Every n-th question carries a small screenshot (downloaded with the bot token)."""
     timeout_s: float = 240.0
     """The whole run stops by this time; questions still unanswered then count as lost."""
+    native_streaming: bool = True
+    """``SLACK_NATIVE_STREAMING``: answers streamed with ``chat.startStream``/``appendStream``, else ``chat.update``."""
 
 
 # driving the fake (runs on the fake's own event loop) ----------------------------------------------
@@ -269,8 +271,10 @@ class SlackDriver:
             await fake.send_event(target.first_event, event_id=target.event_ids[0], retry_attempt=1)
             fault.detail = f"redelivered {target.event_ids[0]} ({target.channel} {target.ts}) with retry_attempt 1"
         elif fault.kind == RATE_LIMIT:
-            fake.rate_limit("chat.update", times=RATE_LIMITED_UPDATES, retry_after=RETRY_AFTER_S)
-            fault.detail = f"next {RATE_LIMITED_UPDATES} chat.update calls: 429, Retry-After {RETRY_AFTER_S:g} s"
+            for method in ("chat.update", "chat.appendStream"):  # whichever way the answers stream
+                fake.rate_limit(method, times=RATE_LIMITED_UPDATES, retry_after=RETRY_AFTER_S)
+            fault.detail = (f"next {RATE_LIMITED_UPDATES} chat.update and chat.appendStream calls: 429, "
+                            f"Retry-After {RETRY_AFTER_S:g} s")
         else:
             raise ValueError(f"unknown fault kind {fault.kind}")
 
@@ -278,7 +282,10 @@ class SlackDriver:
     def _final_replies(self, question: SentQuestion) -> list[str]:
         """The bot's messages in the question's thread that carry an answer or an error (not progress)."""
         replies = self.fake.bot_messages(question.channel, question.ts)
-        return [str(m["text"]) for m in replies if not str(m["text"]).startswith(PLACEHOLDER_PREFIXES)]
+        return [
+            str(m["text"]) for m in replies
+            if not m.get("streaming") and not str(m["text"]).startswith(PLACEHOLDER_PREFIXES)
+        ]
 
     def outcomes(self) -> list[QuestionOutcome]:
         reactions = Counter(
@@ -319,7 +326,7 @@ class SlackDriver:
         # First visible sign per question: the progress reaction on it or a message in its thread.
         first_seen: dict[tuple[str, str], float] = {}
         for c in fake.api_calls:
-            if not c.ok or c.method not in ("reactions.add", "chat.postMessage"):
+            if not c.ok or c.method not in ("reactions.add", "chat.postMessage", "chat.startStream"):
                 continue
             ts = c.args.get("timestamp") if c.method == "reactions.add" else c.args.get("thread_ts")
             key = (str(c.args.get("channel")), str(ts))
@@ -382,6 +389,7 @@ def build_application(fake: FakeSlack, config: SlackFaultsConfig, model: str, da
         "SLACK_API_URL": fake.api_url,
         "SLACK_PING_INTERVAL_S": str(config.ping_interval_s),
         "SLACK_STARTUP_ATTEMPTS": "1",
+        "SLACK_NATIVE_STREAMING": "true" if config.native_streaming else "false",
     }
     settings = load_settings(env, SlackSettings)
     return Application(settings, engine=TransformersEngine(settings.engine), adapters=[SlackAdapter(settings)])
@@ -585,6 +593,7 @@ def _result(
         "answers": answers,
         "rate_limited_calls": sum(1 for _, status in calls if status == 429),
         "chat_update_calls": sum(1 for method, _ in calls if method == "chat.update"),
+        "api_calls_per_answer": calls_per_answer(calls, len(snapshot["outcomes"])),
         "engine": {**engine_figures(engine_stats), "queue": queue},
         "core_counters": counters,
         "bot_loop_lag_ms": distribution(loop_lag_s, scale=1000.0, digits=2),
@@ -592,6 +601,16 @@ def _result(
                      "faults": [(m.at_s, m.label) for m in markers]},
         "targets": targets_json(targets),
     }
+
+
+SET_UP_METHODS = frozenset({"auth.test", "apps.connections.open"})
+
+
+def calls_per_answer(calls: list[tuple[str, int]], questions: int) -> dict[str, float]:
+    """Web API calls per question asked (connection set-up left out): in all and per method."""
+    counted = Counter(method for method, _ in calls if method not in SET_UP_METHODS)
+    per = {method: round(n / max(questions, 1), 2) for method, n in sorted(counted.items())}
+    return {"total": round(sum(counted.values()) / max(questions, 1), 2), **per}
 
 
 # output ----------------------------------------------------------------------------------------------
@@ -629,6 +648,9 @@ def format_table(result: dict[str, Any]) -> str:
                     f"{answers['error_replies'] - answers['busy_replies']}")
     report.add_text("chat.update calls / 429s served",
                     f"{result['chat_update_calls']} / {result['rate_limited_calls']}")
+    per_answer = result["api_calls_per_answer"]
+    report.add_text("Web API calls per answer", ", ".join(
+        [f"{per_answer['total']:g} in all"] + [f"{m} {n:g}" for m, n in per_answer.items() if m != "total"]))
     queue = result["engine"]["queue"]
     report.add_text("engine queue non-empty / depth mean / max",
                     f"{queue['queue_nonempty_share']} / {queue['queue_depth_mean']} / {queue['queue_depth_max']}")
@@ -662,6 +684,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="times the fake redelivers an unacked envelope, 3 s apart (default 3, as Slack)")
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="global time limit in seconds")
     parser.add_argument("--chart", type=Path, default=None, help="also write an SVG timeline here")
+    parser.add_argument("--native-streaming", choices=("on", "off"), default="on",
+                        help="stream answers natively (chat.startStream…) or by chat.update (default on)")
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.events < 1 or args.faults < 0 or args.rate <= 0 or args.ping_interval <= 0 or args.timeout <= 0:
@@ -681,6 +705,7 @@ def config_from(args: argparse.Namespace) -> SlackFaultsConfig:
         queue_limit=args.queue_limit,
         max_redeliveries=args.redeliveries,
         timeout_s=args.timeout,
+        native_streaming=args.native_streaming == "on",
     )
 
 

@@ -20,15 +20,19 @@ from bot.logs import log_context
 from bot.maintenance import Maintenance
 from bot.questions import answer_question
 from bot.ratelimit import QuotaChecker, RateLimiter, UserLimits, zone
+from bot.ratings import Ratings, answer_action
 from bot.settings import Settings
+from bot.stops import STOPPED, Stops
 from bot.store import open_store
 from bot.store.base import AuditRecord, Job, Store
 from bot.types import (
     Adapter,
     AdapterHealth,
+    AnswerAction,
     IncomingMessage,
     MessageWithdrawn,
     ReplyHandle,
+    ReportsAnswerActions,
     ReportsWithdrawals,
     ResumableReplies,
     Service,
@@ -123,6 +127,10 @@ class Application(StartStop):
         """Worker processes that open files (started on first use; stopped by ``stop``)."""
         self.withdrawals = Withdrawals(self)
         """Deleted and recalled messages: stopped, forgotten and audited (``withdraw`` is the adapters' callback)."""
+        self.ratings = Ratings(self)
+        """Answers rated helpful or not (``answer_action`` is the adapters' callback for answer buttons)."""
+        self.stops = Stops(self)
+        """Answers stopped while they stream by the asker or an admin (the Stop button)."""
         self._resume_jobs = resume_jobs
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -175,6 +183,7 @@ class Application(StartStop):
             )
             await self.refresh_paused()
             self._keep(self._watch_controls())
+            self._keep(self.stops.follow_shared())  # Stops clicked on other replicas
             self._accepting = True
             for service in self.services:
                 await service.start()
@@ -184,6 +193,8 @@ class Application(StartStop):
                     adapter.use_conversation_directory(self.conversations)
                 if isinstance(adapter, ReportsWithdrawals):
                     adapter.use_withdrawal_handler(self.withdraw)
+                if isinstance(adapter, ReportsAnswerActions):
+                    adapter.use_answer_action_handler(self.answer_action)
                 await adapter.start(self.handle)
                 self._started_adapters.append(adapter)
             self._ready = True
@@ -359,6 +370,13 @@ class Application(StartStop):
         with log_context(request_id=withdrawn.message_id or "-", platform=withdrawn.platform, conversation=where):
             await self.withdrawals.handle(withdrawn)
 
+    async def answer_action(self, action: AnswerAction) -> str:
+        """The adapters' callback for answer buttons (a rating or Stop, ``bot.ratings``): the sentence to show the
+        person who clicked. Raises when the store cannot be written (the adapter answers with an error toast)."""
+        where = str(action.conversation) if action.conversation is not None else "-"
+        with log_context(request_id=action.question_id or "-", platform=action.platform, conversation=where):
+            return await answer_action(self, action)
+
     def _duplicate(self, message: IncomingMessage) -> bool:
         self.counters["duplicates"] += 1
         logger.info("duplicate %s ignored", message.message_id)
@@ -478,6 +496,7 @@ class Application(StartStop):
         adapter = self.adapters.get(message.platform)
         reply = tracked = self.jobs.track(job, reply)  # touches the chat only while the job is ours
         reply = self.withdrawals.guard(reply, job.job_id)  # another replica may learn that it was withdrawn
+        reply = self.stops.watch(reply, job.job_id)  # keeps the text so far for Stop
         started = time.monotonic()
         outcome, answer_chars, image_hashes = "failed", 0, ()
         task = asyncio.current_task()
@@ -541,6 +560,11 @@ class Application(StartStop):
                 outcome = "lost"
                 tracked.abandon()
                 raise
+            if self.stops.stopped_by(job.job_id) is not None:  # Stop: keep the text so far, never resume
+                outcome = STOPPED
+                await self.stops.finish(job.job_id)
+                await self.jobs.finished(job, answered=True)
+                raise
             # Stopping: leave the job for the next start, which continues the same reply.
             outcome = "interrupted"
             await self.jobs.release(job)
@@ -553,6 +577,7 @@ class Application(StartStop):
             await self.jobs.finished(job, answered=False, error="internal")
         finally:
             self._question_tasks.pop(job.job_id, None)
+            self.stops.done(job.job_id)
             if self.jobs.is_lost(job.job_id):
                 outcome = "lost"
             self.jobs.forget(job.job_id)

@@ -1,4 +1,4 @@
-"""The ``peekbot`` command line: run, chat, tiny-model, doctor, bench."""
+"""The ``peekbot`` command line: run, chat, sandbox, tiny-model, doctor, bench."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ DEMO_WARNING = (
 )
 
 
+DEMO_MAX_PIXELS = 640 * 480
+"""The largest picture the demo model looks at: a full-size screenshot or PDF page takes the tiny model minutes on a
+CPU, and its answer is random either way."""
+
+
 def _demo_model(settings: Settings) -> Path:
     from inference.tiny import build_tiny_model
 
@@ -36,6 +41,14 @@ def _demo_model(settings: Settings) -> Path:
         print("Building the demo model once (a few seconds)…", file=sys.stderr)
         build_tiny_model(target, "qwen3_vl")
     return target
+
+
+def _use_demo_model(settings: Settings) -> None:
+    """``--demo``: the tiny random model (built once), short answers, and a warning that they are random."""
+    settings.engine.model = str(_demo_model(settings))
+    settings.engine.max_new_tokens = min(settings.engine.max_new_tokens, 64)  # random text: keep it short
+    settings.engine.max_pixels = min(settings.engine.max_pixels, DEMO_MAX_PIXELS)  # a CPU reads small pictures fast
+    print(DEMO_WARNING, file=sys.stderr)
 
 
 def _chat_store(settings: Settings):  # type: ignore[no-untyped-def]
@@ -48,7 +61,7 @@ def _chat_store(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 async def _chat(settings: Settings, args: argparse.Namespace) -> int:
-    from adapters.console import ConsoleAdapter
+    from adapters.console import OUTPUT_CLOSED, ConsoleAdapter
     from bot.wiring import build_application
 
     settings.core.http_port = 0  # a terminal session serves no health endpoints (and must not clash with `run`)
@@ -59,11 +72,22 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     async with app:
         if question or files:
             reply = await console.ask(question, files)
+            if reply.error == OUTPUT_CLOSED:
+                _silence_stdout()
             return 0 if reply.error is None else 1
         return await _interactive(console)
 
 
+def _silence_stdout() -> None:
+    """The reader of stdout went away: send what is still buffered nowhere, so leaving prints no traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 async def _interactive(console) -> int:  # type: ignore[no-untyped-def]
+    from adapters.console import OUTPUT_CLOSED
+
     print("Ask about an image: '/image PATH' (or '/file PATH') attaches a file to your next question; "
           "/help lists commands; /quit or Ctrl-D leaves.", file=sys.stderr)
     pending: list[str] = []
@@ -82,8 +106,47 @@ async def _interactive(console) -> int:  # type: ignore[no-untyped-def]
             pending.append(line.split(" ", 1)[1].strip())
             print(f"(attached {pending[-1]}; now ask your question)", file=sys.stderr)
             continue
-        await console.ask(line, pending)
+        reply = await console.ask(line, pending)
+        if reply.error == OUTPUT_CLOSED:
+            _silence_stdout()
+            return 1
         pending = []
+
+
+def _browser_available() -> bool:
+    """A graphical browser can open (a terminal browser would take over this terminal)."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+async def _sandbox(settings: Settings, args: argparse.Namespace) -> int:
+    from sandbox.runner import Sandbox
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if not 0 <= args.port <= 65535:
+        print(f"peekbot: --port {args.port} is not a port; use 1 to 65535 (or 0 for a free one).", file=sys.stderr)
+        return 2
+    sandbox = Sandbox(settings, port=args.port)
+    try:
+        await sandbox.start()
+    except OSError as exc:
+        if sandbox.page.port:  # the page was up: something else failed
+            raise
+        print(f"peekbot: cannot serve the sandbox on 127.0.0.1:{args.port} ({exc.strerror or exc}). Choose another "
+              "port with --port (0 picks a free one).", file=sys.stderr)
+        return 2
+    try:
+        print(f"peekbot sandbox: open {sandbox.url}/ in a browser (Ctrl-C stops it).", file=sys.stderr)
+        if not args.no_browser and _browser_available():
+            import webbrowser
+
+            await asyncio.to_thread(webbrowser.open, f"{sandbox.url}/")
+        await stop.wait()
+    finally:
+        await sandbox.stop()
+    return 0
 
 
 HARD_EXIT_MARGIN_S = 30.0
@@ -249,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--file", action="append", default=[], metavar="FILE", help="a PDF (or image) to ask about")
     chat.add_argument("--demo", action="store_true", help="use a tiny random model (no GPU, no download)")
 
+    from sandbox import DEFAULT_PORT
+
+    sandbox = commands.add_parser("sandbox", help="try the bot in a browser, against an embedded Slack")
+    sandbox.add_argument("--port", type=int, default=DEFAULT_PORT, help="the page's port on 127.0.0.1 (0: a free one)")
+    sandbox.add_argument("--demo", action="store_true", help="use a tiny random model (no GPU, no download)")
+    sandbox.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")
+
     tiny = commands.add_parser("tiny-model", help="build a tiny random Qwen-VL model for tests and demos")
     tiny.add_argument("directory")
     tiny.add_argument("--arch", choices=["qwen2_5_vl", "qwen3_vl"], default="qwen3_vl")
@@ -275,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_default = "WARNING" if args.command == "chat" else settings.core.log_level
     setup_logging("DEBUG" if args.verbose else quiet_default, settings.core.log_format,
                   library_level="ERROR" if terminal else None)
-    if args.command in ("chat", "run") and settings.core.backend == "transformers":
+    if args.command in ("chat", "run", "sandbox") and settings.core.backend == "transformers":
         from inference.loader import adopt_transformers_logging
 
         adopt_transformers_logging()
@@ -289,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         return _doctor(settings)
     if args.command == "bench":
         return _bench(args)
-    if args.command == "chat":
+    if args.command in ("chat", "sandbox"):
         from bot.doctor import data_dir_problem
 
         problem = data_dir_problem(Path(settings.core.data_dir).expanduser())
@@ -297,15 +367,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"peekbot: the state directory {problem} (PEEKBOT_DATA_DIR).", file=sys.stderr)
             return 2
         if args.demo:
-            settings.engine.model = str(_demo_model(settings))
-            settings.engine.max_new_tokens = min(settings.engine.max_new_tokens, 64)  # random text: keep it short
-            print(DEMO_WARNING, file=sys.stderr)
-        try:
-            return asyncio.run(_chat(settings, args))
-        except KeyboardInterrupt:
-            return 130
+            _use_demo_model(settings)
+        if args.command == "chat":
+            try:
+                return asyncio.run(_chat(settings, args))
+            except KeyboardInterrupt:
+                return 130
     try:
-        return asyncio.run(_run(settings))
+        return asyncio.run(_sandbox(settings, args) if args.command == "sandbox" else _run(settings))
     except Exception as exc:
         failure = _startup_failure(exc)
         if failure is None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot import fmt
+from bot.instructions import instructions_command, status_line
 from bot.store.base import AuditSummary
 from bot.types import IncomingMessage
 
@@ -66,6 +67,9 @@ async def _status(app: Application, message: IncomingMessage, _: str) -> str:
         f"peekbot is {report.state}; up {fmt.duration(report.uptime_s)}.",
         f"Queue: {stats.queue_depth} waiting, {stats.in_flight} being answered.",
     ]
+    instructions = await status_line(app, message)
+    if instructions is not None:
+        lines.append(instructions)
     if not app.is_admin(message.user):
         return "\n".join(lines)
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(stats.requests_by_outcome.items()) if v) or "none yet"
@@ -140,7 +144,8 @@ async def _stats(app: Application, _message: IncomingMessage, argument: str) -> 
     if not total and not audit.questions:
         return f"No questions in the last {days} days."
     failed = sum(usage.failed for _, usage in per_day)
-    lines = [f"Usage over the last {days} days: {total} questions, {failed} failed.", "By day (UTC):"]
+    rated = await app.ratings.summary(days)
+    lines = [f"Usage over the last {days} days: {total} questions, {failed} failed.", rated.line(), "By day (UTC):"]
     lines += [f"• {day}: {usage.requests} questions, {usage.failed} failed, {usage.generated_tokens:,} tokens"
               for day, usage in per_day if usage.requests]
     lines.append("Top channels:")
@@ -198,4 +203,10 @@ BUILTIN_COMMANDS: tuple[Command, ...] = (
     Command("reconnect", "force a fresh connection: /reconnect slack|feishu", _reconnect, admin_only=True),
     Command("cleanup", "free GPU and host memory now and report what was freed", _cleanup, admin_only=True),
     Command("stats", "usage by day, channel and user: /stats [days]", _stats, admin_only=True),
+    Command(
+        "instructions",
+        "what I keep in mind in this channel: /instructions set <text> | show | clear",
+        instructions_command,
+        admin_only=True,
+    ),
 )

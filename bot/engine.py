@@ -29,6 +29,9 @@ class GenerationRequest:
     images: list[Image] = field(default_factory=list)
     history: list[ChatTurn] = field(default_factory=list)
     system_prompt: str | None = None
+    instructions: str = ""
+    """The admins' instructions for the channel asked in (``bot.instructions``): every engine adds them to the
+    system prompt, after its own rules, so that they win (``inference.prompts.system_text``)."""
     max_new_tokens: int | None = None
     timeout_s: float | None = None
     min_new_tokens: int | None = None

@@ -153,5 +153,5 @@ class StatusServer:
             snapshots = maintenance.snapshots_since(report.generated_at - window)
         else:
             window, snapshots = 3600.0, []
-        html = render_status_page(report, snapshots, window)
+        html = render_status_page(report, snapshots, window, ratings=await self._app.ratings.recent_days())
         return web.Response(text=html, content_type="text/html", charset="utf-8")

@@ -56,9 +56,12 @@ class AppMetrics:
                                     buckets=QUEUE_WAIT_BUCKETS, registry=self.registry)
         self.tokens = Counter("peekbot_tokens", "Tokens of answered and failed questions.", ["kind"],
                               registry=self.registry)
+        self.feedback = Counter("peekbot_feedback", "Answers rated by people (helpful / not_helpful); a changed "
+                                "rating counts under its new value.", ["platform", "rating"], registry=self.registry)
         self._state = _StateCollector(app)
         self.registry.register(self._state)
         app.usage.subscribe(self.observe)
+        app.ratings.subscribe(self.rated)
 
     def observe(self, record: RequestRecord) -> None:
         self.requests.labels(record.platform, record.outcome).inc()
@@ -72,6 +75,9 @@ class AppMetrics:
             self.tokens.labels("prompt").inc(record.prompt_tokens)
         if record.generated_tokens:
             self.tokens.labels("generated").inc(record.generated_tokens)
+
+    def rated(self, platform: str, rating: str) -> None:
+        self.feedback.labels(platform, rating).inc()
 
     async def render(self) -> bytes:
         """The exposition text, with adapter health fetched first (health checks are async)."""

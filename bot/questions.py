@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from bot.engine import ChatTurn, Engine, GenerationRequest
 from bot.errors import InputError, UserFacingError
+from bot.instructions import instructions_for
 from bot.library import DocumentLibrary, DocumentPages, LongDocument
 from bot.settings import Settings
-from bot.types import Adapter, FileRef, IncomingMessage, ReplyHandle
+from bot.types import Adapter, FileRef, IncomingMessage, ReplyHandle, ShowsStatus
 from bot.usage import note_engine_usage
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class GatheredInput:
     """The file each ``context`` picture came from."""
     documents: list[LongDocument] = field(default_factory=list)
     """Long documents (more pages than one question carries): searched, not sent whole."""
+    texts: list[str] = field(default_factory=list)
+    """Text of Office and text files short enough to be sent whole, each headed by where it is from."""
 
 
 @dataclass(slots=True)
@@ -127,7 +130,10 @@ async def gather_inputs(
         if content_hash in hashes_read:  # the same file posted twice: read it once
             return []
         hashes_read.add(content_hash)
-        if library is not None and data and sniff_kind(data, file.name, file.mime_type) == "pdf":
+        kind = sniff_kind(data, file.name, file.mime_type) if data else None
+        if kind == "document":  # Office and text files: read as text (bot.library searches the long ones)
+            return await _read_document(file, data, content_hash)
+        if library is not None and kind == "pdf":
             page_count = await opener.page_count(data, name=file.name, owner=owner)
             if library.is_long(page_count):
                 document = await library.open_document(
@@ -148,6 +154,29 @@ async def gather_inputs(
         )
         gathered.notes.extend(attachment.notes)
         return list(attachment.images)
+
+    async def _read_document(file: FileRef, data: bytes, content_hash: str) -> list[PreparedImage]:
+        from bot.library import part_pictures, whole_text
+
+        stored = None
+        if library is not None:  # indexed whole before in this conversation: its parts are in the index
+            stored = await library.stored_parts(
+                data, name=file.name, conversation=conversation, content_hash=content_hash
+            )
+        read = stored or await opener.read_document(
+            data, name=file.name, mime_type=file.mime_type, images=settings.images, deadline=deadline, owner=owner
+        )
+        gathered.notes.extend(read.notes)
+        if library is not None and library.is_long_text(read):
+            gathered.documents.append(
+                await library.open_parts(file, read, conversation=conversation, content_hash=content_hash, owner=owner)
+            )
+            return []
+        text, notes = whole_text(read, settings.images.doc_text_chars_per_question)
+        gathered.texts.append(text)
+        gathered.notes.extend(notes)
+        blobs = [blob for part in read.parts for blob in part.pictures][: settings.images.max_images_per_question]
+        return await part_pictures(opener, blobs, label=read.name or "file", settings=settings, owner=owner)
 
     for file in message.files:  # the user's own uploads: any problem is reported to them
         gathered.own.extend(await load(file))
@@ -287,9 +316,8 @@ def answer_cache_key(
 
     It covers everything the model is sent (the prompt, the thread's turns that fit the token budget, the pictures
     by ``picture_hashes`` and size, the system prompt), the files read for it by content hash in order, the model
-    (``model`` is ``Engine.describe()``), the length and sampling settings, and ``instructions``: the place for
-    per-channel instructions once channels have them (they belong in the key even when they also reach the system
-    prompt).
+    (``model`` is ``Engine.describe()``), the length and sampling settings, and ``instructions``: the channel's
+    instructions (``bot.instructions``), so that changed instructions never serve an answer cached under the old.
     """
     sizes = [f"{image.width}x{image.height}" for image in request.images]
     parts = {
@@ -304,6 +332,38 @@ def answer_cache_key(
         "sampling": {name: getattr(request, name, model.get(name)) for name in CACHE_SAMPLING_FIELDS},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def reading_status(message: IncomingMessage) -> str | None:
+    """The status line while a question's files are opened ("looking at the screenshot…"), None without files."""
+    files = [*message.files, *message.context_files]
+    if any(f.mime_type == "application/pdf" or f.name.lower().endswith(".pdf") for f in files):
+        return "reading the document…"
+    pictures = sum(1 for f in files if f.is_image)
+    return "looking at the screenshots…" if pictures > 1 else "looking at the screenshot…" if pictures else None
+
+
+def pages_status(pages: DocumentPages) -> str | None:
+    """The status line while the model reads a long document's chosen pages ("reading pages 4, 9 of 12…")."""
+    if not pages.pages:
+        return None
+    document, numbers = pages.pages[0]
+    if not numbers:
+        return None
+    listed = ", ".join(document.part_label(n) for n in numbers[:3]) + (", …" if len(numbers) > 3 else "")
+    if document.has_parts:
+        return f"reading {listed} of {document.label}…"
+    return f"reading {document.unit}{'s' if len(numbers) > 1 else ''} {listed} of {document.page_count}…"
+
+
+async def show_status(reply: ReplyHandle, text: str | None) -> None:
+    """Show ``text`` as the reply's status line where the platform has one (``ShowsStatus``); cosmetic."""
+    if not text or not isinstance(reply, ShowsStatus):
+        return
+    try:
+        await reply.status(text)
+    except Exception as exc:
+        logger.debug("could not show a status line: %s", exc)
 
 
 async def answer_question(
@@ -335,15 +395,18 @@ async def answer_question(
         )
     if library is None and store is not None:
         library = DocumentLibrary(store.documents, engine, settings, media=media)
+    await show_status(reply, reading_status(message))
     gathered = await gather_inputs(
         message, adapter, settings, library=library, conversation_files=conversation_files, media=media
     )
-    if not question and not gathered.own and not gathered.context and not gathered.documents:
+    if not question and not gathered.own and not gathered.context and not gathered.documents and not gathered.texts:
         raise InputError("Send me a screenshot, photo or PDF with a question, or type /help.")
     asked = question or DEFAULT_QUESTION
+    instructions = await instructions_for(store, message.conversation) if store is not None else ""
     async with engine_turn() if engine_turn is not None else contextlib.nullcontext():
         return await _answer_gathered(
-            message, reply, asked, gathered, history, engine=engine, settings=settings, library=library, store=store
+            message, reply, asked, gathered, history, engine=engine, settings=settings, library=library, store=store,
+            instructions=instructions,
         )
 
 
@@ -358,16 +421,20 @@ async def _answer_gathered(
     settings: Settings,
     library: DocumentLibrary | None,
     store: Store | None,
+    instructions: str = "",
 ) -> AnsweredQuestion:
     """Choose pages, fit the context, answer from cache or the engine, and deliver the final text."""
     conversation = str(message.conversation)
-    request, pages = await _build_request(message, asked, gathered, history, settings=settings, library=library)
+    request, pages = await _build_request(
+        message, asked, gathered, history, settings=settings, library=library, instructions=instructions
+    )
     pages_used = [(document.label, list(numbers)) for document, numbers in pages.pages]
     caching = store is not None and gathered.files_seen and settings.core.answer_cache_ttl_s > 0
     cache_key = None
     if caching:  # keyed on what is actually sent: after the context fit and the choice of pages
         cache_key = answer_cache_key(
-            request, gathered.files_seen, picture_hashes=gathered.image_hashes, model=_model_of(engine)
+            request, gathered.files_seen, picture_hashes=gathered.image_hashes, model=_model_of(engine),
+            instructions=request.instructions,
         )
         cached = await _cached_answer(store, conversation, cache_key)
         if cached is not None:
@@ -376,7 +443,7 @@ async def _answer_gathered(
             return AnsweredQuestion(asked, cached, files_seen=gathered.files_seen, cached=True,
                                     image_hashes=gathered.image_hashes, pages_used=pages_used)
 
-    answer = await _stream_answer(request, reply, engine)
+    answer = await _stream_answer(request, reply, engine, status=pages_status(pages))
     notes = list(gathered.notes)
     used = pages.used_note()
     if used:
@@ -402,8 +469,10 @@ async def _build_request(
     *,
     settings: Settings,
     library: DocumentLibrary | None,
+    instructions: str = "",
 ) -> tuple[GenerationRequest, DocumentPages]:
-    """Choose document pages and fit the thread's context; fills ``gathered.images``/``image_hashes``/``notes``."""
+    """Choose document pages and fit the thread's context; fills ``gathered.images``/``image_hashes``/``notes``.
+    ``instructions`` are the channel's (``bot.instructions``): they travel with the request to the engine."""
     limit = max(1, settings.images.max_images_per_question)
     own = gathered.own
     if len(own) > limit:
@@ -424,10 +493,13 @@ async def _build_request(
         )
         context = []
     gathered.notes.extend(pages.notes)
+    file_text = "\n\n".join([*gathered.texts, *pages.texts])
     fixed = (
         text_tokens(settings.engine.system_prompt or "")
+        + (text_tokens(instructions) if instructions else 0)
         + text_tokens(asked)
         + sum(_prepared_tokens(p) for p in [*own, *pages.images])
+        + (text_tokens(file_text) if file_text else 0)
     )
     fit = fit_context(
         fixed_tokens=fixed,
@@ -446,6 +518,8 @@ async def _build_request(
     line = pages.prompt_line(pictures_before=len(sent) - len(pages.images))
     if line:
         prompt = f"{asked}\n\n({line})"
+    if file_text:
+        prompt = f"{file_text}\n\n{prompt}"
     logger.info(
         "context for question: %d own, %d document, %d earlier pictures (%d left out), %d turns (%d left out)",
         len(own), len(pages.images), len(fit.context), fit.dropped_images, len(fit.history), fit.dropped_turns,
@@ -455,6 +529,7 @@ async def _build_request(
         images=gathered.images,
         history=fit.history,
         system_prompt=settings.engine.system_prompt,
+        instructions=instructions,
         max_new_tokens=settings.engine.max_new_tokens,
         timeout_s=settings.engine.request_timeout_s,
         user=message.user.key,
@@ -463,7 +538,10 @@ async def _build_request(
     return request, pages
 
 
-async def _stream_answer(request: GenerationRequest, reply: ReplyHandle, engine: Engine) -> str:
+async def _stream_answer(
+    request: GenerationRequest, reply: ReplyHandle, engine: Engine, *, status: str | None = None
+) -> str:
+    await show_status(reply, status or "writing the answer…")
     stream = engine.submit(request)
     note_engine_usage(stream.usage)
     logger.info("queued engine request %s (%d images, %d ahead)", stream.request_id, len(request.images),

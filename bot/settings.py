@@ -100,6 +100,13 @@ class CoreSettings(SettingsSection):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     max_question_chars: int = 4000
+    max_instructions_chars: int = 2000
+    """The longest per-channel instructions an admin may set (``/instructions set …``)."""
+    answer_file_after_messages: int = 3
+    """A final answer that would take more chat messages than this is posted as a file (answer.md) with a short
+    summary in the message; ``0`` never posts a file."""
+    answer_file_table_chars: int = 120
+    """A final answer with a Markdown table row wider than this is posted as a file too; ``0`` turns this off."""
     drain_timeout_s: float = 30.0
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     """Names this process in the job journal's leases (several replicas share one store)."""
@@ -202,6 +209,20 @@ class ImageSettings(SettingsSection):
     """Scanned pages (no text layer) the model transcribes for search per question; the rest wait for later ones."""
     transcribe_max_new_tokens: int = 384
     """Length cap of one page transcription."""
+    doc_text_chars_per_question: int = 12_000
+    """Text of Office and text files sent with one question; a file with more is searched part by part."""
+    doc_text_chars_per_part: int = 3_000
+    """Size of one searchable part of a text file, a section or a page of text (longer sections are cut)."""
+    doc_sheet_rows_per_part: int = 40
+    """Rows of a sheet (or CSV file) in one searchable part, sent under the sheet's header row."""
+    doc_max_parts: int = 2_000
+    """Parts (slides, sheet blocks, sections, pages of text) read from one file; the rest is left out with a note."""
+    doc_max_cells: int = 600_000
+    """Sheet cells read from one workbook or CSV file; reading stops there with a note."""
+    doc_max_unpacked_mb: int = 256
+    """Decompressed size an Office file (a ZIP) may declare, checked before it is opened."""
+    doc_max_zip_entries: int = 5_000
+    """Entries an Office file's ZIP may have, checked before it is opened."""
 
 
 class SchedulerSettings(SettingsSection):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from html import escape
 
 from bot import fmt
+from bot.ratings import RatingDay
 from bot.report import StatusReport
 from bot.ring import Snapshot
 
@@ -49,8 +50,10 @@ def _path(points: Sequence[Point], x_of: Callable[[float], float], y_of: Callabl
 
 
 def line_chart(title: str, series: Sequence[Series], start: float, end: float, unit: str,
-               scale: float = 1.0) -> str:
-    """An inline SVG line chart over ``start``..``end`` (unix times); values are divided by ``scale``."""
+               scale: float = 1.0, x_labels: Sequence[tuple[float, str]] | None = None) -> str:
+    """An inline SVG line chart over ``start``..``end`` (unix times); values are divided by ``scale``.
+
+    ``x_labels`` are (time, label) pairs under the x axis; by default, minutes before the end."""
     values = [v / scale for s in series for _, v in s.points if v is not None]
     ticks = axis_ticks(max(values) * 1.05 if values else 0.0)
     top = ticks[-1]
@@ -74,11 +77,11 @@ def line_chart(title: str, series: Sequence[Series], start: float, end: float, u
         out.append(f'<line class="grid" x1="{MARGIN_LEFT}" y1="{y:.1f}" x2="{WIDTH - MARGIN_RIGHT}" y2="{y:.1f}"/>')
         out.append(f'<text class="axis" x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
                    f"{value:g} {escape(unit)}</text>")
-    minutes = span / 60
-    for i in range(5):  # x labels: minutes before the end
-        x = MARGIN_LEFT + plot_w * i / 4
-        label = "now" if i == 4 else f"−{minutes * (4 - i) / 4:.0f} min"
-        out.append(f'<text class="axis" x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="middle">{label}</text>')
+    if x_labels is None:  # minutes before the end
+        minutes = span / 60
+        x_labels = [(start + span * i / 4, "now" if i == 4 else f"−{minutes * (4 - i) / 4:.0f} min") for i in range(5)]
+    for t, label in x_labels:
+        out.append(f'<text class="axis" x="{x_of(t):.1f}" y="{HEIGHT - 8}" text-anchor="middle">{escape(label)}</text>')
     for s in series:
         data = _path(s.points, x_of, y_of)
         if data:
@@ -114,6 +117,20 @@ def charts(snapshots: Sequence[Snapshot], start: float, end: float) -> list[str]
     return result
 
 
+def ratings_chart(days: Sequence[RatingDay]) -> str:
+    """Answers rated helpful and not helpful per day (UTC)."""
+    if not days:
+        return ""
+    middle = [day.start + 43200 for day in days]
+    series = [
+        Series("helpful", "#2f9e44", [(t, day.helpful) for t, day in zip(middle, days, strict=True)]),
+        Series("not helpful", "#c92a2a", [(t, day.not_helpful) for t, day in zip(middle, days, strict=True)]),
+    ]
+    labels = [(t, day.day[5:]) for t, day in zip(middle, days, strict=True)]
+    return line_chart(f"Ratings per day, last {len(days)} days (UTC)", series, days[0].start, days[-1].start + 86400,
+                      "", x_labels=labels)
+
+
 def _rows(pairs: Sequence[tuple[str, str]]) -> str:
     return "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in pairs)
 
@@ -144,7 +161,7 @@ figcaption{font-weight:600;margin-bottom:4px}
 
 
 def render_status_page(report: StatusReport, snapshots: Sequence[Snapshot], window_s: float = 3600.0,
-                       refresh_s: int = 30) -> str:
+                       refresh_s: int = 30, ratings: Sequence[RatingDay] = ()) -> str:
     stats = report.engine
     now = report.generated_at
     start = now - window_s
@@ -198,6 +215,7 @@ def render_status_page(report: StatusReport, snapshots: Sequence[Snapshot], wind
         f'<table class="summary">{_rows(summary)}</table>',
         "<h2>Last hour</h2>",
         f'<div class="charts">{"".join(charts(snapshots, start, now))}</div>',
+        f'<h2>Ratings</h2><div class="charts">{ratings_chart(ratings)}</div>' if ratings else "",
         "<h2>Platforms</h2>",
         _table(("platform", "state", "connected", "reconnects", "forced by watchdog", "last event", "last pong",
                 "detail"), adapters) if adapters else '<p class="muted">no platform adapters</p>',

@@ -301,6 +301,14 @@ class ReportsAnswerActions(Protocol):
 
 
 @runtime_checkable
+class ShowsStatus(Protocol):
+    """A reply handle that can show a short status line while the answer is prepared ("looking at the
+    screenshot…", "writing the answer…"). Optional and cosmetic: it never raises, and the answer replaces it."""
+
+    async def status(self, text: str) -> None: ...
+
+
+@runtime_checkable
 class RetractableReply(Protocol):
     """A reply handle that can take back what it showed (the question was deleted before it was answered)."""
 

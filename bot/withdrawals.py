@@ -201,17 +201,12 @@ class Withdrawals:
         store = self._app.store
         if not await store.dedupe.claim(f"{platform}:withdrawn:{withdrawn_id}", self._app.settings.core.dedupe_ttl_s):
             return
-        record = AuditRecord(
+        record = AuditRecord.event(
             job_id=job_id_of(platform, withdrawn_id),
             platform=platform,
             user=job.user if job is not None else user,
             conversation=conversation,
-            image_hashes=(),
-            question_chars=0,
-            answer_chars=0,
-            latency_s=0.0,
             outcome=WITHDRAWN,
-            created_at=time.time(),
         )
         try:
             await store.audit.record(record)

@@ -34,15 +34,32 @@ def with_language_rule(system_prompt: str) -> str:
     return f"{text} {LANGUAGE_RULE}".strip()
 
 
+INSTRUCTIONS_HEADER = (
+    "Instructions from the admins of this channel (follow them; where they differ from the rules above, "
+    "they win):"
+)
+
+
+def system_text(system_prompt: str, instructions: str = "") -> str:
+    """The system message: the system prompt with the language rule, then a channel's ``instructions`` (if any)
+    under :data:`INSTRUCTIONS_HEADER`, last so that an instruction such as "answer in Japanese" wins."""
+    text = with_language_rule(system_prompt)
+    if not instructions.strip():
+        return text
+    return f"{text}\n\n{INSTRUCTIONS_HEADER}\n{instructions.strip()}"
+
+
 def build_messages(
     question: str,
     image_count: int,
     history: Sequence[ChatTurn] = (),
     system_prompt: str = "",
+    instructions: str = "",
 ) -> list[dict[str, Any]]:
-    """Chat-template messages: system, earlier turns, then the question with its images first."""
+    """Chat-template messages: system (with a channel's ``instructions``), earlier turns, then the question with
+    its images first."""
     messages: list[dict[str, Any]] = [
-        {"role": "system", "content": [{"type": "text", "text": with_language_rule(system_prompt)}]}
+        {"role": "system", "content": [{"type": "text", "text": system_text(system_prompt, instructions)}]}
     ]
     for turn in history:
         messages.append({"role": turn.role, "content": [{"type": "text", "text": turn.text}]})
@@ -127,6 +144,7 @@ class PromptBuilder:
             len(request.images),
             request.history,
             request.system_prompt if request.system_prompt is not None else self.system_prompt,
+            request.instructions,
         )
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

@@ -33,7 +33,7 @@ from bot.errors import Busy, Cancelled, DeadlineExceeded, EngineError, EngineUna
 from bot.redact import redact_url
 from bot.types import StartStop
 from inference.memory import memory_snapshot
-from inference.prompts import with_language_rule
+from inference.prompts import system_text
 from inference.stats import EngineCounters
 from inference.streams import StreamEnd, TextStream
 
@@ -109,7 +109,7 @@ def chat_messages(
     request: GenerationRequest, image_urls: list[str], default_system_prompt: str
 ) -> list[dict[str, Any]]:
     """OpenAI chat messages: system prompt, earlier turns, then the question with its images first."""
-    system = with_language_rule(request.system_prompt or default_system_prompt)
+    system = system_text(request.system_prompt or default_system_prompt, request.instructions)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
     messages.extend({"role": turn.role, "content": turn.text} for turn in request.history)
     content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]

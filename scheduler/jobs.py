@@ -225,7 +225,7 @@ class ConnectionWatchdog:
 
 
 class StateExpiry:
-    """Forgets dedupe keys, finished jobs, idle conversations, old audit records and per-day usage."""
+    """Forgets dedupe keys, finished jobs, idle conversations, old audit records and ratings, and per-day usage."""
 
     def __init__(self, app: Application) -> None:
         self._app = app
@@ -239,6 +239,7 @@ class StateExpiry:
             "finished_jobs": await store.jobs.expire_jobs(core.dedupe_ttl_s),
             "conversations": await store.conversations.expire_conversations(core.conversation_retention_days * day_s),
             "audit_records": await store.audit.expire_audit(core.audit_retention_days * day_s),
+            "ratings": await store.ratings.expire_ratings(core.audit_retention_days * day_s),
             "usage_days": self._app.usage.expire(),
         }
         detail = ", ".join(f"{count} {what.replace('_', ' ')}" for what, count in figures.items())

@@ -13,7 +13,7 @@ import pytest
 # Applications and bot processes.
 from tests.support.apps import start_app  # noqa: F401
 from tests.support.processes import processes  # noqa: F401
-from tests.support.resume_support import feishu, slack, start_feishu, start_slack  # noqa: F401
+from tests.support.resume_support import feishu, slack, slack_edits, start_feishu, start_slack  # noqa: F401
 
 if TYPE_CHECKING:
     from bot.store.sqlite import SQLiteStore

@@ -3,7 +3,9 @@
 An event frame is acked (code 200) only after the core's handler returned, i.e. after the question was
 journaled. When the handler raises, the frame is answered with code 500 and Feishu sends the event again;
 the connection stays up. A recalled message (``im.message.recalled_v1``) goes to the core's withdrawal handler
-the same way: acked once the core has stopped and forgotten it.
+the same way: acked once the core has stopped and forgotten it. A press on an answer's button
+(``card.action.trigger``, as an EVENT or a CARD frame) goes to ``adapters.feishu.actions`` and is answered on its
+frame with a toast.
 """
 
 from __future__ import annotations
@@ -14,17 +16,21 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
+from adapters.feishu.actions import CardActions
+from adapters.feishu.buttons import is_card_action
 from adapters.feishu.connection import FatalConnectionError, InboundFrame, LongConnection
 from adapters.feishu.events import Addressed, EventTranslator, merge_files, parse_event, parse_recall
 from adapters.feishu.replies import FeishuReply
 from adapters.feishu.rest import BotIdentity, DownloadTooLarge, FeishuApiError, FeishuRest
 from adapters.feishu.settings import FeishuSettings
 from adapters.kit.intake import Flight, Intake, NotTaken, Outcome
+from adapters.kit.longanswers import LongAnswers
 from adapters.kit.text import size_text
 from bot.errors import FileAccessDenied, FileTooLarge, UnsupportedFile
 from bot.settings import Settings
 from bot.types import (
     AdapterHealth,
+    AnswerActionHandler,
     FileRef,
     IncomingMessage,
     MessageHandler,
@@ -58,8 +64,10 @@ class FeishuAdapter:
         self._translator: EventTranslator | None = None
         self.identity: BotIdentity | None = None
         self._intake = Intake(self.name, wait_s=settings.core.intake_wait_s)
+        self._long_answers = LongAnswers.from_settings(settings.core)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._withdrawal_handler: WithdrawalHandler | None = None
+        self._actions = CardActions(settings, self._rest_client, self._spawn)
 
     # Adapter -------------------------------------------------------------------------------------
     async def start(self, handler: MessageHandler) -> None:
@@ -164,6 +172,11 @@ class FeishuAdapter:
         """Where recalled messages go (the core stops and forgets them) before their event is acked."""
         self._withdrawal_handler = handler
 
+    # ReportsAnswerActions ------------------------------------------------------------------------
+    def use_answer_action_handler(self, handler: AnswerActionHandler) -> None:
+        """Where presses on an answer's buttons (Stop, 👍/👎 and the reason after a 👎) go."""
+        self._actions.handler = handler
+
     # ResumableReplies ----------------------------------------------------------------------------
     def reply_for(self, message: IncomingMessage, state: Mapping[str, str]) -> ReplyHandle:
         """The reply handle for a journaled message; keeps streaming into the card ``state`` names, if any.
@@ -178,6 +191,7 @@ class FeishuAdapter:
             settings=self._feishu,
             in_thread=in_thread,
             spawn=self._spawn,
+            long_answers=self._long_answers,
         )
 
     # intake --------------------------------------------------------------------------------------
@@ -189,6 +203,9 @@ class FeishuAdapter:
 
     def _on_inbound(self, inbound: InboundFrame) -> None:
         """Called in arrival order: parse and translate now (no I/O), deliver and ack in a task."""
+        if inbound.kind == "card" or is_card_action(inbound.payload):
+            self._spawn(self._actions.answer(inbound))
+            return
         event = parse_event(inbound.payload)
         if event is None and (withdrawn := parse_recall(inbound.payload)) is not None:
             if self._translator is not None:
@@ -248,6 +265,7 @@ class FeishuAdapter:
             settings=self._feishu,
             in_thread=self._feishu.reply_in_thread,
             spawn=self._spawn,
+            long_answers=self._long_answers,
         )
         accepted = await handler(message, reply)
         logger.info("feishu: %s %s", message.message_id, "accepted" if accepted else "was a duplicate")

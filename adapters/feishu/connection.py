@@ -8,6 +8,7 @@ used: it blocks, cannot be stopped and never notices a connection whose pongs st
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -15,7 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -81,15 +82,23 @@ class ClientConfig:
         return replace(self, **changes)
 
 
+class Ack(Protocol):
+    """Answers a data frame on the connection it came from: ``{"code": code}``, plus ``data`` (a callback's JSON
+    response, e.g. a card action's toast) base64-encoded as lark-oapi's client sends it. False if the connection is
+    gone."""
+
+    def __call__(self, code: int, data: bytes | None = None) -> Awaitable[bool]: ...
+
+
 @dataclass(slots=True)
 class InboundFrame:
-    """One complete data frame (fragments joined). ``ack`` answers it on the connection it came from."""
+    """One complete data frame (fragments joined): an ``event``, or a ``card`` callback."""
 
     kind: str
     payload: bytes
     transport_id: str
     trace_id: str
-    ack: Callable[[int], Awaitable[bool]]
+    ack: Ack
 
 
 @dataclass(slots=True)
@@ -157,8 +166,8 @@ def _describe_refusal(code: int, message: str) -> str:
 class LongConnection:
     """One logical connection to Feishu that keeps itself alive until ``stop()``.
 
-    ``on_event`` is called synchronously, in arrival order, for every complete data frame; it must not
-    block and must make sure ``frame.ack(code)`` is awaited eventually.
+    ``on_event`` is called synchronously, in arrival order, for every complete event or card frame; it must not
+    block and must make sure ``frame.ack(code)`` is awaited eventually. (lark-oapi's own client drops card frames.)
     """
 
     def __init__(self, settings: FeishuSettings, on_event: Callable[[InboundFrame], None]) -> None:
@@ -480,9 +489,9 @@ class LongConnection:
             payload=payload or b"",
             transport_id=transport_id,
             trace_id=headers.get(wire.HEADER_TRACE_ID, ""),
-            ack=lambda code: self._ack(ws, frame, received, code),
+            ack=lambda code, data=None: self._ack(ws, frame, received, code, data),
         )
-        if kind != "event":
+        if kind not in ("event", "card"):
             logger.debug("feishu: %s frame %s acknowledged without handling", kind, transport_id)
             task = asyncio.get_running_loop().create_task(inbound.ack(200))
             self._acks.add(task)
@@ -491,12 +500,18 @@ class LongConnection:
         self._last_event_at = received
         self._on_event(inbound)
 
-    async def _ack(self, ws: aiohttp.ClientWebSocketResponse, frame: Frame, received: float, code: int) -> bool:
-        """Send ``frame`` back with ``{"code": code}`` and the handling time; False if the connection is gone."""
+    async def _ack(
+        self, ws: aiohttp.ClientWebSocketResponse, frame: Frame, received: float, code: int, data: bytes | None
+    ) -> bool:
+        """Send ``frame`` back with ``{"code": code}`` (and ``data``) and the handling time; False if the
+        connection is gone."""
         header = frame.headers.add()
         header.key = wire.HEADER_BIZ_RT
         header.value = str(int((time.monotonic() - received) * 1000))
-        frame.payload = json.dumps({"code": code}).encode()
+        answer: dict[str, Any] = {"code": code}
+        if data is not None:
+            answer["data"] = base64.b64encode(data).decode("ascii")
+        frame.payload = json.dumps(answer).encode()
         if ws.closed:
             logger.info("feishu: connection closed before an ack; the server will send that event again")
             return False

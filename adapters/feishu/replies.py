@@ -2,8 +2,13 @@
 surface of the kit's streaming reply (``adapters.kit.replies``: throttling, coalescing, the final text, parts).
 
 The card is a CardKit streaming card (``POST /cardkit/v1/cards``, ``PUT …/elements/{id}/content`` with an
-increasing ``sequence``, ``PATCH …/settings`` to close it). Where CardKit is unavailable the reply is an
+increasing ``sequence``, ``POST …/batch_update`` to close it). Where CardKit is unavailable the reply is an
 interactive card message edited with ``PATCH /im/v1/messages/{id}`` (at most 5 edits per second).
+
+Buttons (``adapters.feishu.buttons``): the card shows **Stop** while the answer streams; with the final text the
+same call that ends streaming mode swaps Stop for **👍 / 👎** (a card in streaming mode cannot be changed by a
+press), or removes it under an apology. The ratings sit on the answer's card, i.e. the first part of a long answer,
+where a 👎 can turn them into the reason choice.
 
 ``resume_state()`` names the card so that another process can finish it (``FeishuReply.resumed``): it checks
 once that the card message still exists (else it replies afresh), and streams with sequence numbers above any
@@ -45,8 +50,11 @@ from typing import Any, Self
 
 from lark_oapi.api.im.v1 import ReplyMessageResponseBody
 
+from adapters.feishu import uploads
+from adapters.feishu.buttons import BUTTONS_ELEMENT, rating_row, stop_row
 from adapters.feishu.rest import FeishuApiError, FeishuRateLimited, FeishuRest, classify
 from adapters.feishu.settings import FeishuSettings
+from adapters.kit.longanswers import LongAnswers
 from adapters.kit.replies import ReplyConfig, Spawn, StreamingReply, Surface
 
 logger = logging.getLogger(__name__)
@@ -93,16 +101,15 @@ def card_reference(content: str | None) -> str | None:
     return str(card_id) if card_id else None
 
 
-def card(text: str, *, streaming: bool = False) -> dict[str, Any]:
-    """A card (JSON 2.0) with one markdown element that holds the text."""
+def card(text: str, *, streaming: bool = False, buttons: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A card (JSON 2.0) with one markdown element that holds the text, and a row of ``buttons`` under it."""
     config: dict[str, Any] = {"update_multi": True, "summary": {"content": _summary(text)}}
     if streaming:
         config["streaming_mode"] = True
-    return {
-        "schema": "2.0",
-        "config": config,
-        "body": {"elements": [{"tag": "markdown", "element_id": ANSWER_ELEMENT, "content": text}]},
-    }
+    elements: list[dict[str, Any]] = [{"tag": "markdown", "element_id": ANSWER_ELEMENT, "content": text}]
+    if buttons is not None:
+        elements.append(buttons)
+    return {"schema": "2.0", "config": config, "body": {"elements": elements}}
 
 
 class FeishuCard(Surface):
@@ -131,6 +138,8 @@ class FeishuCard(Surface):
         """True for a reply resumed from a state that names no reaction id: an earlier process may have left one."""
         self._final_salt: str | None = None
         """The idempotency salt of the final answer's cards (kept across a resume, see the module docstring)."""
+        self._failed: bool | None = None
+        """None while the answer streams; once the final text follows (``finishing``), whether it is an apology."""
 
     @property
     def min_interval_s(self) -> float:
@@ -191,7 +200,7 @@ class FeishuCard(Surface):
         """Reply with the card that will hold the answer: a CardKit streaming card, else a plain card."""
         if self._settings.streaming_cards:
             try:
-                card_id = await self._rest.create_card(card(text, streaming=True))
+                card_id = await self._rest.create_card(card(text, streaming=True, buttons=self._stop))
                 created_at = time.time()
                 content = json.dumps({"type": "card", "data": {"card_id": card_id}})
                 sent = await self._send_first_card(content, purpose="streaming-card", created_card_id=card_id)
@@ -202,15 +211,19 @@ class FeishuCard(Surface):
                 return
             except FeishuApiError as exc:
                 logger.info("feishu: streaming card unavailable (%s); using an editable card", exc)
-        content = json.dumps(card(text), ensure_ascii=False)
+        content = json.dumps(card(text, buttons=self._stop), ensure_ascii=False)
         sent = await self._send_first_card(content, purpose="card", created_card_id=None)
         self.card_message_id = sent.message_id
 
     async def edit(self, text: str, *, max_wait_s: float | None) -> None:
-        """Show ``text`` in the card (a CardKit update with the next sequence number, else a message patch)."""
+        """Show ``text`` in the card (a CardKit update with the next sequence number, else a message patch).
+
+        A patched card shows Stop while the answer streams and the ratings with the final text (a CardKit card
+        swaps them in ``close``)."""
         if self.card_id is None:
             assert self.card_message_id is not None
-            content = json.dumps(card(text), ensure_ascii=False)
+            buttons = self._stop if self._failed is None else self._final_row()
+            content = json.dumps(card(text, buttons=buttons), ensure_ascii=False)
             await self._rest.patch_message(self.card_message_id, content, max_wait_s=max_wait_s)
             return
         self._sequence += 1
@@ -234,24 +247,64 @@ class FeishuCard(Surface):
         if self._final_salt is None:
             self._final_salt = self._uuid_salt
         key = hashlib.sha1(f"{self.message_id}:final-{index}{self._final_salt}".encode()).hexdigest()[:32]
+        buttons = self._final_row() if index == 0 else None
         await self._rest.reply(
             self.message_id,
             msg_type="interactive",
-            content=json.dumps(card(text), ensure_ascii=False),
+            content=json.dumps(card(text, buttons=buttons), ensure_ascii=False),
             in_thread=self._in_thread,
             uuid=key,
         )
 
+    @property
+    def posts_files(self) -> bool:
+        return True
+
+    async def upload_file(self, name: str, data: bytes) -> str:
+        """``adapters.feishu.uploads``: a ``file_key`` no chat shows yet."""
+        return await uploads.upload(self._rest, name, data)
+
+    async def share_file(self, file_id: str, name: str) -> None:
+        """The file message under the question, sent once per ``file_key`` (so ``file_shown`` need not look)."""
+        await uploads.share(self._rest, self.message_id, file_id, in_thread=self._in_thread)
+
     async def close(self, text: str) -> None:
-        """End streaming mode; the card's summary becomes the answer's first line."""
+        """End streaming mode and swap Stop for the ratings, in one call; the card's summary becomes the answer's
+        first line. (A card in streaming mode cannot be changed by a button press, so this comes first.)"""
         if self.card_id is None:
             return
         self._sequence += 1
         settings = {"config": {"streaming_mode": False, "summary": {"content": _summary(text)}}}
+        row = self._final_row(card_id=self.card_id, sequence=self._sequence)
+        buttons = (
+            {"action": "update_element", "params": {"element_id": BUTTONS_ELEMENT, "element": row}}
+            if row is not None
+            else {"action": "delete_elements", "params": {"element_ids": [BUTTONS_ELEMENT]}}
+        )
+        actions = [{"action": "partial_update_setting", "params": {"settings": settings}}, buttons]
+        try:
+            await self._rest.update_card(self.card_id, actions, self._sequence)
+            return
+        except FeishuApiError as exc:  # e.g. a card an earlier version drew without buttons
+            logger.info("feishu: could not swap the buttons on card %s (%s); ending streaming only", self.card_id, exc)
+        self._sequence += 1
         try:
             await self._rest.set_card_settings(self.card_id, settings, self._sequence)
         except FeishuApiError as exc:  # the card still shows the full text; Feishu ends streaming by itself
             logger.info("feishu: could not end streaming on card %s: %s", self.card_id, exc)
+
+    def finishing(self, parts: int, *, failed: bool) -> None:
+        """The final text follows: the ratings go under its first part (the answer's card), none under an apology."""
+        self._failed = failed
+
+    @property
+    def _stop(self) -> dict[str, Any]:
+        return stop_row(self.message_id)
+
+    def _final_row(self, *, card_id: str = "", sequence: int = 0) -> dict[str, Any] | None:
+        if self._failed is not False:
+            return None
+        return rating_row(self.message_id, card_id=card_id, sequence=sequence)
 
     async def delete(self) -> None:
         """Recall the card (``DELETE /im/v1/messages/{id}``)."""
@@ -386,10 +439,21 @@ class FeishuReply(StreamingReply):
     """The reply handle for one question (``ReplyHandle`` of ``bot.types``): a ``FeishuCard``."""
 
     def __init__(
-        self, rest: FeishuRest, message_id: str, *, settings: FeishuSettings, in_thread: bool, spawn: Spawn
+        self,
+        rest: FeishuRest,
+        message_id: str,
+        *,
+        settings: FeishuSettings,
+        in_thread: bool,
+        spawn: Spawn,
+        long_answers: LongAnswers | None = None,
     ) -> None:
         self.card = FeishuCard(rest, message_id, settings=settings, in_thread=in_thread)
-        config = ReplyConfig(update_interval_s=settings.update_interval_s, max_chars=settings.max_reply_chars)
+        config = ReplyConfig(
+            update_interval_s=settings.update_interval_s,
+            max_chars=settings.max_reply_chars,
+            long_answers=long_answers or LongAnswers(),
+        )
         super().__init__(self.card, config, spawn=spawn)
 
     @classmethod
@@ -402,9 +466,17 @@ class FeishuReply(StreamingReply):
         settings: FeishuSettings,
         in_thread: bool,
         spawn: Spawn,
+        long_answers: LongAnswers | None = None,
     ) -> Self:
         """A handle that continues the reply ``state`` describes (from ``resume_state()`` in another process)."""
-        reply = cls(rest, state.get("message_id") or message_id, settings=settings, in_thread=in_thread, spawn=spawn)
+        reply = cls(
+            rest,
+            state.get("message_id") or message_id,
+            settings=settings,
+            in_thread=in_thread,
+            spawn=spawn,
+            long_answers=long_answers,
+        )
         reply.restore(state)
         return reply
 

@@ -28,6 +28,9 @@ from typing import Any, Self, TypeVar
 import httpx
 import lark_oapi as lark
 from lark_oapi.api.cardkit.v1 import (
+    BatchUpdateCardRequest,
+    BatchUpdateCardRequestBody,
+    BatchUpdateCardResponse,
     ContentCardElementRequest,
     ContentCardElementRequestBody,
     ContentCardElementResponse,
@@ -651,3 +654,17 @@ class FeishuRest:
         )
         request = SettingsCardRequest.builder().card_id(card_id).request_body(body).build()
         await self.call(f"closing card {card_id}", request, SettingsCardResponse)
+
+    async def update_card(
+        self, card_id: str, actions: list[dict[str, Any]], sequence: int, *, max_wait_s: float | None = None
+    ) -> None:
+        """Several changes to a card in one call (``POST /cardkit/v1/cards/{id}/batch_update``): its settings
+        (``partial_update_setting``), elements replaced (``update_element``) or removed (``delete_elements``)."""
+        body = (
+            BatchUpdateCardRequestBody.builder()
+            .actions(json.dumps(actions, ensure_ascii=False))
+            .sequence(sequence)
+            .build()
+        )
+        request = BatchUpdateCardRequest.builder().card_id(card_id).request_body(body).build()
+        await self.call(f"updating card {card_id}", request, BatchUpdateCardResponse, max_wait_s=max_wait_s)

@@ -44,6 +44,9 @@ class FeishuSettings(SettingsSection):
     """Longer answers are split into several messages."""
     streaming_cards: bool = True
     """Stream answers through CardKit; False (or CardKit refused) edits an interactive card instead."""
+    action_answer_wait_s: float = 2.5
+    """How long a press on an answer's button (Stop, 👍/👎) may take before its toast says "working on it" and the
+    press is finished in the background (Feishu wants the answer within 3 s)."""
     reply_in_thread: bool = False
 
     @property

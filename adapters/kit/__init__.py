@@ -13,6 +13,10 @@ Import from the modules:
     ``state`` and ``has_placeholder``; optionally ``restore``, ``prepare`` (a restored reply's first look at the
     chat), ``close``, ``react``/``unreact``, ``parts_out``, ``min_interval_s``, ``label`` and ``error_prefix``.
 
+``adapters.kit.longanswers`` — when a final answer goes out as a file (``answer.md``) with a short summary.
+    ``LongAnswers(max_messages, table_chars).as_file(text, messages)``, ``file_summary(text, limit)``; the streaming
+    reply applies it where ``Surface.posts_files`` (``upload_file``, ``share_file``, optionally ``file_shown``).
+
 ``adapters.kit.outbound`` — one outbound-call helper.
     ``await call(attempt, what=..., classify=..., policy=RetryPolicy(...))``: a platform's ``classify`` reads its
     errors as a ``Verdict`` (``Failure.RATE_LIMITED`` with ``retry_after_s``, ``RETRYABLE``, ``PERMANENT``,
@@ -25,6 +29,9 @@ Import from the modules:
 
 ``adapters.kit.intake`` — single-flight intake of platform events (event/message id → core → ack).
     ``Intake(name, wait_s).take(hand_over)`` → ``Outcome``: TAKEN ack, FAILED error ack or none, PENDING none.
+
+``adapters.kit.ratings`` — ``REASONS``: the "what was wrong?" choices after a 👎 (reason recorded, button text),
+    the same on every platform; ``reason_text(reason)``.
 
 ``adapters.kit.lazy`` — ``__getattr__ = lazy_exports(__name__, {"XAdapter": "adapters.x.adapter"})`` in a
     platform's ``__init__.py``: its classes load the SDK on first use, so the plug-in costs no SDK import.

@@ -13,6 +13,11 @@
   limits (an edit that fails for good posts the text as a new message). A long final text is split (code-fence
   aware) over several messages; after each part but the last the core's ``checkpoint`` journals
   ``resume_state()`` with ``parts_posted``, so a reply restored from it skips the parts already out.
+- A final answer too long for a few messages (``adapters.kit.longanswers``) goes out as a file where the surface
+  ``posts_files``: the file is uploaded (not shown yet) and its id journaled (``answer_file``), then the placeholder
+  shows a short summary, then the file is shown in the thread. A reply restored with that id never uploads again;
+  it asks the surface once whether the dead process had already shown the file (``file_shown``). A failed upload
+  posts the answer in messages instead.
 - ``retract`` (the question was deleted) removes the placeholder and the reaction; ``abandon`` (another process owns
   the question now) stops all edits and touches nothing.
 
@@ -30,9 +35,10 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.kit.longanswers import ANSWER_FILE_NAME, LongAnswers, file_summary
 from adapters.kit.outbound import Failure, Verdict
 from adapters.kit.text import progress_text, split_text, streaming_view
 
@@ -57,14 +63,16 @@ class ReplyConfig:
     """At most one edit per message in this many seconds while an answer streams."""
     max_chars: int = 3900
     """The longest message; longer final texts are split, longer streamed texts cut."""
+    long_answers: LongAnswers = field(default_factory=LongAnswers)
+    """When a final answer goes out as a file instead (where the surface ``posts_files``)."""
 
 
 class Surface(ABC):
     """How one reply looks on a platform: the messages it posts, edits and deletes. ``StreamingReply`` calls one
     method at a time and decides when; a method raises the platform's own errors, which ``classify`` reads.
 
-    The optional steps (``prepare``, ``close``, ``react``/``unreact``, ``parts_out``, ``restore``) do nothing by
-    default; ``react``/``unreact`` must not raise (a missing reaction never holds up an answer).
+    The optional steps (``prepare``, ``close``, ``finishing``, ``react``/``unreact``, ``parts_out``, ``restore``) do
+    nothing by default; ``react``/``unreact`` must not raise (a missing reaction never holds up an answer).
     """
 
     label: str = "reply"
@@ -124,11 +132,32 @@ class Surface(ABC):
     async def close(self, text: str) -> None:  # noqa: B027 - optional step
         """The placeholder shows the final text ``text`` (e.g. end a streaming mode)."""
 
+    def finishing(self, parts: int, *, failed: bool) -> None:  # noqa: B027 - optional step
+        """The final text follows, in ``parts`` messages (``failed``: an error sentence): the next ``edit`` of the
+        placeholder and the ``post_part`` calls carry it, so the last part may take rating buttons."""
+
     async def react(self) -> None:  # noqa: B027 - optional step
         """Show that the question is being answered (a reaction, a status line)."""
 
     async def unreact(self) -> None:  # noqa: B027 - optional step
         """Take that sign away again."""
+
+    @property
+    def posts_files(self) -> bool:
+        """True where the platform can post the final answer as a file (``upload_file``, ``share_file``)."""
+        return False
+
+    async def upload_file(self, name: str, data: bytes) -> str:
+        """Upload a file without showing it yet; returns the platform's id of it."""
+        raise NotImplementedError
+
+    async def share_file(self, file_id: str, name: str) -> None:
+        """Show the uploaded file in the reply's thread, below the placeholder."""
+        raise NotImplementedError
+
+    async def file_shown(self, file_id: str) -> bool:
+        """For a reply restored with an uploaded file: whether an earlier process already showed it."""
+        return False
 
     async def parts_out(self, noted: int) -> int:
         """For a reply restored with ``noted`` parts of its final text out: how many are out in fact (a part the
@@ -164,6 +193,11 @@ class StreamingReply:
         """Messages of the final text already out (the placeholder's final edit counts as the first); None before."""
         self._look_for_parts = False
         """True for a reply restored mid-way through a long final text: ask the surface once what is out."""
+        self.answer_file: str | None = None
+        """The platform's id of the answer uploaded as a file (``adapters.kit.longanswers``); None before."""
+        self.answer_file_shown = False
+        self._look_for_file = False
+        """True for a reply restored with an uploaded file: ask the surface once whether it is shown."""
 
     @property
     def _interval(self) -> float:
@@ -174,6 +208,10 @@ class StreamingReply:
         state = dict(self.surface.state())
         if self.parts_posted is not None:
             state["parts_posted"] = str(self.parts_posted)
+        if self.answer_file is not None:
+            state["answer_file"] = self.answer_file
+            if self.answer_file_shown:
+                state["answer_file_shown"] = "1"
         return state
 
     def restore(self, state: Mapping[str, str]) -> None:
@@ -183,6 +221,9 @@ class StreamingReply:
         if parts.isdigit():
             self.parts_posted = int(parts)
             self._look_for_parts = self.parts_posted > 0
+        self.answer_file = state.get("answer_file") or None
+        self.answer_file_shown = self.answer_file is not None and state.get("answer_file_shown") == "1"
+        self._look_for_file = self.answer_file is not None and not self.answer_file_shown
 
     # JournaledReply ------------------------------------------------------------------------------
     def bind_journal(self, checkpoint: Callable[[], Awaitable[None]], may_edit: Callable[[], bool]) -> None:
@@ -229,7 +270,7 @@ class StreamingReply:
         await self._deliver_final(text)
 
     async def fail(self, text: str) -> None:
-        await self._deliver_final(self.surface.error_prefix + text)
+        await self._deliver_final(self.surface.error_prefix + text, failed=True)
 
     # RetractableReply ----------------------------------------------------------------------------
     async def retract(self) -> None:
@@ -359,7 +400,7 @@ class StreamingReply:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
 
-    async def _deliver_final(self, text: str) -> None:
+    async def _deliver_final(self, text: str, *, failed: bool = False) -> None:
         if self._finished:
             logger.info("%s: the reply is closed; a second final text was dropped", self.surface.label)
             return
@@ -368,8 +409,16 @@ class StreamingReply:
         try:
             await self._settle()
             pieces = split_text(text, self._config.max_chars) or [NO_ANSWER]
+            as_file = not failed and self.surface.posts_files and self._config.long_answers.as_file(text, len(pieces))
+            if self.parts_posted and self.answer_file is None:  # an earlier process began it in messages: go on
+                as_file = False
             async with self._lock:
                 await self._prepare()
+                if as_file and await self._upload_answer(text):
+                    pieces = split_text(file_summary(text, self._config.max_chars), self._config.max_chars)
+                else:
+                    as_file = False
+                self.surface.finishing(len(pieces), failed=failed)
                 done = min(self.parts_posted or 0, len(pieces))
                 if self._look_for_parts and done < len(pieces):
                     self._look_for_parts = False
@@ -381,8 +430,48 @@ class StreamingReply:
                 for index in range(done, len(pieces)):
                     await self.surface.post_part(pieces[index], index)
                     await self._part_done(index + 1, len(pieces))
+                if as_file:
+                    await self._show_answer_file(text)
         finally:
             await self._unreact()
+
+    async def _upload_answer(self, text: str) -> bool:
+        """Upload the answer as a file (unless an earlier process did) and journal its id before anything shows
+        it. False when the platform refused it: the answer then goes out in messages."""
+        if self.answer_file is not None:
+            return True
+        try:
+            self.answer_file = await self.surface.upload_file(ANSWER_FILE_NAME, text.encode("utf-8"))
+        except Exception as exc:
+            logger.warning(
+                "%s: could not upload the answer as a file (%s); posting it in messages", self.surface.label, exc
+            )
+            return False
+        if self._checkpoint is not None:
+            await self._checkpoint()
+        return True
+
+    async def _show_answer_file(self, text: str) -> None:
+        """Show the uploaded file below the summary, once: a restored reply first asks whether the dead process
+        had shown it; an upload an earlier process made that can no longer be shown is made again."""
+        assert self.answer_file is not None
+        if self.answer_file_shown:
+            return
+        restored, self._look_for_file = self._look_for_file, False
+        if restored and await self.surface.file_shown(self.answer_file):
+            logger.info("%s: the answer's file was shown by an earlier process", self.surface.label)
+        else:
+            try:
+                await self.surface.share_file(self.answer_file, ANSWER_FILE_NAME)
+            except Exception as exc:
+                if not restored or self.surface.classify(exc).kind is not Failure.PERMANENT:
+                    raise
+                logger.info("%s: the earlier upload cannot be shown (%s); uploading it again", self.surface.label, exc)
+                self.answer_file = await self.surface.upload_file(ANSWER_FILE_NAME, text.encode("utf-8"))
+                if self._checkpoint is not None:
+                    await self._checkpoint()
+                await self.surface.share_file(self.answer_file, ANSWER_FILE_NAME)
+        self.answer_file_shown = True
 
     async def _replace_placeholder(self, text: str) -> None:
         """The final text's first part in the placeholder; in a new message when there is none or it cannot take

@@ -18,6 +18,7 @@ import logging
 import re
 import uuid
 from collections.abc import Coroutine, Mapping
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -27,16 +28,21 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.kit.intake import Flight, Intake, Outcome
+from adapters.kit.longanswers import LongAnswers
 from adapters.slack import events
+from adapters.slack.buttons import ACTION_PREFIX
 from adapters.slack.connection import SlackStartupError, SocketModeConnection
 from adapters.slack.events import AnsweredThreads, Identity
 from adapters.slack.files import FileFetcher
-from adapters.slack.replies import AssistantStatus, EphemeralReply, ReplyOptions, SlackThread, ThreadReply
+from adapters.slack.interactions import DM_OPENED_EVENTS, Interactions, shortcut_question, shortcut_target
+from adapters.slack.replies import AssistantStatus, EphemeralReply, ReplyOptions, ThreadReply
 from adapters.slack.settings import SlackSettings
+from adapters.slack.streaming import NativeStreaming, StreamingThread
 from bot.logs import log_context
 from bot.settings import Settings
 from bot.types import (
     AdapterHealth,
+    AnswerActionHandler,
     ChatType,
     ConversationDirectory,
     ConversationKey,
@@ -98,12 +104,17 @@ class SlackAdapter:
         """Threads answered in this process: a fast local cache in front of the conversation directory."""
         self._directory: ConversationDirectory | None = None
         self._withdrawal_handler: WithdrawalHandler | None = None
+        self._answer_handler: AnswerActionHandler | None = None
+        self._interactions: Interactions | None = None
+        self._native = NativeStreaming(self._slack.native_streaming)
+        """Native streaming on, and the workspaces that refused it (``adapters.slack.streaming``)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._reply_options = ReplyOptions(
             update_interval_s=self._slack.update_interval_s,
             max_chars=self._slack.max_message_chars,
             reaction=self._slack.progress_reaction,
             retries=self._slack.rate_limit_retries,
+            long_answers=LongAnswers.from_settings(settings.core),
         )
 
     @property
@@ -134,6 +145,10 @@ class SlackAdapter:
                 file_hosts=self._slack.file_hosts,
             )
             self._assistant_status = AssistantStatus(self._web)
+            buttons = self._slack.answer_buttons and self._answer_handler is not None
+            self._reply_options = replace(self._reply_options, buttons=buttons)
+            self._interactions = Interactions(self._web, self._me, prompts=self._slack.suggested_prompts)
+            self._interactions.handler = self._answer_handler
             self._handler = handler
             self._connection = SocketModeConnection(
                 self._build_app(self._web), app_token=app_token, web=self._web, settings=self._slack
@@ -182,6 +197,12 @@ class SlackAdapter:
         """Where deleted messages and files go (the core stops and forgets them) before their event is acked."""
         self._withdrawal_handler = handler
 
+    def use_answer_action_handler(self, handler: AnswerActionHandler) -> None:
+        """Where presses of the answers' buttons go (ratings, Stop); answers carry buttons only with one."""
+        self._answer_handler = handler
+        if self._interactions is not None:
+            self._interactions.handler = handler
+
     # ResumableReplies ----------------------------------------------------------------------------
     def reply_for(self, message: IncomingMessage, state: Mapping[str, str]) -> ReplyHandle:
         """The reply handle for a journaled message, continuing the placeholder named in ``state`` if any.
@@ -207,6 +228,7 @@ class SlackAdapter:
         question_ts = state.get("question_ts") or message_ts
         direct = state["direct"] == "1" if "direct" in state else message.chat_type is ChatType.DIRECT
         reply = self._thread_reply(
+            message,
             channel=channel,
             thread_ts=state.get("thread_ts") or message.conversation.thread or question_ts,
             question_ts=question_ts,
@@ -216,10 +238,18 @@ class SlackAdapter:
         self._threads.add(reply.channel, reply.thread_ts)  # follow-ups there still need no mention
         return reply
 
-    def _thread_reply(self, *, channel: str, thread_ts: str, question_ts: str, direct: bool) -> ThreadReply:
+    def _thread_reply(
+        self, message: IncomingMessage, *, channel: str, thread_ts: str, question_ts: str, direct: bool
+    ) -> ThreadReply:
         me = self._me
-        thread = SlackThread(
+        workspace = message.conversation.workspace
+        thread = StreamingThread(
             self._require_web(),
+            native=self._native,
+            team=workspace,
+            recipient_user_id=message.user.user_id,
+            recipient_team_id=message.user.org or workspace,
+            question_id=message.message_id,
             channel=channel,
             thread_ts=thread_ts,
             question_ts=question_ts,
@@ -296,6 +326,15 @@ class SlackAdapter:
             await ack()
             self._spawn(self._process_command(body))
 
+        async def on_button(ack: Any, body: dict[str, Any]) -> None:
+            await ack()  # at once: the core's answer comes as an ephemeral message
+            if self._interactions is not None:
+                self._spawn(self._interactions.on_block_actions(body))
+
+        async def on_shortcut(ack: Any, body: dict[str, Any]) -> None:
+            await ack()  # Slack does not deliver a shortcut again: it is taken up in the background
+            self._spawn(self._process_shortcut(body))
+
         async def on_error(error: Exception) -> None:
             # Bolt has set the response to 500: the envelope is not acked and Slack sends it again.
             if not isinstance(error, EventNotTaken):
@@ -303,6 +342,8 @@ class SlackAdapter:
 
         app.event(re.compile(".*"))(on_event)
         app.command(self._slack.command)(on_command)
+        app.action(re.compile(f"^{re.escape(ACTION_PREFIX)}"))(on_button)
+        app.shortcut(self._slack.shortcut_callback_id)(on_shortcut)
         app.error(on_error)
         return app
 
@@ -327,6 +368,10 @@ class SlackAdapter:
             return
         if me is None or handler is None:
             raise EventNotTaken("the Slack adapter is stopping")
+        if event.get("type") in DM_OPENED_EVENTS:
+            if self._interactions is not None:
+                self._spawn(self._interactions.offer_prompts(event))
+            return
         event_id = str(body.get("event_id") or "")
         outcome = await self._intake.take(
             lambda flight: self._take(flight, handler, body, event, me, event_id), label=f"event {event_id}"
@@ -415,6 +460,7 @@ class SlackAdapter:
         message = await self._translate(body, event, me, verdict)
         with log_context(request_id=message.message_id, platform=self.name, conversation=str(message.conversation)):
             reply = self._thread_reply(
+                message,
                 channel=str(event.get("channel", "")),
                 thread_ts=events.thread_root(event),
                 question_ts=str(event.get("ts", "")),
@@ -463,6 +509,27 @@ class SlackAdapter:
         files = self._require_files()
         return [await files.complete(f) for f in earlier[:limit]]
 
+    async def _process_shortcut(self, body: Mapping[str, Any]) -> None:
+        """"Ask peekbot about this" on a message: a question about it from the presser, answered in its thread
+        under the same access rules as any question."""
+        me, handler = self._me, self._handler
+        target = shortcut_target(body)
+        if me is None or handler is None or target is None:
+            return
+        channel, shared = target
+        files = self._require_files()
+        own = [await files.complete(f) for f in events.usable_files(shared.get("files"))]
+        message = shortcut_question(body, own, me=me, question=self._slack.shortcut_question)
+        thread_ts = message.conversation.thread or str(shared["ts"])
+        with log_context(request_id=message.message_id, platform=self.name, conversation=str(message.conversation)):
+            reply = self._thread_reply(
+                message, channel=channel, thread_ts=thread_ts, question_ts=str(shared["ts"]),
+                direct=message.chat_type is ChatType.DIRECT,
+            )
+            logger.info("slack: message shortcut by %s (%d files)", message.user.user_id, len(own))
+            if await handler(message, reply):
+                self._threads.add(channel, thread_ts)
+
     async def _process_command(self, body: Mapping[str, Any]) -> None:
         me, handler, http = self._me, self._handler, self._http
         if me is None or handler is None or http is None:
@@ -470,7 +537,8 @@ class SlackAdapter:
         trigger = str(body.get("trigger_id") or uuid.uuid4().hex)
         channel = str(body.get("channel_id", ""))
         user_id = str(body.get("user_id", ""))
-        text = str(body.get("text") or "").strip() or "help"
+        # Slack escapes &, < and > and wraps links and mentions: "/peekbot instructions set …" keeps the plain text.
+        text = events.clean_text(str(body.get("text") or ""), me.user_id) or "help"
         direct = channel.startswith("D") or body.get("channel_name") == "directmessage"
         message = IncomingMessage(
             event_id=f"command:{trigger}",

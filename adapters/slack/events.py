@@ -31,8 +31,15 @@ PLATFORM = "slack"
 # Message subtypes that are a person writing something new. Everything else (message_changed,
 # message_deleted, bot_message, channel_join, …) is ignored.
 ANSWERABLE_SUBTYPES = frozenset({None, "", "file_share", "thread_broadcast"})
-# Files that may serve as earlier context in a thread.
-CONTEXT_MIME_PREFIXES = ("image/", "application/pdf")
+# Files that may serve as earlier context in a thread: images, PDFs, Office and text files (the core sniffs them).
+CONTEXT_MIME_PREFIXES = (
+    "image/",
+    "application/pdf",
+    "text/",
+    "application/vnd.openxmlformats-officedocument.",
+    "application/vnd.ms-",
+    "application/json",
+)
 
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _CHANNEL_LINK = re.compile(r"<#[A-Z0-9]+\|([^>]*)>")
@@ -262,7 +269,8 @@ def _may_concern(previous: Mapping[str, Any], event: Mapping[str, Any], me: Iden
 
 
 def earlier_files(replies: Iterable[Mapping[str, Any]], before_ts: str) -> list[Mapping[str, Any]]:
-    """Images and PDFs (or files of unknown type) posted in a thread before ``before_ts``, newest first."""
+    """Images, PDFs, Office and text files (or files of unknown type) posted in a thread before ``before_ts``,
+    newest first."""
     cutoff = _ts_value(before_ts)
     earlier = [m for m in replies if _ts_value(m.get("ts")) < cutoff]
     earlier.sort(key=lambda m: _ts_value(m.get("ts")), reverse=True)

@@ -2,8 +2,11 @@
 and ephemeral answers to the slash command. Posting, editing and deleting go through ``web_call`` (the kit's
 outbound helper: 429 ``Retry-After`` waited out, network errors retried); the kit decides when.
 
-The progress sign is an :eyes: reaction on the question and, in a DM with the assistant features, Slack's
-"is looking at it…" status. An error sentence starts with ``:warning:``.
+The progress sign is an :eyes: reaction on the question and, where the app has the agent features, Slack's
+"is looking at it…" status. An error sentence starts with ``:warning:``. With answer buttons on, a message that
+streams carries a Stop button and the last message of a final answer 👍/👎 (``SlackThread.blocks``); the text is
+then in section blocks too, since a message with blocks shows only its blocks. Native streaming is
+``adapters.slack.streaming``.
 
 Adopting a placeholder. The core posts the placeholder and only then journals where it is, so a process killed
 in between leaves a placeholder no journal entry names. Every placeholder therefore carries message metadata
@@ -39,9 +42,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from adapters.kit import outbound
+from adapters.kit.longanswers import LongAnswers
 from adapters.kit.outbound import Failure, RetryPolicy, Verdict
 from adapters.kit.replies import ReplyConfig, Spawn, StreamingReply, Surface
 from adapters.kit.text import is_progress_text, split_text
+from adapters.slack.buttons import rating_block, stop_block, text_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +115,9 @@ def find_own_placeholder(
             return message
         metadata = message.get("metadata")
         tagged = isinstance(metadata, Mapping) and metadata.get("event_type") == REPLY_EVENT_TYPE
-        if not tagged and right_after and untagged is None and is_progress_text(str(message.get("text") or "")):
+        text = str(message.get("text") or "")
+        still_empty = not text.strip()  # a native stream started but not yet written to
+        if not tagged and right_after and untagged is None and (is_progress_text(text) or still_empty):
             untagged = message
         right_after = False  # only the bot's first message after the question may be adopted untagged
     return untagged
@@ -169,10 +176,16 @@ class ReplyOptions:
     max_chars: int = 3900
     reaction: str = "eyes"
     retries: int = 8
+    buttons: bool = False
+    """Stop while the answer streams, 👍/👎 on the final answer (``adapters.slack.buttons``)."""
+    long_answers: LongAnswers = field(default_factory=LongAnswers)
+    """When the final answer goes out as a file (``adapters.slack.uploads``)."""
 
     @property
     def config(self) -> ReplyConfig:
-        return ReplyConfig(update_interval_s=self.update_interval_s, max_chars=self.max_chars)
+        return ReplyConfig(
+            update_interval_s=self.update_interval_s, max_chars=self.max_chars, long_answers=self.long_answers
+        )
 
     @property
     def policy(self) -> RetryPolicy:
@@ -220,9 +233,14 @@ class SlackThread(Surface):
         assistant_status: AssistantStatus | None = None,
         bot_user_id: str = "",
         bot_id: str = "",
+        question_id: str = "",
     ) -> None:
         self._web = web
         self.channel = channel
+        self.question_id = question_id
+        """The question's ``IncomingMessage.message_id``: the buttons' values name it."""
+        self._final: tuple[int, bool] | None = None
+        """(parts, failed) once the final text is on its way (``finishing``)."""
         self.thread_ts = thread_ts
         self.question_ts = question_ts
         self._direct = direct
@@ -290,11 +308,35 @@ class SlackThread(Surface):
             logger.info("%d part(s) of the answer in %s were posted by an earlier process", out - noted, self.channel)
         return out
 
+    @property
+    def posts_files(self) -> bool:
+        return True
+
+    async def upload_file(self, name: str, data: bytes) -> str:
+        """``adapters.slack.uploads``: the file exists on Slack, shared nowhere yet."""
+        from adapters.slack import uploads  # it uses this module's web_call
+
+        return await uploads.upload(self._web, name, data, policy=self._policy)
+
+    async def share_file(self, file_id: str, name: str) -> None:
+        from adapters.slack import uploads
+
+        await uploads.share(
+            self._web, file_id, title=name, channel=self.channel, thread_ts=self.thread_ts, policy=self._policy
+        )
+
+    async def file_shown(self, file_id: str) -> bool:
+        """Whether the thread after the question shows the file (shared by an earlier process)."""
+        from adapters.slack import uploads
+
+        return uploads.shown_in(await self._thread_after_question("the answer's file"), file_id)
+
     async def post_placeholder(self, text: str) -> None:
         # No waiting out a rate limit here: the core waits for this call; later edits post the message.
         self.placeholder_ts = await self._post(text, policy=NO_WAIT, first=True)
 
     async def edit(self, text: str, *, max_wait_s: float | None) -> None:
+        blocks = self.blocks(text, 0)
         await web_call(
             self._web.chat_update,
             what="chat.update",
@@ -302,7 +344,30 @@ class SlackThread(Surface):
             channel=self.channel,
             ts=self.placeholder_ts,
             text=text,
+            **({} if blocks is None else {"blocks": blocks}),
         )
+
+    def finishing(self, parts: int, *, failed: bool) -> None:
+        self._final = (parts, failed)
+
+    def blocks(self, text: str, index: int) -> list[dict[str, Any]] | None:
+        """The blocks of message ``index`` of the reply showing ``text``: with a Stop button while the answer
+        streams, 👍/👎 under the last part of a final answer, none (``[]`` removes the Stop button) on the other
+        parts and on an error. None without buttons."""
+        if not self.options.buttons or not self.question_id:
+            return None
+        if self._final is None:
+            return [*text_blocks(text), stop_block(self.question_id)]
+        parts, failed = self._final
+        if failed or index != parts - 1:
+            return []
+        return [*text_blocks(text), rating_block(self.question_id)]
+
+    async def show_status(self, text: str) -> None:
+        """A status line in the question's thread ("looking at the screenshot…"): Slack's AI loading state, in DMs
+        and (since March 2026, with ``chat:write``) in channel threads."""
+        if self._assistant_status is not None:
+            await self._assistant_status.set(self.channel, self.thread_ts, text)
 
     def forget_placeholder(self) -> None:
         self.placeholder_ts = None
@@ -348,8 +413,7 @@ class SlackThread(Surface):
             logger.debug("reactions.add failed: %s", exc)
 
     async def _set_status(self) -> None:
-        if self._direct and self._assistant_status is not None:
-            await self._assistant_status.set(self.channel, self.thread_ts, "is looking at it…")
+        await self.show_status("is looking at it…")
 
     async def _thread_after_question(self, looking_for: str) -> Sequence[Mapping[str, Any]]:
         """One bounded page of the thread after the question, with metadata; empty when the look failed."""
@@ -376,6 +440,9 @@ class SlackThread(Surface):
         elif part is not None:
             payload = {"channel": self.channel, "question_ts": self.question_ts, "part": str(part)}
             extra["metadata"] = {"event_type": REPLY_PART_EVENT_TYPE, "event_payload": payload}
+        blocks = self.blocks(text, part or 0)
+        if blocks:
+            extra["blocks"] = blocks
         response = await web_call(
             self._web.chat_postMessage,
             what="chat.postMessage",
@@ -404,6 +471,11 @@ class ThreadReply(StreamingReply):
     @property
     def thread_ts(self) -> str:
         return self.thread.thread_ts
+
+    async def status(self, text: str) -> None:
+        """``bot.types.ShowsStatus``: a short status line while the answer is prepared."""
+        if not self._finished:
+            await self.thread.show_status(text)
 
 
 @dataclass(eq=False, repr=False)  # no repr: response_url lets anyone who has it post in the channel

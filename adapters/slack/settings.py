@@ -43,8 +43,23 @@ class SlackSettings(SettingsSection):
     download_timeout_s: float = 60.0
     thread_memory: int = 10_000
     """Threads remembered as answered, so follow-ups there need no new mention."""
+    # Slack's AI-app surfaces.
+    native_streaming: bool = True
+    """Stream answers with ``chat.startStream``/``appendStream``/``stopStream`` where the workspace allows it (else,
+    and when false, by editing the placeholder with ``chat.update``)."""
+    answer_buttons: bool = True
+    """A Stop button while an answer streams and 👍/👎 rating buttons on every final answer."""
+    suggested_prompts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["What does this error mean?", "Transcribe this screenshot", "Summarise this PDF"]
+    )
+    """Prompts offered when someone opens the bot's DM (comma-separated, at most four; empty: none)."""
+    shortcut_callback_id: str = "ask_peekbot"
+    """The callback id of the "Ask peekbot about this" message shortcut (as in deploy/slack/manifest.yml)."""
+    shortcut_question: str = "What is this about?"
+    """The question the message shortcut asks about the message it was used on."""
 
     _split_file_hosts = field_validator("file_hosts", mode="before")(comma_list)
+    _split_prompts = field_validator("suggested_prompts", mode="before")(comma_list)
 
     @property
     def configured(self) -> bool:

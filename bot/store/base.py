@@ -1,13 +1,16 @@
-"""The state store's interface: dedupe keys, the job journal, conversations, documents, audit, cache and controls.
+"""The state store's interface: dedupe keys, the job journal, conversations, documents, audit, cache, controls,
+ratings and per-channel instructions.
 
 One embedded SQLite file (``bot.store.sqlite``) implements all of it; a shared store for several replicas
-(``bot.store.redis``) implements the parts replicas must agree on (dedupe, jobs, conversations, cache, controls) and
-keeps the rest in the local SQLite file. Every method is async; implementations never block the event loop.
+(``bot.store.redis``) implements the parts replicas must agree on (dedupe, jobs, conversations, cache, controls,
+ratings, instructions) and keeps the rest in the local SQLite file. Every method is async; implementations never
+block the event loop.
 Nothing here stores image bytes or file contents: only hashes, page text and message metadata.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -172,9 +175,16 @@ class DocumentIndex(Protocol):
     async def documents(self, conversation: str) -> list[DocumentInfo]: ...
 
     async def put_page(self, document_id: str, page: int, text: str, *, page_hash: str, source: str) -> None:
-        """Store a page's searchable text; ``source`` is ``text-layer`` or ``transcribed``."""
+        """Store a page's searchable text; ``source`` is ``text-layer``, ``transcribed`` or ``extracted`` (a part of
+        an Office or text file: slide, sheet block, section, page of text, numbered like pages)."""
+
+    async def put_pages(self, document_id: str, pages: Sequence[tuple[int, str, str]], *, source: str) -> None:
+        """``put_page`` for many ``(page, text, page_hash)`` at once, in one transaction."""
 
     async def indexed_pages(self, document_id: str) -> set[int]: ...
+
+    async def page_texts(self, document_id: str, pages: Sequence[int]) -> dict[int, str]:
+        """The stored text of those of ``pages`` that are indexed."""
 
     async def transcription(self, page_hash: str) -> str | None:
         """A cached model transcription of a page image with this content hash, from any document."""
@@ -203,6 +213,16 @@ class AuditRecord:
     outcome: str  # answered | failed | refused | cached | rate_limited …
     created_at: float
 
+    @classmethod
+    def event(cls, *, job_id: str, platform: str, user: str, conversation: str, outcome: str) -> AuditRecord:
+        """A record of something that is not an answer (a withdrawal, a change of a channel's instructions): who,
+        where, what and now; no hashes, no lengths."""
+        return cls(job_id, platform, user, conversation, (), 0, 0, 0.0, outcome, time.time())
+
+
+ADMIN_EVENTS = ("instructions_set", "instructions_cleared")
+"""Audit outcomes that record an admin's change, not a question: left out of the question counts."""
+
 
 @dataclass(frozen=True, slots=True)
 class AuditSummary:
@@ -224,6 +244,32 @@ class AuditLog(Protocol):
         """Questions of ``user`` since ``since`` (daily quota)."""
 
     async def expire_audit(self, older_than_s: float) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """One person's rating of one answer. No content: the job, who, the rating, the reason chosen, when."""
+
+    job_id: str
+    platform: str
+    user: str
+    rating: str  # helpful | not_helpful
+    reason: str = ""
+    created_at: float = 0.0
+
+
+class RatingStore(Protocol):
+    """Ratings of answers: one per person per answer, a later one replaces the earlier."""
+
+    async def rate(self, rating: Rating) -> str | None:
+        """Record ``rating``, replacing the same user's earlier rating of the same job; returns the rating it
+        replaced (None for a first rating)."""
+
+    async def ratings(self, since: float) -> list[Rating]:
+        """Ratings given (or last changed) since ``since``, oldest first."""
+
+    async def expire_ratings(self, older_than_s: float) -> int:
+        """Delete ratings older than ``older_than_s``; returns how many."""
 
 
 class AnswerCache(Protocol):
@@ -249,6 +295,30 @@ class ControlStore(Protocol):
         """
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelInstructions:
+    """The instructions an admin gave for one channel or chat: added to the system prompt of every question there."""
+
+    channel: str
+    """The conversation key without its thread (``platform:workspace:channel``)."""
+    text: str
+    set_by: str
+    """Who set them (``platform:user``)."""
+    set_at: float
+
+
+class InstructionStore(Protocol):
+    """Per-channel instructions, kept until an admin clears them (not forgotten with a channel's conversations)."""
+
+    async def get_instructions(self, channel: str) -> ChannelInstructions | None: ...
+
+    async def set_instructions(self, channel: str, text: str, set_by: str) -> ChannelInstructions:
+        """Store ``text`` for ``channel`` (replacing what was there), stamped with the store's clock."""
+
+    async def clear_instructions(self, channel: str) -> bool:
+        """Remove the channel's instructions; True when there were some."""
+
+
 class Store(Protocol):
     """The whole store: one object per process, opened at start and closed at stop."""
 
@@ -259,6 +329,8 @@ class Store(Protocol):
     audit: AuditLog
     cache: AnswerCache
     controls: ControlStore
+    instructions: InstructionStore
+    ratings: RatingStore
 
     async def open(self) -> None: ...
 

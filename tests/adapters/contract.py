@@ -45,7 +45,8 @@ SLOW_CORE_S = 0.3
 """How long the stand-in core takes to journal: long enough for copies to overlap."""
 LIMIT = 120
 """Message size (characters) for the split check."""
-LONG_ANSWER = "\n\n".join(f"Step {i}: " + " ".join(["check the cable"] * 5) + "." for i in range(1, 5))
+LONG_ANSWER = "\n\n".join(f"Step {i}: " + " ".join(["check the cable"] * 5) + "." for i in range(1, 4))
+"""Three messages at ``LIMIT``: the most that are still split (a longer answer goes out as a file)."""
 
 
 @dataclass

@@ -32,6 +32,7 @@ async def ask_slack(
     return question, message, reply
 
 
+@pytest.mark.usefixtures("slack_edits")  # the chat.update path
 async def test_slack_survivor_finishes_the_placeholder_a_dead_process_had_not_journaled(
     slack: FakeSlack, start_slack: StartSlack
 ) -> None:
@@ -56,6 +57,7 @@ async def test_slack_survivor_finishes_the_placeholder_a_dead_process_had_not_jo
     assert answer["metadata"]["event_payload"]["question_ts"] == question["ts"]  # edits keep the metadata
 
 
+@pytest.mark.usefixtures("slack_edits")  # the chat.update path
 async def test_slack_other_questions_answers_and_placeholders_in_the_thread_are_never_adopted(
     slack: FakeSlack, start_slack: StartSlack
 ) -> None:
@@ -78,6 +80,7 @@ async def test_slack_other_questions_answers_and_placeholders_in_the_thread_are_
     assert [c.args.get("include_all_metadata") for c in slack.calls("conversations.replies")][-1] in ("1", "true")
 
 
+@pytest.mark.usefixtures("slack_edits")  # the chat.update path
 async def test_slack_untagged_placeholder_right_after_the_question_is_adopted(
     slack: FakeSlack, start_slack: StartSlack
 ) -> None:

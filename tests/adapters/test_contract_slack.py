@@ -18,6 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 
 CHANNEL = "D0ALICE"
 CALLS = {"post": "chat.postMessage", "edit": "chat.update"}
+STREAMED_EDIT = "chat.appendStream"
 
 
 class SlackDriver(EnvironmentDriver):
@@ -26,6 +27,8 @@ class SlackDriver(EnvironmentDriver):
     def __init__(self, fake: FakeSlack, start: StartSlack, monkeypatch: pytest.MonkeyPatch) -> None:
         super().__init__(start, SlackAdapter, monkeypatch)
         self.fake = fake
+        self.native = True
+        """Answers stream natively (``chat.appendStream`` is the edit), else by ``chat.update``."""
 
     def question(self, text: str) -> Question:
         return Question(f"Ev{uuid.uuid4().hex[:10].upper()}", self.fake.user_message(CHANNEL, text))
@@ -47,7 +50,8 @@ class SlackDriver(EnvironmentDriver):
         return [Shown(m["ts"], m["text"]) for m in self.fake.bot_messages(CHANNEL, question.event["ts"])]
 
     def refuse_once(self, call: Literal["post", "edit"]) -> None:
-        self.fake.rate_limit(CALLS[call], retry_after=0.2)
+        method = STREAMED_EDIT if call == "edit" and self.native else CALLS[call]
+        self.fake.rate_limit(method, retry_after=0.2)
 
     def refusals(self) -> int:
         return sum(1 for c in self.fake.api_calls if c.status == 429)
@@ -57,6 +61,13 @@ class SlackDriver(EnvironmentDriver):
         await self.fake.wait_for_ack(await self.fake.send_event(deletion))
 
 
-@pytest.fixture
-def driver(slack: FakeSlack, start_slack: StartSlack, monkeypatch: pytest.MonkeyPatch) -> SlackDriver:
-    return SlackDriver(slack, start_slack, monkeypatch)
+@pytest.fixture(params=["native streaming", "chat.update"])
+def driver(
+    request: pytest.FixtureRequest, slack: FakeSlack, start_slack: StartSlack, monkeypatch: pytest.MonkeyPatch
+) -> SlackDriver:
+    """Both ways an answer streams: natively (the default) and by editing a placeholder (the fallback)."""
+    driver = SlackDriver(slack, start_slack, monkeypatch)
+    if request.param == "chat.update":
+        monkeypatch.setenv("SLACK_NATIVE_STREAMING", "false")
+        driver.native = False
+    return driver

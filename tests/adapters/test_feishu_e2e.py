@@ -17,7 +17,10 @@ import pytest_asyncio
 from PIL import Image
 
 from adapters.feishu import FeishuAdapter
+from adapters.kit.ratings import REASONS
 from bot.app import Application
+from bot.store.base import JobState
+from bot.withdrawals import job_id_of
 from tests.support.apps import AppStarter, tiny_bot_environment, tiny_engine
 from tests.support.engines import RecordingEngine
 from tests.support.fake_feishu import FakeFeishu, feishu_environment
@@ -279,3 +282,39 @@ async def test_after_an_abrupt_cut_and_a_failing_discovery_the_next_question_is_
     assert texts and not texts[0].startswith("⚠️")
     assert (await adapter.health()).reconnects == reconnects + 1
     assert fake.discovery_failures == 0
+
+
+async def answered(world: World, question_id: str) -> None:
+    """Wait until the core has journaled the question as answered (just after its card was closed)."""
+
+    async def state() -> JobState | None:
+        job = await world.app.store.jobs.get(job_id_of("feishu", question_id))
+        return None if job is None else job.state
+
+    for _ in range(100):
+        if await state() is JobState.ANSWERED:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{question_id} was not journaled as answered")
+
+
+async def test_ratings_over_card_and_event_frames_are_recorded_and_shown_in_stats(world: World) -> None:
+    fake = world.fake
+    rated = []
+    for frame, kind, color in (("card", "helpful", (20, 160, 20)), ("event", "not_helpful", (160, 20, 20))):
+        event, question_id = image_message(fake, f"img_rated_{kind}", color)
+        await ask(fake, event)
+        await answered(world, question_id)
+        card_message = fake.replies_to(question_id)[0]
+        value = next(v for v in fake.buttons_on(card_message) if v["k"] == kind)
+        press = await fake.press(fake.card_action_event(card_message, value, open_id="ou_rater"), frame=frame)
+        assert press.code == 200 and press.toast.startswith("Thanks") and press.latency_s < 3.0
+        rated.append(card_message)
+    await fake.wait_for(lambda: len(fake.buttons_on(rated[1])) == len(REASONS), what="the reason choice")
+    reason = next(v for v in fake.buttons_on(rated[1]) if v.get("r") == "incomplete")
+    press = await fake.press(fake.card_action_event(rated[1], reason, open_id="ou_rater"), frame="card")
+    assert press.toast.startswith("Thanks")
+
+    stats = fake.message_event(msg_type="text", content={"text": "/stats"}, sender_open_id=ADMIN, chat_id="oc_stats")
+    _, texts = await ask(fake, stats)
+    assert "Helpful: 50 % of 2 rated" in texts[0]

@@ -89,7 +89,7 @@ async def test_rate_limited_card_edits_still_deliver_the_final_answer(
     reply, question = await make_reply(fake, feishu_settings(monkeypatch, fake), clients)
     await reply.start_progress()
     fake.fail("PUT", r"/cardkit/v1/cards/.+/content$", times=4)
-    fake.fail("PATCH", r"/cardkit/v1/cards/.+/settings$", times=1)
+    fake.fail("POST", r"/cardkit/v1/cards/.+/batch_update$", times=1)
     await reply.update("partial")
     await asyncio.sleep(0.1)
     await reply.finish("The complete answer.")
@@ -98,6 +98,8 @@ async def test_rate_limited_card_edits_still_deliver_the_final_answer(
     assert len(rate_limited) == 4
     card = fake.card_of(fake.replies_to(question)[0])
     assert card is not None and not card.streaming
+    assert [v["k"] for v in fake.buttons_on(fake.replies_to(question)[0])] == ["helpful", "not_helpful"]
+    assert [c.status for c in fake.calls_to("POST", "/batch_update$")] == [429, 200]
 
 
 async def test_without_cardkit_the_reply_is_an_edited_card_message(
@@ -123,7 +125,7 @@ async def test_long_answers_are_split_into_several_messages(
     settings = feishu_settings(monkeypatch, fake, FEISHU_MAX_REPLY_CHARS="500")
     reply, question = await make_reply(fake, settings, clients)
     await reply.start_progress()
-    paragraphs = [f"Paragraph {i}: " + "lorem ipsum " * 15 for i in range(8)]
+    paragraphs = [f"Paragraph {i}: " + "lorem ipsum " * 15 for i in range(6)]  # 3 messages (more: a file)
     answer = "\n\n".join(p.strip() for p in paragraphs)
     await reply.finish(answer)
     texts = fake.reply_texts(question)

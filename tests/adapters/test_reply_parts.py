@@ -62,7 +62,7 @@ async def test_a_long_answer_cut_by_a_crash_is_completed_without_repeating_a_par
     driver = platform.driver
     driver.limit_reply_chars(LIMIT)
     pieces = split_text(LONG_ANSWER, LIMIT)
-    assert len(pieces) == 4
+    assert len(pieces) == 3
     first = await answering(driver)
     journal = dict(first.reply.resume_state())
     dying_after(2, journal, first.reply)

@@ -52,6 +52,7 @@ async def slack_question(
     return question, message, reply
 
 
+@pytest.mark.usefixtures("slack_edits")  # the chat.update path
 async def test_slack_placeholder_is_finished_by_the_next_process(slack: FakeSlack, start_slack: StartSlack) -> None:
     first = await showing_progress(start_slack, lambda core: slack_question(slack, core))
     question, message, reply = first.question, first.message, first.reply
@@ -72,6 +73,7 @@ async def test_slack_placeholder_is_finished_by_the_next_process(slack: FakeSlac
     assert not slack.reactions  # the first process's :eyes: was removed by the second
 
 
+@pytest.mark.usefixtures("slack_edits")  # the chat.update path
 async def test_slack_vanished_placeholder_falls_back_to_a_new_message(
     slack: FakeSlack, start_slack: StartSlack
 ) -> None:

@@ -114,7 +114,7 @@ async def test_dm_with_a_screenshot_is_answered_in_its_thread(bot: Bot) -> None:
     texts = await bot.answer_to(question)
     assert len(texts) == 1 and texts[0].strip()  # the placeholder became the answer, in the question's thread
     assert texts[0] != "Looking at it…"
-    posts = fake.calls("chat.postMessage")
+    posts = fake.reply_posts()
     assert posts and all(c.args["thread_ts"] == question["ts"] for c in posts)
     # Ack before work: the envelope was acked before the first Web API call of the answer.
     delivery = fake.deliveries[envelope]
@@ -285,11 +285,12 @@ async def test_bots_edits_deletions_and_chatter_are_ignored(bot: Bot) -> None:
     await fake.send_event(question)
     await bot.answer_to(question)
     assert len(bot.engine.requests) == 1
-    assert {c.args["channel"] for c in fake.calls("chat.postMessage")} == {"D0ALICE"}
+    assert {c.args["channel"] for c in fake.reply_posts()} == {"D0ALICE"}
 
 
 # replies -----------------------------------------------------------------------------------------
-async def test_rate_limited_chat_update_still_delivers_the_final_answer(bot: Bot) -> None:
+async def test_rate_limited_chat_update_still_delivers_the_final_answer(start_bot: StartBot) -> None:
+    bot = await start_bot(SLACK_NATIVE_STREAMING="false")
     fake = bot.fake
     fake.rate_limit("chat.update", times=2, retry_after=1)
     question = fake.user_message("D0ALICE", "describe a cat")

@@ -198,7 +198,7 @@ async def test_a_long_final_answer_becomes_several_messages_in_the_thread(fake: 
     tasks: set[asyncio.Task[None]] = set()
     reply = await _reply(fake, web, tasks, update_interval_s=0.05)
     await reply.start_progress(None)
-    answer = "\n\n".join(f"Step {i}: " + "do the thing carefully " * 20 for i in range(30))
+    answer = "\n\n".join(f"Step {i}: " + "do the thing carefully " * 20 for i in range(22))  # 3 messages, no file
     await reply.update(answer)  # a streamed view longer than the limit is cut, not rejected
     await reply.finish(answer)
     texts = [m["text"] for m in fake.bot_messages("C1", reply.thread_ts)]
@@ -242,12 +242,19 @@ def test_the_manifest_declares_socket_mode_the_command_the_events_and_only_the_s
     commands = [c["command"] for c in manifest["features"]["slash_commands"]]
     assert commands == [SlackSettings.model_fields["command"].default]
     assert set(settings["event_subscriptions"]["bot_events"]) == {
-        "app_mention", "message.channels", "message.groups", "message.im", "message.mpim", "file_deleted"
+        "app_mention", "message.channels", "message.groups", "message.im", "message.mpim", "file_deleted",
+        "app_home_opened", "assistant_thread_started",
     }
+    assert settings["interactivity"]["is_enabled"] is True  # buttons and the shortcut, over Socket Mode
+    [shortcut] = manifest["features"]["shortcuts"]
+    callback_id = SlackSettings.model_fields["shortcut_callback_id"].default
+    assert (shortcut["type"], shortcut["callback_id"]) == ("message", callback_id)
+    assert "agent_view" in manifest["features"]
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert scopes == {
         "app_mentions:read", "channels:history", "groups:history", "im:history", "mpim:history",
-        "chat:write", "files:read", "reactions:write", "commands", "metadata.message:read",
+        "chat:write", "files:read", "files:write", "reactions:write", "commands", "metadata.message:read",
+        "assistant:write",
     }
     assert "user" not in manifest["oauth_config"]["scopes"]
     readme = (deploy / "README.md").read_text()

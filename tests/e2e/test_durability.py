@@ -90,7 +90,7 @@ async def test_kill_9_mid_answer_then_restart_answers_exactly_once(
     assert len(replies) == 1, f"expected one reply in the thread, got {[r.get('text') for r in replies]}"
     assert replies[0]["ts"] == placeholder_ts, "the restarted bot should finish the same placeholder"
     assert not any(word in replies[0]["text"].lower() for word in ("thinking", "sorry")), replies[0]["text"]
-    posts = [c for c in fake.calls("chat.postMessage") if c.args.get("thread_ts") == ts]
+    posts = [c for c in fake.reply_posts() if c.args.get("thread_ts") == ts]
     assert len(posts) == 1, "a second placeholder was posted"
     await second.terminate(60)
     # The next start has nothing left to answer: no new message appears.
@@ -99,7 +99,7 @@ async def test_kill_9_mid_answer_then_restart_answers_exactly_once(
     await fake.wait_for_connection(1, timeout=90)
     await asyncio.sleep(1.0)
     assert len(fake.bot_messages(channel, ts)) == 1
-    assert len([c for c in fake.calls("chat.postMessage") if c.args.get("thread_ts") == ts]) == 1
+    assert len([c for c in fake.reply_posts() if c.args.get("thread_ts") == ts]) == 1
 
 
 async def test_sigterm_mid_answer_delivers_the_answer_before_exit(

@@ -24,7 +24,7 @@ from bot.app import ENGINE_STUCK_EXIT_CODE, STALLED_REPLY
 from bot.durability import job_id_for
 from bot.store.base import JobState
 from bot.wiring import build_application
-from inference.transformers_engine import TransformersEngine
+from inference.execution import BatchRunner
 from sandbox.slack_server import FakeSlack, slack_environment
 from scheduler.service import LIVENESS
 from scheduler.systemd import notify
@@ -47,8 +47,8 @@ async def test_the_question_the_worker_hangs_on_gets_an_apology_and_the_others_a
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_qwen3_dir: Path
 ) -> None:
     release = threading.Event()
-    monkeypatch.setattr(TransformersEngine, "_generate", TransformersEngine._generate)  # restored after the test
-    make_generation_hang(TransformersEngine, release=release)
+    monkeypatch.setattr(BatchRunner, "_prefill", BatchRunner._prefill)  # restored after the test
+    make_generation_hang(BatchRunner, release=release)
     settings = configure(
         monkeypatch,
         tmp_path,

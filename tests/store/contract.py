@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.store.base import DocumentInfo, Job, JobState, Store
+from bot.store.base import DocumentInfo, Job, JobState, Rating, Store
 from bot.store.codec import decode_message, encode_file, encode_message
 from bot.types import ChatType, ConversationKey, FileRef, ImageSegment, IncomingMessage, TextSegment, User
 
@@ -27,7 +27,10 @@ __all__ = [
     "test_expire_jobs_deletes_finished_jobs_and_keeps_unfinished",
     "test_files_are_idempotent_per_hash_and_newest_win_the_limit",
     "test_include_live_takes_every_unfinished_job",
+    "test_instructions_are_kept_per_channel_until_cleared",
     "test_pending_counts_a_users_unfinished_jobs",
+    "test_ratings_expire_by_age",
+    "test_ratings_keep_one_per_person_per_answer",
     "test_renew_answers_which_jobs_are_still_ours",
     "test_renew_keeps_a_job_from_being_taken",
     "test_reset_clears_one_conversation_only",
@@ -330,6 +333,24 @@ async def test_controls_hold_values_until_changed_or_expired(store: Store) -> No
     assert await store.controls.get("notice") is None
 
 
+async def test_instructions_are_kept_per_channel_until_cleared(store: Store) -> None:
+    channel, other = "slack:T1:C1", "feishu:tenant:oc_9"
+    assert await store.instructions.get_instructions(channel) is None
+    before = time.time()
+    first = await store.instructions.set_instructions(channel, "Answer in Japanese.", "slack:U1")
+    assert first.text == "Answer in Japanese." and first.set_by == "slack:U1" and first.set_at >= before - 1
+    await store.instructions.set_instructions(channel, "这是支付团队。\nAnswer briefly.", "slack:U2")
+    got = await store.instructions.get_instructions(channel)
+    assert got is not None and (got.text, got.set_by) == ("这是支付团队。\nAnswer briefly.", "slack:U2")
+    assert await store.instructions.get_instructions(other) is None, "every channel has its own"
+    await store.conversations.add_turn(f"{channel}:1700000000.000100", "user", "hi")
+    await store.conversations.reset(f"{channel}:1700000000.000100")
+    assert await store.instructions.get_instructions(channel) is not None, "a thread's reset keeps them"
+    assert await store.instructions.clear_instructions(channel) is True
+    assert await store.instructions.get_instructions(channel) is None
+    assert await store.instructions.clear_instructions(channel) is False
+
+
 async def test_token_bucket_refuses_past_the_burst_and_refills(store: Store) -> None:
     rate = 1 / SHORT_S  # one token per SHORT_S
     assert [await store.controls.take("rate:slack:U1", rate, 2) for _ in range(2)] == [0.0, 0.0]
@@ -345,3 +366,32 @@ async def test_concurrent_token_takes_never_exceed_the_burst(store: Store) -> No
     waits = await asyncio.gather(*(store.controls.take("rate:slack:U9", 0.01, 3) for _ in range(12)))
     assert sum(1 for wait in waits if wait == 0.0) == 3
     assert all(wait > 0 for wait in waits if wait != 0.0)
+
+
+async def test_ratings_keep_one_per_person_per_answer(store: Store) -> None:
+    start = time.time()
+    for job_id, user, offset in (("slack:C1:1.1", "slack:U1", 0), ("slack:C1:1.1", "slack:U2", 1),
+                                 ("feishu:om_1", "feishu:ou_1", 2)):
+        first = Rating(job_id, job_id.partition(":")[0], user, "helpful", created_at=start + offset)
+        assert await store.ratings.rate(first) is None
+    changed = Rating("slack:C1:1.1", "slack", "slack:U1", "not_helpful", "wrong", created_at=start + 3)
+    assert await store.ratings.rate(changed) == "helpful", "the earlier rating is replaced, and named"
+    assert await store.ratings.rate(changed) == "not_helpful", "the same click again changes nothing"
+
+    ratings = await store.ratings.ratings(start - 1)
+    assert [(r.job_id, r.user, r.rating, r.reason) for r in ratings] == [
+        ("slack:C1:1.1", "slack:U2", "helpful", ""),
+        ("feishu:om_1", "feishu:ou_1", "helpful", ""),
+        ("slack:C1:1.1", "slack:U1", "not_helpful", "wrong"),
+    ], "one per person per answer, oldest first, a changed rating at its new time"
+    assert ratings[2] == changed and ratings[1].platform == "feishu"
+    assert [r.user for r in await store.ratings.ratings(start + 2)] == ["feishu:ou_1", "slack:U1"]
+
+
+async def test_ratings_expire_by_age(store: Store) -> None:
+    now = time.time()
+    await store.ratings.rate(Rating("slack:old", "slack", "slack:U1", "helpful", created_at=now - 3600))
+    await store.ratings.rate(Rating("slack:new", "slack", "slack:U1", "not_helpful", created_at=now))
+    assert await store.ratings.expire_ratings(60) == 1
+    assert [r.job_id for r in await store.ratings.ratings(0)] == ["slack:new"]
+    assert await store.ratings.expire_ratings(60) == 0

@@ -18,7 +18,7 @@ import pytest
 
 from bot.app import Application
 from bot.settings import Settings
-from bot.store.base import JobState, Store
+from bot.store.base import JobState, Rating, Store
 from bot.store.codec import decode_file, decode_message
 from bot.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.fixtures.write_release_state import CONVERSATION, DOCUMENT_ID, EXPECTED
@@ -97,6 +97,10 @@ async def assert_shared_state_read_back(store: Store) -> None:
     assert await store.jobs.pending_for("local:U1") == len(EXPECTED["in_flight"])
     await store.controls.put("paused", "1")
     assert await store.controls.get("paused") == "1"
+    assert await store.ratings.ratings(0) == [], "the old state gains the ratings, empty"
+    job_id = next(iter(EXPECTED["finished"]))
+    assert await store.ratings.rate(Rating(job_id, "slack", EXPECTED["asked_user"], "helpful")) is None
+    assert [rating.job_id for rating in await store.ratings.ratings(0)] == [job_id]
 
 
 async def test_a_state_file_of_the_previous_release_is_migrated_and_read_back_in_full(tmp_path: Path) -> None:

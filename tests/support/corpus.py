@@ -155,24 +155,6 @@ def make_zip(files: dict[str, bytes] | None = None) -> bytes:
     return out.getvalue()
 
 
-def make_docx(text: str = "Quarterly report") -> bytes:
-    """A minimal Word document (a ZIP with the OOXML parts Word needs)."""
-    return make_zip(
-        {
-            "[Content_Types].xml": (
-                b'<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-                b'<Default Extension="xml" ContentType="application/xml"/>'
-                b'<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.'
-                b'wordprocessingml.document.main+xml"/></Types>'
-            ),
-            "word/document.xml": (
-                '<?xml version="1.0"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
-                f"<w:body><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:body></w:document>"
-            ).encode(),
-        }
-    )
-
-
 # ---------------------------------------------------------------------------------------------- PDF
 
 _PDF_PASSWORD_PAD = bytes.fromhex("28BF4E5E4E758A4164004E56FFFA01082E2E00B6D0683E802F0CA9FE6453697A")

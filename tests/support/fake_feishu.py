@@ -19,11 +19,21 @@ also returns the ``im.message.recalled_v1`` event to push), and the bot recalls 
 ``DELETE /im/v1/messages/{id}``; CardKit's
 ``id_convert`` finds the card entity a card message shows. Reactions record who added them (the app, or a
 person through ``add_user_reaction``) and can be listed per emoji type a page at a time, as Feishu lists them.
+Files the bot uploads (``POST /im/v1/files``, multipart) are kept in ``uploaded``; a ``file`` reply must name one
+(``files_sent``).
+
+Card buttons: ``buttons_on`` lists the callback buttons a card message shows now (CardKit cards follow their
+``batch_update`` calls), and ``press`` sends a ``card.action.trigger`` for one of them, as an EVENT frame or as a
+CARD frame (``frame="card"``, as some app configurations deliver it), waits for the bot's answer on that frame and
+returns it (``Press``: the decoded response with its toast and card, and the latency). Callbacks are not re-sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import email.parser
+import email.policy
 import itertools
 import json
 import random
@@ -65,6 +75,26 @@ class Ack:
     at: float
     connection: int = 0
     """Number of the WebSocket (1 = the first one opened) the ack came back on."""
+    data: Any = None
+    """The decoded JSON of the ack's ``data`` (a callback's response: toast, card), None without one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Press:
+    """The bot's answer to one card callback."""
+
+    transport_id: str
+    code: int
+    response: dict[str, Any]
+    latency_s: float
+
+    @property
+    def toast(self) -> str:
+        return str((self.response.get("toast") or {}).get("content") or "")
+
+    @property
+    def toast_type(self) -> str:
+        return str((self.response.get("toast") or {}).get("type") or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +159,8 @@ class _Push:
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     sends: int = 0
     sent: list[Send] = field(default_factory=list)
+    kind: str = "event"
+    """The frame header ``type``: ``event``, or ``card`` for a card callback sent as Feishu's CARD frame."""
 
 
 @dataclass(slots=True, eq=False)
@@ -163,9 +195,45 @@ def _ok(data: Any = None) -> web.Response:
 
 
 def card_text(card: Mapping[str, Any]) -> str:
-    """The markdown/text content of a card JSON (2.0 ``body.elements`` or 1.0 ``elements``)."""
+    """The markdown/text content of a card JSON (2.0 ``body.elements`` or 1.0 ``elements``; rows of buttons
+    below it do not count)."""
     elements = (card.get("body") or {}).get("elements") or card.get("elements") or []
-    return "\n".join(str(e.get("content") or "") for e in elements if isinstance(e, dict))
+    return "\n".join(str(e.get("content") or "") for e in elements if isinstance(e, dict) and "content" in e)
+
+
+def card_buttons(card: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The callback values of the buttons anywhere in a card JSON, in order."""
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("tag") == "button":
+                found.extend(b.get("value") for b in node.get("behaviors") or [] if b.get("type") == "callback")
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(card.get("body") or card)
+    return found
+
+
+def _replace_element(node: Any, element_id: str, new: Any) -> bool:
+    """Replace (``new``) or remove (``new`` None) the element ``element_id`` anywhere under ``node``."""
+    if isinstance(node, dict):
+        return any(_replace_element(child, element_id, new) for child in node.values())
+    if isinstance(node, list):
+        for index, child in enumerate(node):
+            if isinstance(child, dict) and child.get("element_id") == element_id:
+                if new is None:
+                    del node[index]
+                else:
+                    node[index] = new
+                return True
+            if _replace_element(child, element_id, new):
+                return True
+    return False
 
 
 class FakeFeishu(LoopbackServer):
@@ -211,6 +279,8 @@ class FakeFeishu(LoopbackServer):
         self.reaction_operators: dict[str, tuple[str, str]] = {}
         """reaction_id → (operator_type "app" | "user", operator_id: the app id or the person's open_id)."""
         self.resources: dict[tuple[str, str], Resource] = {}
+        self.uploaded: dict[str, Resource] = {}
+        """file_key → a file the bot uploaded (``POST /im/v1/files``), shown once a file message names it."""
         self._faults: list[Fault] = []
         self.redirects: dict[str, str] = {}
         """Path → URL: requests to the path are answered with a 307 redirect there (same method and body)."""
@@ -234,6 +304,7 @@ class FakeFeishu(LoopbackServer):
             web.patch(messages, self._patch_message),
             web.delete(messages, self._delete_message),
             web.post(f"{messages}/reply", self._reply),
+            web.post("/open-apis/im/v1/files", self._upload_file),
             web.post(f"{messages}/reactions", self._add_reaction),
             web.get(f"{messages}/reactions", self._list_reactions),
             web.delete(f"{messages}/reactions/{{reaction_id}}", self._delete_reaction),
@@ -242,6 +313,7 @@ class FakeFeishu(LoopbackServer):
             web.post(f"{cards}/id_convert", self._card_id_convert),
             web.put(f"{cards}/{{card_id}}/elements/{{element_id}}/content", self._card_content),
             web.patch(f"{cards}/{{card_id}}/settings", self._card_settings),
+            web.post(f"{cards}/{{card_id}}/batch_update", self._card_batch_update),
         ]
 
     def middlewares(self) -> list[Middleware]:
@@ -393,14 +465,7 @@ class FakeFeishu(LoopbackServer):
         stored.sender_type = sender_type
         return {
             "schema": "2.0",
-            "header": {
-                "event_id": event_id or uuid.uuid4().hex,
-                "event_type": "im.message.receive_v1",
-                "create_time": str(int(time.time() * 1000)),
-                "token": "",
-                "app_id": self.app_id,
-                "tenant_key": self.tenant_key,
-            },
+            "header": self._header("im.message.receive_v1", event_id=event_id),
             "event": {
                 "sender": {
                     "sender_id": {"open_id": sender_open_id, "union_id": f"on_{sender_open_id}", "user_id": ""},
@@ -475,20 +540,24 @@ class FakeFeishu(LoopbackServer):
         self.recall(message_id)
         return {
             "schema": "2.0",
-            "header": {
-                "event_id": uuid.uuid4().hex,
-                "event_type": "im.message.recalled_v1",
-                "create_time": str(int(time.time() * 1000)),
-                "token": "",
-                "app_id": self.app_id,
-                "tenant_key": self.tenant_key,
-            },
+            "header": self._header("im.message.recalled_v1"),
             "event": {
                 "message_id": message_id,
                 "chat_id": self.messages[message_id].chat_id,
                 "recall_time": str(int(time.time() * 1000)),
                 "recall_type": recall_type,
             },
+        }
+
+    def _header(self, event_type: str, *, event_id: str | None = None, tenant_key: str | None = None) -> dict[str, Any]:
+        """An event's (or callback's) ``header``: a fresh event id unless given, the app's tenant unless given."""
+        return {
+            "event_id": event_id or uuid.uuid4().hex,
+            "event_type": event_type,
+            "create_time": str(int(time.time() * 1000)),
+            "token": "",
+            "app_id": self.app_id,
+            "tenant_key": self.tenant_key if tenant_key is None else tenant_key,
         }
 
     def replies_to(self, message_id: str) -> list[StoredMessage]:
@@ -511,6 +580,42 @@ class FakeFeishu(LoopbackServer):
         if content.get("type") == "card":
             return self.cards[content["data"]["card_id"]]
         return None
+
+    def buttons_on(self, message: StoredMessage) -> list[dict[str, Any]]:
+        """The callback values of the buttons a card message shows now."""
+        card = self.card_of(message)
+        return card_buttons(card.data if card is not None else json.loads(message.content))
+
+    def card_action_event(
+        self, message: StoredMessage, value: Any, *, open_id: str = "ou_alice", tenant_key: str | None = None
+    ) -> dict[str, Any]:
+        """The ``card.action.trigger`` callback for a press on a button with ``value`` in ``message``."""
+        tenant = self.tenant_key if tenant_key is None else tenant_key
+        return {
+            "schema": "2.0",
+            "header": self._header("card.action.trigger", tenant_key=tenant),
+            "event": {
+                "operator": {"tenant_key": tenant, "open_id": open_id, "union_id": f"on_{open_id}"},
+                "token": f"c-{uuid.uuid4().hex}",
+                "action": {"value": value, "tag": "button"},
+                "host": "im_message",
+                "context": {"open_message_id": message.message_id, "open_chat_id": message.chat_id},
+            },
+        }
+
+    async def press(
+        self, callback: Mapping[str, Any] | bytes, *, frame: str = "event", timeout: float = 5.0
+    ) -> Press:
+        """Send a card callback (``card_action_event``, or raw bytes) as an EVENT or CARD frame, once, and wait for
+        the bot's answer on that frame."""
+        payload = callback if isinstance(callback, bytes) else json.dumps(callback, ensure_ascii=False).encode()
+        push = _Push(transport_id=uuid.uuid4().hex, payload=payload, fragments=1, kind=frame)
+        self._pushes[push.transport_id] = push
+        if not await self._send_push(push):
+            raise AssertionError("no connection open for the card callback")
+        ack = await self.wait_for(lambda: next(iter(self.acks_for(push.transport_id)), None), timeout=timeout,
+                                  what="the answer to a card callback")
+        return Press(push.transport_id, ack.code, ack.data or {}, ack.at - push.sent[0].at)
 
     def downloads(self) -> list[tuple[str, str]]:
         """(message_id, file_key) of every resource download, in order."""
@@ -565,7 +670,7 @@ class FakeFeishu(LoopbackServer):
         for seq, chunk in enumerate(chunks):
             frame = Frame(SeqID=seq, LogID=0, service=connection.service_id, method=DATA, payload=chunk)
             for key, value in (
-                ("type", "event"),
+                ("type", push.kind),
                 ("message_id", push.transport_id),
                 ("sum", str(push.fragments)),
                 ("seq", str(seq)),
@@ -619,8 +724,12 @@ class FakeFeishu(LoopbackServer):
                     await ws.send_bytes(self._pong(frame.service).SerializeToString())
             elif frame.method == DATA:
                 transport_id = headers.get("message_id", "")
-                code = int(json.loads(frame.payload or b"{}").get("code", 0))
-                self.acks.append(Ack(transport_id, code, headers.get("biz_rt"), time.monotonic(), connection.number))
+                answer = json.loads(frame.payload or b"{}")
+                code = int(answer.get("code", 0))
+                data = json.loads(base64.b64decode(answer["data"])) if answer.get("data") else None
+                self.acks.append(
+                    Ack(transport_id, code, headers.get("biz_rt"), time.monotonic(), connection.number, data)
+                )
                 push = self._pushes.get(transport_id)
                 if push is not None and code == 200:
                     push.acked.set()
@@ -739,6 +848,8 @@ class FakeFeishu(LoopbackServer):
             content = json.loads(body.get("content") or "{}")
             if content.get("type") == "card" and content.get("data", {}).get("card_id") not in self.cards:
                 return _json_error(230099, "card not found")
+        if body.get("msg_type") == "file" and _file_key(body) not in self.uploaded:
+            return _json_error(234003, "file not found")
         stored = StoredMessage(
             message_id=self.new_id("om_bot_"),
             chat_id=parent.chat_id,
@@ -843,7 +954,8 @@ class FakeFeishu(LoopbackServer):
             return _json_error(300301, "unsupported card type")
         data = json.loads(body.get("data") or "{}")
         elements = (data.get("body") or {}).get("elements") or []
-        texts = {e["element_id"]: str(e.get("content") or "") for e in elements if e.get("element_id")}
+        texts = {e["element_id"]: str(e.get("content") or "") for e in elements if e.get("element_id")
+                 and "content" in e}
         card = Card(self.new_id("card_"), data, texts, bool((data.get("config") or {}).get("streaming_mode")))
         self.cards[card.card_id] = card
         return _ok({"card_id": card.card_id})
@@ -883,6 +995,48 @@ class FakeFeishu(LoopbackServer):
             card.streaming = bool(config["streaming_mode"])
         return _ok()
 
+    async def _card_batch_update(self, request: web.Request) -> web.Response:
+        """``POST /cardkit/v1/cards/{id}/batch_update``: ``partial_update_setting``, ``update_element`` and
+        ``delete_elements``, all or nothing."""
+        card = self.cards.get(request.match_info["card_id"])
+        if card is None:
+            return _json_error(300302, "card not found")
+        body = await request.json()
+        actions = json.loads(body.get("actions") or "[]")
+        data = json.loads(json.dumps(card.data))
+        streaming = card.streaming
+        for action in actions:
+            params = action.get("params") or {}
+            if action.get("action") == "partial_update_setting":
+                config = (params.get("settings") or {}).get("config") or {}
+                streaming = bool(config.get("streaming_mode", streaming))
+            elif action.get("action") == "update_element":
+                if not _replace_element(data, str(params.get("element_id")), params.get("element")):
+                    return _json_error(300302, "element not found")
+            elif action.get("action") == "delete_elements":
+                for element_id in params.get("element_ids") or []:
+                    if not _replace_element(data, str(element_id), None):
+                        return _json_error(300302, "element not found")
+            else:
+                return _json_error(300301, f"unsupported action {action.get('action')}")
+        self._advance(card, body)
+        card.data, card.streaming = data, streaming
+        return _ok()
+
+    # the bot's file uploads (POST /im/v1/files, multipart) and the file messages that show them ----------------
+    def files_sent(self, message_id: str) -> list[Resource]:
+        """The files the bot sent in reply to ``message_id`` (file messages), oldest first."""
+        replies = [m for m in self.replies_to(message_id) if m.msg_type == "file"]
+        return [self.uploaded[json.loads(m.content)["file_key"]] for m in replies]
+
+    async def _upload_file(self, request: web.Request) -> web.Response:
+        fields = _multipart(request.headers.get("Content-Type", ""), await request.read())
+        if "file" not in fields or not fields.get("file_name") or not fields.get("file_type"):
+            raise _Refused(234001, "invalid request: file, file_name and file_type are required")
+        file_key = self.new_id("file_v3_")
+        self.uploaded[file_key] = Resource(fields["file"], "application/octet-stream", fields["file_name"].decode())
+        return _ok({"file_key": file_key})
+
 
 FAST_CONNECTION = {
     "FEISHU_PING_INTERVAL_S": "0.2",
@@ -897,6 +1051,24 @@ FAST_REPLIES = {
     "FEISHU_CONNECT_TIMEOUT_S": "5",
     "FEISHU_REST_TIMEOUT_S": "5",
 }
+
+
+def _file_key(body: Mapping[str, Any]) -> str:
+    """The ``file_key`` a file message's content names ("" when none)."""
+    return str(json.loads(body.get("content") or "{}").get("file_key") or "")
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The fields of a ``multipart/form-data`` body, by name (the body was read before the handler ran)."""
+    parsed = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    fields: dict[str, bytes] = {}
+    for part in parsed.iter_parts() if parsed.is_multipart() else ():
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str):
+            fields[name] = part.get_payload(decode=True) or b""
+    return fields
 
 
 def feishu_environment(fake: FakeFeishu, *, fast_heartbeat: bool = False, **overrides: str) -> dict[str, str]:

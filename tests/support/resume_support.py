@@ -120,6 +120,13 @@ async def start_slack(slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> Asyn
 
 
 @pytest.fixture
+def slack_edits(start_slack: StartSlack, monkeypatch: pytest.MonkeyPatch) -> StartSlack:
+    """``start_slack`` with native streaming off: replies edit their placeholder with ``chat.update``."""
+    monkeypatch.setenv("SLACK_NATIVE_STREAMING", "false")
+    return start_slack
+
+
+@pytest.fixture
 async def feishu() -> AsyncIterator[FakeFeishu]:
     async with FakeFeishu(ack_timeout_s=0.5) as server:
         yield server

@@ -17,6 +17,8 @@ class KeyLayout:
         self.unfinished = f"{prefix}jobs:unfinished"
         self.finished = f"{prefix}jobs:finished"
         self.conversations = f"{prefix}conversations"
+        self.ratings = f"{prefix}ratings"
+        self.ratings_by_time = f"{prefix}ratings:by-time"
 
     def dedupe(self, key: str) -> str:
         return f"{self.prefix}dedupe:{key}"
@@ -26,6 +28,9 @@ class KeyLayout:
 
     def bucket(self, name: str) -> str:
         return f"{self.prefix}bucket:{name}"
+
+    def instructions(self, channel: str) -> str:
+        return f"{self.prefix}instructions:{channel}"
 
     def asked(self, user: str) -> str:
         return f"{self.prefix}asked:{user}"

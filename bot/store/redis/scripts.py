@@ -2,7 +2,8 @@
 
 Accepting, marking, renewing and taking over jobs run here, so two replicas never take the same job and clock drift
 between hosts does not matter; so do a rate-limit token take, adding a conversation file (keeping at most N, in
-order) and removing one chat message's turns. Each script names its KEYS and ARGV above it.
+order), removing one chat message's turns, and recording or expiring ratings. Each script names its KEYS and ARGV
+above it.
 """
 
 from __future__ import annotations
@@ -173,4 +174,24 @@ for _, item in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
   end
 end
 return removed
+"""
+
+# KEYS: ratings hash, ratings zset. ARGV: rating id (job and user), rating JSON, created_at.
+# Records one person's rating of one answer, replacing theirs; returns the rating it replaced (nil for a first).
+RATE = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+if not old then return false end
+local ok, rating = pcall(cjson.decode, old)
+if ok and type(rating) == 'table' and type(rating.rating) == 'string' then return rating.rating end
+return ''
+"""
+
+# KEYS: ratings hash, ratings zset. ARGV: cutoff time. Deletes ratings older than the cutoff; returns how many.
+EXPIRE_RATINGS = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+for _, id in ipairs(gone) do redis.call('HDEL', KEYS[1], id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+return #gone
 """

@@ -14,8 +14,10 @@ from bot.store.redis.audit import RedisAudit
 from bot.store.redis.client import RedisError, StoreUnavailable, aioredis
 from bot.store.redis.controls import RedisControls
 from bot.store.redis.conversations import RedisAnswerCache, RedisConversations
+from bot.store.redis.instructions import RedisInstructions
 from bot.store.redis.jobs import RedisDedupe, RedisJobJournal
 from bot.store.redis.keys import KeyLayout, ms
+from bot.store.redis.ratings import RedisRatings
 
 if TYPE_CHECKING:
     from bot.store.sqlite import SQLiteStore
@@ -69,6 +71,8 @@ class RedisStore:
         self.conversations = RedisConversations(self)
         self.cache = RedisAnswerCache(self)
         self.controls = RedisControls(self)
+        self.instructions = RedisInstructions(self)
+        self.ratings = RedisRatings(self)
         self.documents: DocumentIndex = local.documents
         self.audit: AuditLog = RedisAudit(self)
 
@@ -146,6 +150,6 @@ class RedisStore:
 
     def describe(self) -> str:
         return (
-            f"Redis {redact_url(self.url)} (prefix {self.keys.prefix!r}) for dedupe, jobs, conversations and "
-            f"cache; documents and audit in this replica's {self.local.describe()}"
+            f"Redis {redact_url(self.url)} (prefix {self.keys.prefix!r}) for dedupe, jobs, conversations, "
+            f"cache, ratings and instructions; documents and audit in this replica's {self.local.describe()}"
         )

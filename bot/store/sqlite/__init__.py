@@ -17,7 +17,8 @@ One module per job:
 * ``database``: the connection, its worker thread and transactions; ``schema``: the tables and their migrations;
 * ``search``: full-text search of page text (FTS5, CJK bigrams, snippets);
 * the parts of ``bot.store.base.Store``: ``jobs`` (dedupe keys, the job journal), ``conversations`` (turns, files,
-  cached answers), ``documents`` (pages and transcriptions), ``audit``, ``controls`` (pause flag, token buckets);
+  cached answers), ``documents`` (pages and transcriptions), ``audit``, ``controls`` (pause flag, token buckets),
+  ``ratings`` (answers rated helpful or not), ``instructions`` (per-channel instructions);
   ``retention``: what forgetting a conversation or a document takes with it;
 * ``store``: :class:`SQLiteStore`, the parts on one database.
 """

@@ -6,11 +6,14 @@ import json
 from collections.abc import Sequence
 
 from bot.stats import percentile
-from bot.store.base import AuditRecord, AuditSummary
+from bot.store.base import ADMIN_EVENTS, AuditRecord, AuditSummary
 from bot.store.sqlite.database import SQLitePart, placeholders
 
 LATENCY_OUTCOMES = ("answered",)
 """Outcomes whose latency goes into the summary's mean and p95 (refusals and cache hits would hide slow answers)."""
+
+QUESTIONS_ONLY = f"outcome NOT IN ({placeholders(len(ADMIN_EVENTS))})"
+"""The summary counts questions, not admins' changes (which the audit log records too)."""
 
 
 class SQLiteAudit(SQLitePart):
@@ -44,21 +47,24 @@ class SQLiteAudit(SQLitePart):
             conn = self._db
             by_outcome = dict(
                 conn.execute(
-                    "SELECT outcome, COUNT(*) FROM audit WHERE created_at >= ? GROUP BY outcome ORDER BY 2 DESC, 1",
-                    (since,),
+                    f"SELECT outcome, COUNT(*) FROM audit WHERE created_at >= ? AND {QUESTIONS_ONLY} "
+                    "GROUP BY outcome ORDER BY 2 DESC, 1",
+                    (since, *ADMIN_EVENTS),
                 ).fetchall()
             )
             by_platform = dict(
                 conn.execute(
-                    "SELECT platform, COUNT(*) FROM audit WHERE created_at >= ? GROUP BY platform ORDER BY 2 DESC, 1",
-                    (since,),
+                    f"SELECT platform, COUNT(*) FROM audit WHERE created_at >= ? AND {QUESTIONS_ONLY} "
+                    "GROUP BY platform ORDER BY 2 DESC, 1",
+                    (since, *ADMIN_EVENTS),
                 ).fetchall()
             )
             top_users = [
                 (row[0], row[1])
                 for row in conn.execute(
-                    "SELECT user, COUNT(*) FROM audit WHERE created_at >= ? GROUP BY user ORDER BY 2 DESC, 1 LIMIT ?",
-                    (since, max(0, top)),
+                    f"SELECT user, COUNT(*) FROM audit WHERE created_at >= ? AND {QUESTIONS_ONLY} "
+                    "GROUP BY user ORDER BY 2 DESC, 1 LIMIT ?",
+                    (since, *ADMIN_EVENTS, max(0, top)),
                 )
             ]
             latencies = [

@@ -149,6 +149,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX turns_message ON turns (conversation, message_id) WHERE message_id != ''",
         ),
     ),
+    (
+        "ratings of answers (one per person per answer, no content)",
+        (
+            """CREATE TABLE ratings (
+                job_id TEXT NOT NULL,
+                user TEXT NOT NULL,
+                platform TEXT NOT NULL,
+                rating TEXT NOT NULL,
+                reason TEXT NOT NULL DEFAULT '',
+                created_at REAL NOT NULL,
+                PRIMARY KEY (job_id, user)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX ratings_created ON ratings (created_at)",
+        ),
+    ),
+    (
+        "per-channel instructions set by admins",
+        (
+            """CREATE TABLE channel_instructions (
+                channel TEXT PRIMARY KEY,
+                text TEXT NOT NULL,
+                set_by TEXT NOT NULL,
+                set_at REAL NOT NULL
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -15,14 +15,18 @@ from bot.store.base import (
     ConversationStore,
     DedupeStore,
     DocumentIndex,
+    InstructionStore,
     JobJournal,
+    RatingStore,
 )
 from bot.store.sqlite.audit import SQLiteAudit
 from bot.store.sqlite.controls import SQLiteControls
 from bot.store.sqlite.conversations import SQLiteAnswerCache, SQLiteConversations
 from bot.store.sqlite.database import Database
 from bot.store.sqlite.documents import SQLiteDocuments
+from bot.store.sqlite.instructions import SQLiteInstructions
 from bot.store.sqlite.jobs import SQLiteDedupe, SQLiteJournal
+from bot.store.sqlite.ratings import SQLiteRatings
 from bot.store.sqlite.schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,8 @@ class SQLiteStore:
         self.audit: AuditLog = SQLiteAudit(self._database)
         self.cache: AnswerCache = SQLiteAnswerCache(self._database)
         self.controls: ControlStore = SQLiteControls(self._database)
+        self.instructions: InstructionStore = SQLiteInstructions(self._database)
+        self.ratings: RatingStore = SQLiteRatings(self._database)
 
     async def open(self) -> None:
         if self._database.is_open:
