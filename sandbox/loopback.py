@@ -29,6 +29,10 @@ class LoopbackServer:
     """Serve HTTPS with this context (plain HTTP when ``None``)."""
     port: int = 0
     """The bound port (0 until started)."""
+    requested_port: int = 0
+    """The port to bind: 0 takes a free one."""
+    client_max_size: int = 1024**2
+    """The largest request body accepted, in bytes (aiohttp's default: 1 MiB)."""
     _runner: web.AppRunner | None = None
 
     def routes(self) -> list[web.RouteDef]:
@@ -39,11 +43,15 @@ class LoopbackServer:
         return []
 
     async def start(self) -> None:
-        app = web.Application(middlewares=self.middlewares())
+        app = web.Application(middlewares=self.middlewares(), client_max_size=self.client_max_size)
         app.add_routes(self.routes())
         self._runner = web.AppRunner(app, **self.runner_options)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context).start()
+        try:
+            await web.TCPSite(self._runner, "127.0.0.1", self.requested_port, ssl_context=self.ssl_context).start()
+        except BaseException:  # the port is taken: leave nothing running
+            await self.stop()
+            raise
         self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:

@@ -10,6 +10,10 @@ Message metadata (``metadata`` on chat.postMessage) is stored with the message, 
 returned by conversations.replies only with ``include_all_metadata``; conversations.replies honours ``oldest``,
 ``latest`` and ``inclusive`` (the thread's parent always comes first).
 
+The bot's file uploads (``files.getUploadURLExternal``, the bytes POSTed to the upload URL it hands out,
+``files.completeUploadExternal``) are kept in ``uploads``; each completion shows the file in a message of the
+thread (``shared_files``).
+
 Faults for tests: drop a connection (abruptly or politely), make one go silent (no pongs, nothing sent:
 a half-open connection), answer a method with 429 + ``Retry-After``.
 
@@ -128,12 +132,22 @@ class FakeSlack(LoopbackServer):
         self.messages: dict[str, list[dict[str, Any]]] = {}
         self.reactions: set[tuple[str, str, str]] = set()
         self.assistant_status_error: str | None = "missing_scope"
+        self.streaming_error: str | None = None
+        """Answer ``chat.startStream`` with this error (``not_allowed``, ``unknown_method``, …): no native streaming."""
+        self.statuses: list[dict[str, Any]] = []
+        """``assistant.threads.setStatus`` calls that succeeded (channel_id, thread_ts, status)."""
+        self.suggested_prompts: list[dict[str, Any]] = []
+        """``assistant.threads.setSuggestedPrompts`` calls that succeeded (channel_id, thread_ts or none, prompts)."""
+        self.ephemerals: list[dict[str, Any]] = []
+        """``chat.postEphemeral`` messages (channel, user, text, thread_ts, blocks)."""
         self.connections_opened = 0
         self.hellos: list[float] = []
         """``time.monotonic()`` at which each connection's ``hello`` was sent, oldest first."""
         self._connections: list[_Connection] = []
         self._tickets: set[str] = set()
         self._files: dict[str, _File] = {}
+        self.uploads: dict[str, dict[str, Any]] = {}
+        """File id → the bot's external upload: ``name``, ``length``, ``content`` (None until sent), ``shares``."""
         self._rate_limits: dict[str, list[float]] = {}
         self._failures: dict[str, list[str]] = {}
         self._clock = itertools.count(1)
@@ -147,6 +161,7 @@ class FakeSlack(LoopbackServer):
             web.get("/link/", self._socket),
             web.get("/files-pri/{key}/{tail:.+}", self._download),
             web.post("/commands/{rid}", self._command_response),
+            web.post("/upload/v1/{file_id}", self._receive_upload),
         ]
 
     async def stop(self) -> None:
@@ -326,6 +341,10 @@ class FakeSlack(LoopbackServer):
             f"the answer to {ts}",
         )
         return [m["text"] for m in self.bot_messages(question["channel"], question.get("thread_ts") or ts)]
+
+    def reply_posts(self) -> list[Call]:
+        """The calls that made a new bot message: ``chat.postMessage`` and ``chat.startStream`` (streamed)."""
+        return [c for c in self.api_calls if c.method in ("chat.postMessage", "chat.startStream")]
 
     def bot_messages(self, channel: str, thread_ts: str | None = None) -> list[dict[str, Any]]:
         """The bot's messages in a channel (optionally one thread), oldest first, with their current text."""
@@ -670,6 +689,8 @@ class FakeSlack(LoopbackServer):
             message["thread_ts"] = str(args["thread_ts"])
         if metadata is not None:
             message["metadata"] = metadata
+        if args.get("blocks"):
+            message["blocks"] = _blocks(args["blocks"])
         self.messages.setdefault(channel, []).append(message)
         return {"channel": channel, "ts": ts, "message": message}
 
@@ -699,6 +720,8 @@ class FakeSlack(LoopbackServer):
         if len(text) > self.MAX_TEXT:
             raise _ApiError("msg_too_long")
         message["text"] = text
+        if "blocks" in args:  # chat.update without blocks keeps the message's blocks; an empty list removes them
+            message["blocks"] = _blocks(args["blocks"])
         message.setdefault("edits", 0)
         message["edits"] += 1
         return {"channel": channel, "ts": ts, "text": text}
@@ -715,6 +738,8 @@ class FakeSlack(LoopbackServer):
     def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("channel") or not args.get("user"):
             raise _ApiError("invalid_arguments")
+        keys = ("channel", "user", "text", "thread_ts")
+        self.ephemerals.append({**{k: args[k] for k in keys if k in args}, "blocks": _blocks(args.get("blocks"))})
         return {"message_ts": self._next_ts()}
 
     def _m_reactions_add(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -755,10 +780,199 @@ class FakeSlack(LoopbackServer):
             raise _ApiError("file_not_found")
         return {"file": dict(file.info)}
 
-    def _m_assistant_threads_setStatus(self, _args: dict[str, Any]) -> dict[str, Any]:
+    # the bot's file uploads: files.getUploadURLExternal → POST the bytes → files.completeUploadExternal ------------
+    def shared_files(self, channel: str, thread_ts: str | None = None) -> list[dict[str, Any]]:
+        """The files the bot shared in ``channel`` (in the thread ``thread_ts``), oldest first, with ``content``."""
+        found = []
+        for message in self.bot_messages(channel, thread_ts):
+            for file in message.get("files") or ():
+                found.append({**file, "content": self.uploads.get(file["id"], {}).get("content")})
+        return found
+
+    def _m_files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        name, length = str(args.get("filename") or ""), str(args.get("length") or "")
+        if not name or not length.isdigit() or int(length) <= 0:
+            raise _ApiError("invalid_arguments")
+        file_id = f"F{next(self._ids):08d}"
+        self.uploads[file_id] = {"name": name, "length": int(length), "content": None, "shares": 0}
+        return {"upload_url": f"{self.url}/upload/v1/{file_id}", "file_id": file_id}
+
+    async def _receive_upload(self, request: web.Request) -> web.Response:
+        upload = self.uploads.get(request.match_info["file_id"])
+        if upload is None:
+            return web.Response(status=404, text="unknown upload")
+        upload["content"] = await request.read()
+        return web.Response(text=f"OK - {len(upload['content'])}")
+
+    def _m_files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Shares each file (again, if it was shared before) in ``channel_id``'s thread ``thread_ts``."""
+        try:
+            files = json.loads(str(args.get("files") or "[]"))
+        except ValueError:
+            raise _ApiError("invalid_arguments") from None
+        channel = str(args.get("channel_id") or "")
+        if not files or not channel:
+            raise _ApiError("invalid_arguments")
+        shared = []
+        for entry in files:
+            file_id = str(entry.get("id", ""))
+            upload = self.uploads.get(file_id)
+            if upload is None or upload["content"] is None:
+                raise _ApiError("file_not_found")
+            upload["shares"] += 1
+            name, size = upload["name"], len(upload["content"])
+            shared.append({"id": file_id, "name": name, "title": str(entry.get("title") or name), "size": size})
+        message: dict[str, Any] = {
+            "type": "message", "user": self.BOT_USER_ID, "bot_id": self.BOT_ID,
+            "text": str(args.get("initial_comment") or ""), "ts": self._next_ts(), "files": shared,
+        }
+        if args.get("thread_ts"):
+            message["thread_ts"] = str(args["thread_ts"])
+        self.messages.setdefault(channel, []).append(message)
+        return {"files": [{"id": f["id"], "title": f["title"]} for f in shared]}
+
+    def _m_assistant_threads_setStatus(self, args: dict[str, Any]) -> dict[str, Any]:
         if self.assistant_status_error:
             raise _ApiError(self.assistant_status_error)
+        self.statuses.append(dict(args))
         return {}
+
+    # native streaming, suggested prompts, interactivity (Slack's AI-app surfaces) -----------------
+    MAX_STREAM_TEXT = 12_000
+    """``markdown_text`` limit of one ``chat.startStream`` / ``appendStream`` / ``stopStream`` call."""
+
+    def _m_chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A streamed reply in a thread: outside a DM Slack needs to know whom it streams to."""
+        if self.streaming_error:
+            raise _ApiError(self.streaming_error)
+        channel, thread_ts = str(args.get("channel") or ""), str(args.get("thread_ts") or "")
+        if not channel:
+            raise _ApiError("channel_not_found")
+        if not thread_ts:
+            raise _ApiError("invalid_arguments")  # peekbot always streams into the question's thread
+        if not channel.startswith("D") and not (args.get("recipient_user_id") and args.get("recipient_team_id")):
+            raise _ApiError("invalid_arguments")
+        ts = self._next_ts()
+        message: dict[str, Any] = {
+            "type": "message", "user": self.BOT_USER_ID, "bot_id": self.BOT_ID, "text": "", "ts": ts,
+            "thread_ts": thread_ts, "streaming": True,
+        }
+        self._stream_into(message, args)
+        self.messages.setdefault(channel, []).append(message)
+        return {"channel": channel, "ts": ts}
+
+    def _m_chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, message = self._streaming(args)
+        self._stream_into(message, args)
+        return {"channel": channel, "ts": message["ts"]}
+
+    def _m_chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Ends the stream: optional last text, then ``blocks`` rendered at the bottom; the message is final."""
+        channel, message = self._streaming(args)
+        self._stream_into(message, args)
+        if args.get("blocks"):
+            message["blocks"] = [*message.get("blocks", []), *_blocks(args["blocks"])]
+        metadata = self._metadata(args.get("metadata"))
+        if metadata is not None:
+            message["metadata"] = metadata
+        message["streaming"] = False
+        return {"channel": channel, "ts": message["ts"], "message": dict(message)}
+
+    def _streaming(self, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        channel = str(args.get("channel") or "")
+        message = self._find(channel, str(args.get("ts") or ""))
+        if message.get("bot_id") != self.BOT_ID or not message.get("streaming"):
+            raise _ApiError("message_not_in_streaming_state")
+        return channel, message
+
+    def _stream_into(self, message: dict[str, Any], args: dict[str, Any]) -> None:
+        """Append a call's ``markdown_text`` (or its ``chunks``: markdown text and blocks) to a streamed message."""
+        text = str(args.get("markdown_text") or "")
+        chunks = args.get("chunks") or []
+        if isinstance(chunks, str):
+            chunks = json.loads(chunks)
+        if text and chunks:
+            raise _ApiError("invalid_arguments")
+        pieces = [text] if text else [str(c.get("text") or "") for c in chunks if c.get("type") == "markdown_text"]
+        if sum(len(p) for p in pieces) > self.MAX_STREAM_TEXT:
+            raise _ApiError("msg_too_long")
+        message["text"] += "".join(pieces)
+        for chunk in chunks:
+            if chunk.get("type") == "blocks":
+                message["blocks"] = [*message.get("blocks", []), *_blocks(chunk.get("blocks"))]
+
+    def _m_assistant_threads_setSuggestedPrompts(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Prompts for a DM (agent view: no ``thread_ts``) or for one assistant thread; at most four."""
+        prompts = args.get("prompts")
+        if isinstance(prompts, str):
+            prompts = json.loads(prompts)
+        if not args.get("channel_id") or not isinstance(prompts, list) or not 0 < len(prompts) <= 4:
+            raise _ApiError("invalid_arguments")
+        if any(not isinstance(p, dict) or not p.get("title") or not p.get("message") for p in prompts):
+            raise _ApiError("invalid_arguments")
+        self.suggested_prompts.append(dict(args, prompts=prompts))
+        return {}
+
+    def app_home_opened(self, channel: str, *, user: str = "U0ALICE", tab: str = "messages") -> dict[str, Any]:
+        """The event Slack sends when someone opens the app's DM (agent view) or Home tab."""
+        return {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab, "event_ts": self._next_ts()}
+
+    def assistant_thread_started(self, channel: str, *, user: str = "U0ALICE") -> dict[str, Any]:
+        """The event an app with the older assistant view gets when someone opens a new assistant thread."""
+        thread_ts = self._next_ts()
+        self.messages.setdefault(channel, []).append(
+            {"type": "message", "user": self.BOT_USER_ID, "bot_id": self.BOT_ID, "text": "Hi!", "ts": thread_ts}
+        )
+        thread = {"user_id": user, "channel_id": channel, "thread_ts": thread_ts, "context": {}}
+        return {"type": "assistant_thread_started", "assistant_thread": thread, "event_ts": self._next_ts()}
+
+    async def send_interactive(self, payload: dict[str, Any]) -> str:
+        """Deliver an ``interactive`` envelope (button click, shortcut); returns its envelope id. Not redelivered."""
+        payload = {"token": "fake-verification-token", "api_app_id": self.APP_ID, "is_enterprise_install": False,
+                   "team": {"id": self.TEAM_ID, "domain": "fake"}, **payload}
+        return await self._send_envelope("interactive", payload, retry_attempt=0, accepts_response_payload=False)
+
+    async def click(
+        self, channel: str, message_ts: str, action_id: str, value: str, *, user: str = "U0ALICE",
+        kind: str = "button", user_team: str | None = None, ephemeral_in: str | None = None,
+    ) -> str:
+        """A person clicks a button (or a feedback button: ``kind="feedback_buttons"``) on a bot message, or on an
+        ephemeral message the bot showed them in the thread ``ephemeral_in`` (``message_ts`` is then its own)."""
+        message = {"ts": message_ts, "thread_ts": ephemeral_in} if ephemeral_in else self._find(channel, message_ts)
+        rid = uuid.uuid4().hex[:12]
+        container = {"type": "message", "message_ts": message_ts, "channel_id": channel,
+                     "is_ephemeral": bool(ephemeral_in)}
+        if message.get("thread_ts"):
+            container["thread_ts"] = message["thread_ts"]
+        action = {"type": kind, "action_id": action_id, "block_id": "b", "value": value, "action_ts": self._next_ts()}
+        return await self.send_interactive({
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "team_id": user_team or self.TEAM_ID},
+            "channel": {"id": channel, "name": "directmessage" if channel.startswith("D") else "general"},
+            "container": container,
+            "message": dict(message),
+            "actions": [action],
+            "response_url": f"{self.url}/commands/{rid}",
+            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex[:8]}",
+        })
+
+    async def message_shortcut(
+        self, channel: str, message_ts: str, callback_id: str, *, user: str = "U0ALICE", user_team: str | None = None
+    ) -> str:
+        """A person picks the app's message shortcut on a message (``message_action``)."""
+        message = self._find(channel, message_ts)
+        rid = uuid.uuid4().hex[:12]
+        return await self.send_interactive({
+            "type": "message_action",
+            "callback_id": callback_id,
+            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex[:8]}",
+            "response_url": f"{self.url}/commands/{rid}",
+            "action_ts": self._next_ts(),
+            "message_ts": message_ts,
+            "user": {"id": user, "name": user.lower(), "team_id": user_team or self.TEAM_ID},
+            "channel": {"id": channel, "name": "directmessage" if channel.startswith("D") else "general"},
+            "message": {**message, "type": "message"},
+        })
 
     # internals: files and response_url -----------------------------------------------------------
     async def _download(self, request: web.Request) -> web.Response:
@@ -777,6 +991,16 @@ class FakeSlack(LoopbackServer):
         body = await request.json()
         self.command_responses.append({"rid": request.match_info["rid"], **body})
         return web.Response(text="ok")
+
+
+def _blocks(value: Any) -> list[dict[str, Any]]:
+    """Blocks as a call carries them (a JSON string in form posts, a list in JSON posts)."""
+    if not value:
+        return []
+    blocks = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(blocks, list):
+        raise _ApiError("invalid_blocks")
+    return [dict(b) for b in blocks]
 
 
 def _truthy(value: Any) -> bool:

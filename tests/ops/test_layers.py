@@ -15,7 +15,7 @@ from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("bot", "adapters", "inference", "scheduler")
+PACKAGES = ("bot", "adapters", "inference", "scheduler", "sandbox")
 COMPOSITION_ROOT = {"bot.cli", "bot.wiring"}
 ML = {"torch", "transformers", "accelerate", "bitsandbytes", "flash_attn"}
 SLACK = {"slack_bolt", "slack_sdk"}
@@ -97,7 +97,16 @@ GRAPH = ImportGraph(ROOT)
 
 
 def test_the_core_reaches_no_outer_layer_except_the_composition_root() -> None:
-    assert GRAPH.violations("bot", {"adapters", "inference", "scheduler"}, exempt=COMPOSITION_ROOT) == []
+    assert GRAPH.violations("bot", {"adapters", "inference", "scheduler", "sandbox"}, exempt=COMPOSITION_ROOT) == []
+
+
+def test_the_sandbox_is_a_slack_of_its_own_and_only_its_runner_builds_the_bot() -> None:
+    """The embedded Slack server and its page know nothing of peekbot (the bot reaches them over the wire, as it
+    reaches Slack); ``sandbox.runner`` starts both, like the composition root. Nothing else imports the sandbox."""
+    assert GRAPH.violations("sandbox", {"bot", "adapters", "inference", "scheduler"} | ML | SLACK | FEISHU,
+                            exempt={"sandbox.runner"}) == []
+    for package in ("adapters", "inference", "scheduler"):
+        assert GRAPH.violations(package, {"sandbox"}) == []
 
 
 def test_adapters_scheduler_and_inference_stay_in_their_lanes() -> None:
