@@ -3,7 +3,8 @@
 Part 1 (always): builds its own corpus of hostile files in a temporary directory (giant transparent and 16-bit
 PNGs, a 1-bit PNG, many-frame TIFF/GIF/WebP including a TIFF with a 240,000-page IFD chain, a PDF whose 300 pages
 share one heavy content stream, giant page boxes, a huge progressive JPEG, a JPEG whose header claims 65500×65500,
-a PDF named .png) plus two references, a normal 1080p screenshot and a normal 40-page text PDF, and runs each
+a PDF named .png; Office files: a ZIP bomb, a ZIP of 60,000 entries, a sheet of 10⁶ cells, an encrypted workbook, a
+macro-enabled workbook) plus two references, a normal 1080p screenshot and a normal 40-page text PDF, and runs each
 through ``peekbot chat --demo --file F "question"`` in a subprocess. The peak RSS of the bot and all its child
 processes together (the media workers and their forkserver) is sampled every 20 ms with psutil.
 
@@ -59,7 +60,7 @@ from benchmarks.faults_common import (  # noqa: E402
     machine,
     targets_json,
 )
-from tests.support import corpus  # noqa: E402
+from tests.support import corpus, office_files  # noqa: E402
 
 logger = logging.getLogger("benchmarks.hostile")
 
@@ -143,6 +144,19 @@ CORPUS: tuple[HostileFile, ...] = (
         lambda: corpus.make_pdf(["map"], page_size=(200_000, 200_000), extra_ops={1: corpus.heavy_page_ops(60_000)}),
     ),
     HostileFile("disguised-pdf.png", "PDF bytes named .png", lambda: corpus.make_pdf(["invoice 1042"] * 3)),
+    HostileFile("zip-bomb.docx", "Word file unpacking to 1 GB of zeros", lambda: office_files.zip_bomb(1024)),
+    HostileFile("entries-60k.xlsx", "workbook ZIP of 60,000 entries", lambda: office_files.many_entries(60_000)),
+    HostileFile("cells-1m.xlsx", "sheet of 10⁶ cells (1000×1000)", lambda: office_files.dense_sheet(1000, 1000)),
+    HostileFile("encrypted.xlsx", "password-protected workbook (OLE EncryptedPackage)", office_files.encrypted_office),
+    HostileFile(
+        "macros.xlsm",
+        "macro-enabled workbook (VBA project present)",
+        lambda: office_files.with_macros(
+            office_files.workbook({"Data": 50}, {}),
+            "xl/workbook.xml",
+            (office_files.XLSX_TYPE, office_files.XLSM_TYPE),
+        ),
+    ),
 )
 
 

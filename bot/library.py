@@ -2,10 +2,13 @@
 
 A PDF with more pages than one question can carry becomes a *document*, identified by the sha256 of its bytes;
 so do a thread's earlier images when there are more than one question can carry (an *image set*, one page per
-image). A page's text comes from the PDF text layer or, for a scanned page or an image, from the model's own
-transcription of the picture (cached by the picture's content hash, so no picture is transcribed twice).
-Full-text search (``DocumentIndex.search``) picks the pages for a question; only those are drawn and sent.
-File bytes and pictures live only for the request; the index keeps hashes and page text.
+image), and an Office or text file with more text than one question carries (its *parts*: slides, blocks of sheet
+rows, sections, pages of text, numbered like pages and named in the file's own terms, ``slide 17``). A page's text
+comes from the PDF text layer or, for a scanned page or an image, from the model's own transcription of the picture
+(cached by the picture's content hash, so no picture is transcribed twice); a part's text is what its reader found.
+Full-text search (``DocumentIndex.search``) picks the pages for a question; only those are drawn and sent (a part:
+its text, and its embedded pictures). File bytes and pictures live only for the request; the index keeps hashes and
+page text.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from bot.store.codec import encode_file
 from bot.types import FileRef
 
 if TYPE_CHECKING:
+    from bot.media.parts import DocumentText, Part
     from bot.media.pictures import PixelBudget, PreparedImage
     from bot.media.pool import MediaPool
 
@@ -69,10 +73,16 @@ class LongDocument:
     pictures: tuple[PreparedImage, ...] = ()
     owner: str = ""
     """Who asked (``User.key``): the lane its pages are read and drawn in (``bot.media.pool``)."""
+    parts: tuple[Part, ...] = ()
+    """An Office or text file's parts (text and embedded pictures), read for this request."""
 
     @property
     def is_image_set(self) -> bool:
         return bool(self.pictures)
+
+    @property
+    def has_parts(self) -> bool:
+        return bool(self.parts)
 
     @property
     def label(self) -> str:
@@ -80,7 +90,13 @@ class LongDocument:
 
     @property
     def unit(self) -> str:
-        return "image" if self.is_image_set else "page"
+        return "image" if self.is_image_set else "part" if self.has_parts else "page"
+
+    def part_label(self, number: int) -> str:
+        """How the answer names part ``number``: ``slide 17``; a page's number otherwise."""
+        if self.has_parts and 1 <= number <= len(self.parts):
+            return self.parts[number - 1].label
+        return str(number)
 
     def progress_note(self, done: int, total: int) -> str:
         if self.is_image_set:
@@ -97,41 +113,53 @@ class DocumentPages:
     """Per document, the pages drawn, in picture order."""
     notes: list[str] = field(default_factory=list)
     """Remarks for the answer (pages not yet indexed, pages beyond the search limit)."""
+    texts: list[str] = field(default_factory=list)
+    """The chosen parts' text, each headed by where it is from, for the prompt."""
+    pictured: list[tuple[LongDocument, list[int]]] = field(default_factory=list)
+    """Per document, the pages (or parts) the pictures are of, in picture order."""
 
     def prompt_line(self, pictures_before: int) -> str:
         """Tells the model which pages the pictures are, e.g. "The pictures are pages 27, 3 of report.pdf, …"."""
         if not self.images:
             return ""
-        listed = _list_pages(self.pages, with_word=True)
+        listed = _list_pages(self.pictured, with_word=True)
         many = len(self.images) > 1
         if pictures_before:
             subject = f"The last {len(self.images)} pictures are" if many else "The last picture is"
         else:
             subject = "The pictures are" if many else "The picture is"
         tiled = ""
-        if len(self.images) > self._page_total:
+        if len(self.images) > self._page_total and not any(d.has_parts for d, _ in self.pictured):
             tiled = " Long pages are cut into several pictures, top to bottom."
         order = ", in that order" if many else ""
-        return f"{subject} {listed}{order}.{tiled}"
+        source = "from " if any(d.has_parts for d, _ in self.pictured) else ""
+        return f"{subject} {source}{listed}{order}.{tiled}"
 
     def used_note(self) -> str:
-        """"Pages used: 27, 3 of report.pdf." for the end of the answer."""
-        if not self.pages:
-            return ""
-        units = {document.unit for document, _ in self.pages}
+        """"Pages used: 27, 3 of report.pdf." or "Sources used: slide 17 of deck.pptx." for the end of the answer."""
+        sources = [(document, pages) for document, pages in self.pages if document.has_parts]
+        others = [(document, pages) for document, pages in self.pages if not document.has_parts]
+        notes = []
+        units = {document.unit for document, _ in others}
         if len(units) > 1:
-            return f"Used {_list_pages(self.pages, with_word=True, separator='; ')}."
-        return f"{units.pop().capitalize()}s used: {_list_pages(self.pages, with_word=False, separator='; ')}."
+            notes.append(f"Used {_list_pages(others, with_word=True, separator='; ')}.")
+        elif units:
+            notes.append(f"{units.pop().capitalize()}s used: {_list_pages(others, with_word=False, separator='; ')}.")
+        if sources:
+            notes.append(f"Sources used: {_list_pages(sources, with_word=False, separator='; ')}.")
+        return " ".join(notes)
 
     def extend(self, other: DocumentPages) -> None:
         """Append another choice's pictures (they follow this one's in the request)."""
         self.images.extend(other.images)
         self.pages.extend(other.pages)
         self.notes.extend(other.notes)
+        self.texts.extend(other.texts)
+        self.pictured.extend(other.pictured)
 
     @property
     def _page_total(self) -> int:
-        return sum(len(pages) for _, pages in self.pages)
+        return sum(len(pages) for _, pages in self.pictured)
 
 
 def _list_pages(
@@ -139,8 +167,8 @@ def _list_pages(
 ) -> str:
     parts = []
     for document, pages in groups:
-        numbers = ", ".join(str(page) for page in pages)
-        word = f"{document.unit}{'s' if len(pages) > 1 else ''} " if with_word else ""
+        numbers = ", ".join(document.part_label(page) for page in pages)
+        word = f"{document.unit}{'s' if len(pages) > 1 else ''} " if with_word and not document.has_parts else ""
         parts.append(f"{word}{numbers} of {document.label}")
     return separator.join(parts)
 
@@ -218,6 +246,63 @@ class DocumentLibrary:
         )
         return document
 
+    def is_long_text(self, read: DocumentText) -> bool:
+        """True when an Office or text file has more text or pictures than one question carries (so it is searched),
+        or was not read to its end in time."""
+        images = self.settings.images
+        if not read.complete or read.text_chars > images.doc_text_chars_per_question:
+            return True
+        return read.picture_count > max(1, images.max_images_per_question)
+
+    async def open_parts(
+        self, file: FileRef, read: DocumentText, *, conversation: str, content_hash: str, owner: str = ""
+    ) -> LongDocument:
+        """An Office or text file's parts as a document of the conversation (registered idempotently).
+
+        A file read only in part (its reading ran out of time) is registered with one part more than was read, so
+        it never counts as fully indexed and the next question reads it again, further."""
+        document = LongDocument(
+            file=file,
+            data=b"",
+            document_id=content_hash,
+            name=read.name,
+            page_count=len(read.parts),
+            owner=owner,
+            parts=read.parts,
+        )
+        await self.index.add_document(
+            DocumentInfo(
+                document_id=content_hash,
+                conversation=conversation,
+                name=read.name,
+                page_count=len(read.parts) + (0 if read.complete else 1),
+                file_ref=encode_file(file),
+            )
+        )
+        return document
+
+    async def stored_parts(
+        self, data: bytes, *, name: str, conversation: str, content_hash: str
+    ) -> DocumentText | None:
+        """The parts of a file this conversation already indexed whole, from the index (no need to read it again);
+        None when it was not, or when the file may embed pictures (those are only in the file)."""
+        from bot.media.parts import DocumentText, Part
+        from bot.media.wording import clean_name
+
+        if any(folder in data for folder in _PICTURE_FOLDERS):
+            return None
+        info = next((d for d in await self.index.documents(conversation) if d.document_id == content_hash), None)
+        if info is None or info.page_count < 1 or info.indexed_pages < info.page_count:
+            return None
+        texts = await self.index.page_texts(content_hash, range(1, info.page_count + 1))
+        if len(texts) < info.page_count:
+            return None
+        parts = []
+        for number in range(1, info.page_count + 1):
+            label, _, text = texts[number].partition("\n")
+            parts.append(Part(number, label, text))
+        return DocumentText(clean_name(name), "file", tuple(parts))
+
     async def open_image_set(
         self, pictures: Sequence[PreparedImage], *, conversation: str, newest_file: FileRef
     ) -> LongDocument:
@@ -252,7 +337,7 @@ class DocumentLibrary:
         ``question`` (or one the search finds nothing for) gets a PDF's first pages or an image set's newest images.
         """
         result = DocumentPages()
-        if not documents or max_images < 1:
+        if not documents or (max_images < 1 and not any(d.has_parts for d in documents)):
             return result
         # One budget for the question's PDF work: indexing may use part of it, drawing the chosen pages the rest.
         started, budget = time.monotonic(), self.settings.images.pdf_time_budget_s
@@ -260,7 +345,9 @@ class DocumentLibrary:
         allowance = [max(0, self.settings.images.transcribe_pages_per_question)]
         for document in documents:
             result.notes.extend(await self._index(document, allowance, index_deadline))
-        wanted = min(max_pages if max_pages is not None else self.pages_per_question, max_images)
+        wanted = max_pages if max_pages is not None else self.pages_per_question
+        if not any(d.has_parts for d in documents):  # a part's text is sent even when no picture slot is left
+            wanted = min(wanted, max_images)
         picks = await self._pick(documents, question, wanted)
         await self._draw(picks, max_images, result, started + budget)
         logger.info(
@@ -311,7 +398,11 @@ class DocumentLibrary:
         grouped: dict[str, tuple[LongDocument, list[int]]] = {}
         for document, page in picks:
             grouped.setdefault(document.document_id, (document, []))[1].append(page)
+        share = self.settings.images.doc_text_chars_per_question // max(1, len(picks))
         for document, pages in grouped.values():
+            if document.has_parts:
+                await self._take_parts(document, pages, max_images, share, result)
+                continue
             room = max_images - len(result.images)
             if room < 1:
                 break
@@ -329,6 +420,29 @@ class DocumentLibrary:
                 used.append(page)
             if used:
                 result.pages.append((document, used))
+                result.pictured.append((document, used))
+
+    async def _take_parts(
+        self, document: LongDocument, numbers: list[int], max_images: int, share: int, result: DocumentPages
+    ) -> None:
+        """The parts' text (each within ``share`` characters) and their pictures while picture slots are left."""
+        pictured: list[int] = []
+        for number in numbers:
+            part = document.parts[number - 1]
+            result.texts.append(part_text(part, document.label, share))
+            room = max_images - len(result.images)
+            if room < 1 or not part.pictures:
+                continue
+            pictures = await part_pictures(
+                self._media(), part.pictures[:room], label=f"{document.label} {part.label}",
+                settings=self.settings, owner=document.owner,
+            )
+            result.images.extend(replace(picture, page=number) for picture in pictures)
+            if pictures:
+                pictured.append(number)
+        result.pages.append((document, numbers))
+        if pictured:
+            result.pictured.append((document, pictured))
 
     # -- indexing -------------------------------------------------------------------------------------------
     async def _index(self, document: LongDocument, allowance: list[int], deadline: float) -> list[str]:
@@ -337,6 +451,9 @@ class DocumentLibrary:
         A PDF's text layer is read page by page until the deadline (or the content cap); the pages not read in
         time are left for a later question, like pages not yet transcribed.
         """
+        if document.has_parts:
+            await self._index_parts(document)
+            return []
         notes: list[str] = []
         searchable = min(document.page_count, max(1, self.settings.images.pdf_max_text_pages))
         if searchable < document.page_count:
@@ -372,6 +489,19 @@ class DocumentLibrary:
         if left:
             notes.append(document.progress_note(searchable - left, searchable))
         return notes
+
+    async def _index_parts(self, document: LongDocument) -> None:
+        """Store the text of the parts not indexed yet (label first, so "slide 17" finds slide 17), in one go."""
+        indexed = await self.index.indexed_pages(document.document_id)
+        missing = [
+            (part.number, f"{part.label}\n{part.text}", page_hash(document.document_id, part.number))
+            for part in document.parts
+            if part.number not in indexed
+        ]
+        if missing:
+            await self.index.put_pages(document.document_id, missing, source="extracted")
+            logger.info("document parts indexed document=%s parts=%d new=%d", document.document_id[:12],
+                        len(document.parts), len(missing))
 
     async def _transcribe_pages(
         self, document: LongDocument, pages: list[int], allowance: list[int], deadline: float
@@ -471,3 +601,51 @@ class DocumentLibrary:
 
         engine = self.settings.engine
         return PixelBudget(max_pixels=engine.max_pixels, min_pixels=min(engine.min_pixels, engine.max_pixels), factor=1)
+
+
+# ---------------------------------------------------------------------------------------------- Office and text files
+_PICTURE_FOLDERS = (b"word/media/", b"xl/media/", b"ppt/media/")
+"""Where an Office package keeps its pictures: a file holding none can be answered from the index alone."""
+
+
+
+def part_text(part: Part, name: str, limit: int) -> str:
+    """A part's text for the prompt, headed by where it is from and cut to ``limit`` characters."""
+    limit = max(200, limit)
+    body = part.text if len(part.text) <= limit else part.text[:limit] + "\n[…cut]"
+    return f"[{part.label} of {name}]\n{body}"
+
+
+def whole_text(read: DocumentText, limit: int) -> tuple[str, list[str]]:
+    """A short file's text for the prompt (every part headed), cut at ``limit``; a note when parts are left out."""
+    texts: list[str] = []
+    used = 0
+    for part in read.parts:
+        text = part_text(part, read.name or "the file", limit - used)
+        if used and used + len(text) > limit:
+            last = read.parts[len(texts) - 1].label
+            return "\n\n".join(texts), [f"{read.name or 'The file'} is long; I read it up to {last}."]
+        texts.append(text)
+        used += len(text)
+    return "\n\n".join(texts), []
+
+
+async def part_pictures(
+    media: MediaPool, blobs: Sequence[bytes], *, label: str, settings: Settings, owner: str = ""
+) -> list[PreparedImage]:
+    """Decode pictures embedded in a file (in a worker, like any image); one that cannot be read is skipped."""
+    from bot.errors import InputError
+
+    pictures: list[PreparedImage] = []
+    for index, blob in enumerate(blobs, start=1):
+        name = f"{label} picture {index}" if len(blobs) > 1 else f"{label} picture"
+        try:
+            attachment = await media.open_file(
+                blob, name=name, images=settings.images, max_pixels=settings.engine.max_pixels,
+                min_pixels=settings.engine.min_pixels, owner=owner,
+            )
+        except InputError as exc:  # EMF/WMF drawings, damaged pictures: the text still goes
+            logger.info("skipped an embedded picture: %s", exc.kind)
+            continue
+        pictures.extend(attachment.images)
+    return pictures

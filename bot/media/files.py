@@ -1,19 +1,31 @@
-"""Opening one downloaded file: the checks every file gets, then the image reader or the PDF reader.
+"""Opening one downloaded file: the checks every file gets, then the image, PDF, Office or text reader.
 
-The entry point of ``bot.media``: it dispatches to ``bot.media.images`` (Pillow) or ``bot.media.pdf``
-(pypdfium2), which share only ``bot.media.pictures`` and ``bot.media.wording``. CPU-bound and memory-hungry on
-hostile input, so the bot calls it in a worker process (``bot.media.pool``), never in its own.
+The entry point of ``bot.media``: ``load_attachment`` dispatches to ``bot.media.images`` (Pillow) or
+``bot.media.pdf`` (pypdfium2), which share only ``bot.media.pictures`` and ``bot.media.wording``;
+``read_document`` to ``bot.media.office`` (python-docx, openpyxl, python-pptx) or ``bot.media.text_files``, which
+share ``bot.media.parts``. CPU-bound and memory-hungry on hostile input, so the bot calls them in a worker process
+(``bot.media.pool``), never in its own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 
-from bot.errors import EmptyFile, FileTooLarge, UnsupportedFile
+from bot.errors import DocumentRejected, EmptyFile, FileTooLarge, UnsupportedFile
 from bot.media.images import load_image
+from bot.media.packages import refuse_encrypted
+from bot.media.parts import DocumentText
 from bot.media.pdf import load_pdf
 from bot.media.pictures import Attachment, PixelBudget
-from bot.media.sniff import IMAGE_FORMATS, SUPPORTED_SENTENCE, image_format, other_file_description, sniff_kind
+from bot.media.sniff import (
+    IMAGE_FORMATS,
+    SUPPORTED_SENTENCE,
+    document_format,
+    image_format,
+    other_file_description,
+    sniff_kind,
+)
 from bot.media.wording import clean_name, named, size_text
 from bot.settings import ImageSettings
 
@@ -37,21 +49,10 @@ def load_attachment(
     show the sender; ``MemoryError`` when the file needs more memory than the process may take.
     """
     name = clean_name(name)
-    if not data:
-        raise EmptyFile(f"This file{named(name)} is empty.")
-    if len(data) > images.max_file_bytes:
-        raise FileTooLarge(
-            f"This file{named(name)} is {size_text(len(data))}; the limit is {size_text(images.max_file_bytes)}."
-        )
-    kind = sniff_kind(data, name, mime_type)
-    if kind is None:
-        description = other_file_description(data, name)
-        if description:
-            what = f"This file{named(name)} looks like {description}, which I can't read."
-        else:
-            what = f"I can't read this kind of file{named(name)}."
-        raise UnsupportedFile(
-            f"{what} {SUPPORTED_SENTENCE}", detail=f"unsupported file name={name!r} mime={mime_type!r}"
+    kind = _checked_kind(data, name, mime_type, images)
+    if kind == "document":
+        raise UnsupportedFile(  # read with ``read_document``: as text, not as pictures
+            f"This file{named(name)} is a document to read as text.", detail="document passed to load_attachment"
         )
 
     min_pixels = min(min_pixels, max_pixels)
@@ -62,3 +63,64 @@ def load_attachment(
     fmt = image_format(data)
     formats = (fmt,) if fmt else IMAGE_FORMATS
     return load_image(data, name=name, formats=formats, settings=images, budget=budget, source_sha=source_sha)
+
+
+def _checked_kind(data: bytes, name: str, mime_type: str, images: ImageSettings) -> str:
+    """The file's kind once it passed the checks every file gets (empty, size, supported)."""
+    if not data:
+        raise EmptyFile(f"This file{named(name)} is empty.")
+    if len(data) > images.max_file_bytes:
+        raise FileTooLarge(
+            f"This file{named(name)} is {size_text(len(data))}; the limit is {size_text(images.max_file_bytes)}."
+        )
+    kind = sniff_kind(data, name, mime_type)
+    if kind is not None:
+        return kind
+    description = other_file_description(data, name)
+    if description in _OFFICE_DESCRIPTIONS:
+        raise DocumentRejected(
+            f"I couldn't read this file{named(name)}: it looks like {description}, but it is damaged. "
+            f"{SUPPORTED_SENTENCE}",
+            detail=f"damaged office file name={name!r}",
+        )
+    if description == "an old-style Office document":
+        what = f"This file{named(name)} is an old-style Office document (.doc, .xls or .ppt), which I can't read."
+        raise UnsupportedFile(
+            f"{what} Please save it as .docx, .xlsx or .pptx and send it again.", detail="old office format"
+        )
+    if description:
+        what = f"This file{named(name)} looks like {description}, which I can't read."
+    else:
+        what = f"I can't read this kind of file{named(name)}."
+    raise UnsupportedFile(f"{what} {SUPPORTED_SENTENCE}", detail=f"unsupported file name={name!r} mime={mime_type!r}")
+
+
+_OFFICE_DESCRIPTIONS = ("a Word document", "an Excel workbook", "a PowerPoint presentation")
+_ENCRYPTED_WHAT = {".docx": "Word document", ".docm": "Word document", ".xlsx": "Excel workbook",
+                   ".xlsm": "Excel workbook", ".pptx": "PowerPoint presentation", ".pptm": "PowerPoint presentation"}
+
+
+def read_document(
+    data: bytes, *, name: str = "", mime_type: str = "", images: ImageSettings, deadline: float | None = None
+) -> DocumentText:
+    """Read an Office or text file into searchable parts (text plus embedded pictures as stored).
+
+    ``deadline`` (a ``time.monotonic()`` value) bounds the reading besides ``pdf_time_budget_s``; parts past it are
+    left out with a note. Raises a ``bot.errors.InputError`` subclass whose ``user_message`` is fit to show.
+    """
+    from bot.media.office import read_office
+    from bot.media.text_files import read_text_file
+
+    name = clean_name(name)
+    kind = _checked_kind(data, name, mime_type, images)
+    fmt = document_format(data, name, mime_type) if kind == "document" else None
+    if fmt is None:
+        raise UnsupportedFile(f"This file{named(name)} is not a document I read as text.", detail=f"kind {kind}")
+    if fmt == "encrypted":
+        dot = name.rfind(".")
+        raise refuse_encrypted(_ENCRYPTED_WHAT.get(name[dot:].lower() if dot > 0 else "", "Office file"), name)
+    own = time.monotonic() + images.pdf_time_budget_s
+    stop = own if deadline is None else min(own, deadline)
+    if fmt in ("docx", "xlsx", "pptx"):
+        return read_office(data, fmt, name=name, settings=images, deadline=stop)
+    return read_text_file(data, fmt, name=name, settings=images, deadline=stop)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from bot.settings import ImageSettings
 
-Kind = Literal["image", "pdf"]
+Kind = Literal["image", "pdf", "document"]
 
 TILE_OVERLAP = 0.05
 """Neighbouring tiles share this fraction of a tile's length, so a line of text cut by one is whole in the other."""

@@ -40,7 +40,8 @@ from pebble import ProcessExpired, ProcessPool
 
 from bot.errors import InputError
 from bot.media import worker
-from bot.media.files import load_attachment
+from bot.media.files import load_attachment, read_document
+from bot.media.parts import DocumentText
 from bot.media.pdf import pdf_page_count, pdf_page_texts, render_pdf_pages
 from bot.media.pictures import Attachment, PixelBudget, PreparedImage
 from bot.media.sniff import sniff_kind
@@ -163,6 +164,20 @@ class MediaPool:
             deadline=deadline,
         )
         return await self._run(load_attachment, (data,), kwargs, data=data, what=what, name=name, owner=owner)
+
+    async def read_document(
+        self,
+        data: bytes,
+        *,
+        name: str = "",
+        mime_type: str = "",
+        images: ImageSettings,
+        deadline: float | None = None,
+        owner: str = "",
+    ) -> DocumentText:
+        """``bot.media.files.read_document`` (Office and text files) in a worker."""
+        kwargs = {"name": name, "mime_type": mime_type, "images": images, "deadline": deadline}
+        return await self._run(read_document, (data,), kwargs, data=data, what="file", name=name, owner=owner)
 
     async def page_count(self, data: bytes, *, name: str = "", owner: str = "") -> int:
         """``bot.media.pdf.pdf_page_count`` in a worker."""

@@ -5,9 +5,38 @@ Pure byte comparisons: cheap and safe on any input, so the bot may call it befor
 
 from __future__ import annotations
 
+from typing import Literal
+
+from bot.media.packages import OLE_MAGIC, is_encrypted_office
 from bot.media.pictures import Kind
 
-SUPPORTED_SENTENCE = "I can read PNG, JPEG, WebP, GIF, BMP and TIFF images and PDF documents."
+SUPPORTED_SENTENCE = (
+    "I can read PNG, JPEG, WebP, GIF, BMP and TIFF images, PDF documents, Word, Excel and PowerPoint files "
+    "(.docx, .xlsx, .pptx), and text files (.txt, .md, .csv, .html, logs and source code)."
+)
+
+DocumentFormat = Literal["docx", "xlsx", "pptx", "encrypted", "csv", "html", "markdown", "text"]
+_OOXML_PARTS: tuple[tuple[bytes, DocumentFormat], ...] = (
+    (b"word/document.xml", "docx"),
+    (b"xl/workbook.xml", "xlsx"),
+    (b"ppt/presentation.xml", "pptx"),
+)
+_TEXT_FORMATS: dict[str, DocumentFormat] = {
+    ".csv": "csv", ".tsv": "csv", ".html": "html", ".htm": "html", ".xhtml": "html", ".md": "markdown",
+    ".markdown": "markdown",
+}
+_TEXT_MIME_TYPES: dict[str, DocumentFormat] = {
+    "text/csv": "csv", "text/tab-separated-values": "csv", "application/csv": "csv", "text/html": "html",
+    "application/xhtml+xml": "html", "text/markdown": "markdown", "text/x-markdown": "markdown",
+}
+_TEXT_EXTENSION_LIST = """
+    .txt .text .log .out .err .json .jsonl .ndjson .yaml .yml .toml .ini .cfg .conf .env .properties .xml .rst
+    .py .pyi .js .mjs .cjs .ts .tsx .jsx .java .kt .kts .scala .go .rs .c .h .cc .cpp .cxx .hpp .cs .m .mm .swift .rb
+    .php .pl .lua .r .sh .bash .zsh .ps1 .bat .sql .graphql .proto .css .scss .less .vue .svelte .dart .ex .exs .erl
+    .hs .clj .gradle .tf .hcl .diff .patch .dockerfile .makefile .cmake .tex .srt .vtt"""
+_TEXT_EXTENSIONS = frozenset(_TEXT_EXTENSION_LIST.split())
+_TEXT_SAMPLE = 64 * 1024
+_CONTROL = frozenset(range(0, 32)) - {9, 10, 12, 13, 27}
 
 IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 """Pillow format names we decode; every one of them has a magic-byte signature."""
@@ -101,8 +130,50 @@ def other_file_description(data: bytes, name: str) -> str | None:
     return None
 
 
+def _looks_like_text(data: bytes, *, named_text: bool) -> bool:
+    """No NUL or other control bytes in the first 64 KiB; UTF-8 unless the name or MIME type says it is text
+    (then another encoding is allowed, found when it is read)."""
+    sample = data[:_TEXT_SAMPLE]
+    if sample.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        return True
+    if any(byte in _CONTROL for byte in sample):
+        return False
+    if named_text:
+        return True
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(sample) - 3  # a character cut by the sample's end
+    return True
+
+
+def document_format(data: bytes, name: str = "", mime_type: str = "") -> DocumentFormat | None:
+    """Which Office or text format a file is, by content first (an Office file is a ZIP holding its main part);
+    None when it is neither. Pure byte comparisons, like ``sniff_kind``."""
+    if data.startswith(b"PK\x03\x04"):
+        for part, fmt in _OOXML_PARTS:
+            if part in data:
+                return fmt
+        return None
+    if data.startswith(OLE_MAGIC):
+        return "encrypted" if is_encrypted_office(data) else None
+    if image_format(data) or is_pdf(data) or other_file_description(data, name):
+        return None
+    mime = mime_type.split(";", 1)[0].strip().lower()
+    extension = _extension(name)
+    named_text = extension in _TEXT_FORMATS or extension in _TEXT_EXTENSIONS or mime.startswith("text/")
+    named_text = named_text or mime in _TEXT_MIME_TYPES
+    if not data or not _looks_like_text(data, named_text=named_text):
+        return None
+    head = data[:1024].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "html"
+    return _TEXT_FORMATS.get(extension) or _TEXT_MIME_TYPES.get(mime) or "text"
+
+
 def sniff_kind(data: bytes, name: str = "", mime_type: str = "") -> Kind | None:
-    """``image``, ``pdf`` or None (unsupported). Content decides first; name and MIME type only break a tie.
+    """``image``, ``pdf``, ``document`` (Office and text files) or None (unsupported). Content decides first; name
+    and MIME type only break a tie.
 
     A file whose bytes match no known signature but whose name or MIME type says image/PDF is still
     returned as that kind, so the decoder can say it is damaged rather than unsupported.
@@ -111,6 +182,8 @@ def sniff_kind(data: bytes, name: str = "", mime_type: str = "") -> Kind | None:
         return "image"
     if is_pdf(data):
         return "pdf"
+    if document_format(data, name, mime_type):
+        return "document"
     if other_file_description(data, name):
         return None
     mime = mime_type.split(";", 1)[0].strip().lower()

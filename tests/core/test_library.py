@@ -11,13 +11,13 @@ import pytest
 from PIL import Image, ImageDraw
 
 from bot.library import TRANSCRIBE_PROMPT, DocumentLibrary
-from bot.questions import AnsweredQuestion, answer_question
 from bot.settings import Settings
 from bot.store.sqlite import SQLiteStore
 from bot.types import FileRef
+from tests.support.asking import CountingIndex, ask
 from tests.support.corpus import make_pdf
 from tests.support.engines import FakeEngine
-from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
+from tests.support.helpers import local_image
 
 UNIQUE_PAGE = 27
 UNIQUE_PHRASE = "The zebra quartz lantern budget was approved."
@@ -36,21 +36,6 @@ def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
 @pytest.fixture
 def engine() -> FakeEngine:
     return FakeEngine()
-
-
-class CountingIndex:
-    """The real document index, counting the pages written to it."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.pages_written: list[tuple[str, int, str]] = []
-
-    async def put_page(self, document_id: str, page: int, text: str, *, page_hash: str, source: str) -> None:
-        self.pages_written.append((document_id, page, source))
-        await self.inner.put_page(document_id, page, text, page_hash=page_hash, source=source)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def pdf_file(path: Path, data: bytes) -> FileRef:
@@ -86,25 +71,6 @@ def transcriptions(engine: FakeEngine) -> list[Any]:
 
 def questions(engine: FakeEngine) -> list[Any]:
     return [r for r in engine.requests if r.question != TRANSCRIBE_PROMPT]
-
-
-async def ask(text: str, *files: FileRef, engine: Any, settings: Settings, library: DocumentLibrary | None = None,
-              store: SQLiteStore | None = None, thread: str = "T1",
-              context: tuple[FileRef, ...] = ()) -> tuple[RecordingReply, AnsweredQuestion]:
-    reply = RecordingReply()
-    result = await answer_question(
-        message(text, *files, thread=thread, context=context),
-        reply,
-        adapter=LocalFilesAdapter(),
-        engine=engine,
-        settings=settings,
-        history=[],
-        library=library,
-        store=store,
-    )
-    assert reply.error is None
-    assert reply.final is not None
-    return reply, result
 
 
 async def test_forty_page_pdf_sends_the_page_with_the_phrase_and_cites_it(

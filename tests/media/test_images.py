@@ -37,7 +37,10 @@ from tests.support import corpus
 
 MAX_PIXELS = 1920 * 1080
 MIN_PIXELS = 64 * 64
-SUPPORTED = "I can read PNG, JPEG, WebP, GIF, BMP and TIFF images and PDF documents."
+SUPPORTED = (
+    "I can read PNG, JPEG, WebP, GIF, BMP and TIFF images, PDF documents, Word, Excel and PowerPoint files "
+    "(.docx, .xlsx, .pptx), and text files (.txt, .md, .csv, .html, logs and source code)."
+)
 DAMAGED = "I couldn't read this image ({}): the file is damaged or not an image."
 LOAD_TIMEOUT_S = 30.0
 
@@ -137,11 +140,12 @@ REJECTIONS: list[tuple[str, Callable[[], bytes], str, type[InputError], str]] = 
         f"This file (logs.zip) looks like a ZIP archive, which I can't read. {SUPPORTED}",
     ),
     (
-        "Word document",
-        corpus.make_docx,
-        "report.docx",
+        "old-style Word document",
+        lambda: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600),
+        "report.doc",
         UnsupportedFile,
-        f"This file (report.docx) looks like a Word document, which I can't read. {SUPPORTED}",
+        "This file (report.doc) is an old-style Office document (.doc, .xls or .ppt), which I can't read. "
+        "Please save it as .docx, .xlsx or .pptx and send it again.",
     ),
     (
         "zip named .png: content decides",

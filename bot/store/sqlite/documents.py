@@ -54,40 +54,35 @@ class SQLiteDocuments(SQLitePart):
 
     async def put_page(self, document_id: str, page: int, text: str, *, page_hash: str, source: str) -> None:
         """Store (or replace) a page's text; a ``transcribed`` page also fills the transcription cache."""
+        await self.put_pages(document_id, [(page, text, page_hash)], source=source)
+
+    async def put_pages(self, document_id: str, pages: Sequence[tuple[int, str, str]], *, source: str) -> None:
+        """``put_page`` for many pages in one transaction (a long sheet's parts are stored at once)."""
         now = self._clock()
-        indexed = index_text(text)
+        indexed = [(page, text, page_hash, index_text(text)) for page, text, page_hash in pages]
 
         def put(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO documents (document_id) VALUES (?) ON CONFLICT DO NOTHING", (document_id,))
-            found = conn.execute(
-                "SELECT rowid FROM pages WHERE document_id = ? AND page = ?", (document_id, page)
-            ).fetchone()
-            if found is None:
-                rowid = conn.execute(
-                    "INSERT INTO pages (document_id, page, text, page_hash, source, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (document_id, page, text, page_hash, source, now),
-                ).lastrowid
-            else:
-                rowid = found[0]
-                conn.execute(
-                    "UPDATE pages SET text = ?, page_hash = ?, source = ?, created_at = ? WHERE rowid = ?",
-                    (text, page_hash, source, now, rowid),
-                )
-                conn.execute("DELETE FROM pages_fts WHERE rowid = ?", (rowid,))
-            conn.execute("INSERT INTO pages_fts (rowid, body) VALUES (?, ?)", (rowid, indexed))
-            if source == "transcribed":
-                conn.execute(
-                    "INSERT INTO transcriptions (page_hash, text, created_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (page_hash) DO UPDATE SET text = excluded.text, created_at = excluded.created_at",
-                    (page_hash, text, now),
-                )
+            for page, text, page_hash, body in indexed:
+                _put_page(conn, document_id, page, text, page_hash, body, source, now)
 
         await self._transaction(put)
 
     async def indexed_pages(self, document_id: str) -> set[int]:
         rows = await self._query("SELECT page FROM pages WHERE document_id = ?", (document_id,))
         return {row[0] for row in rows}
+
+    async def page_texts(self, document_id: str, pages: Sequence[int]) -> dict[int, str]:
+        wanted = sorted(set(pages))
+        texts: dict[int, str] = {}
+        for start in range(0, len(wanted), 500):  # within SQLite's limit of bound parameters
+            chunk = wanted[start : start + 500]
+            rows = await self._query(
+                f"SELECT page, text FROM pages WHERE document_id = ? AND page IN ({placeholders(len(chunk))})",
+                (document_id, *chunk),
+            )
+            texts.update((row[0], row[1]) for row in rows)
+        return texts
 
     async def transcription(self, page_hash: str) -> str | None:
         rows = await self._query("SELECT text FROM transcriptions WHERE page_hash = ?", (page_hash,))
@@ -119,3 +114,29 @@ class SQLiteDocuments(SQLitePart):
     async def forget_documents(self, conversation: str, keep: Collection[str]) -> int:
         kept = set(keep)
         return await self._transaction(lambda conn: unlink_documents(conn, conversation, kept))
+
+
+def _put_page(
+    conn: sqlite3.Connection, document_id: str, page: int, text: str, page_hash: str, body: str, source: str,
+    now: float,
+) -> None:
+    found = conn.execute("SELECT rowid FROM pages WHERE document_id = ? AND page = ?", (document_id, page)).fetchone()
+    if found is None:
+        rowid = conn.execute(
+            "INSERT INTO pages (document_id, page, text, page_hash, source, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (document_id, page, text, page_hash, source, now),
+        ).lastrowid
+    else:
+        rowid = found[0]
+        conn.execute(
+            "UPDATE pages SET text = ?, page_hash = ?, source = ?, created_at = ? WHERE rowid = ?",
+            (text, page_hash, source, now, rowid),
+        )
+        conn.execute("DELETE FROM pages_fts WHERE rowid = ?", (rowid,))
+    conn.execute("INSERT INTO pages_fts (rowid, body) VALUES (?, ?)", (rowid, body))
+    if source == "transcribed":
+        conn.execute(
+            "INSERT INTO transcriptions (page_hash, text, created_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (page_hash) DO UPDATE SET text = excluded.text, created_at = excluded.created_at",
+            (page_hash, text, now),
+        )
