@@ -130,6 +130,10 @@ def other_file_description(data: bytes, name: str) -> str | None:
     return None
 
 
+_PLAIN_TEXT_FORMATS = frozenset({"csv", "html", "markdown", "text"})
+"""Formats recognised only by the absence of binary bytes: weaker evidence than a name saying image or PDF."""
+
+
 def _looks_like_text(data: bytes, *, named_text: bool) -> bool:
     """No NUL or other control bytes in the first 64 KiB; UTF-8 unless the name or MIME type says it is text
     (then another encoding is allowed, found when it is read)."""
@@ -182,14 +186,16 @@ def sniff_kind(data: bytes, name: str = "", mime_type: str = "") -> Kind | None:
         return "image"
     if is_pdf(data):
         return "pdf"
-    if document_format(data, name, mime_type):
-        return "document"
-    if other_file_description(data, name):
-        return None
     mime = mime_type.split(";", 1)[0].strip().lower()
     extension = _extension(name)
+    named: Kind | None = None
     if extension == ".pdf" or mime == "application/pdf":
-        return "pdf"
-    if extension in _IMAGE_EXTENSIONS or mime in _IMAGE_MIME_TYPES:
-        return "image"
-    return None
+        named = "pdf"
+    elif extension in _IMAGE_EXTENSIONS or mime in _IMAGE_MIME_TYPES:
+        named = "image"
+    found = document_format(data, name, mime_type)
+    if found and (named is None or found not in _PLAIN_TEXT_FORMATS):  # a "photo.png" of plain bytes is a damaged
+        return "document"  # image, not a text file; an Office file's signature still wins over its name
+    if other_file_description(data, name):
+        return None
+    return named

@@ -590,6 +590,8 @@ def test_sniff_kind_trusts_content_before_name_and_mime() -> None:
     assert sniff_kind(corpus.random_bytes(), "", "application/pdf") == "pdf"
     assert sniff_kind(corpus.random_bytes(), "notes.txt", "text/plain") is None
     assert sniff_kind(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "logo.svg", "image/svg+xml") is None
+    assert sniff_kind(b"not an image", "junk.png", "image/png") == "image"  # damaged, not a text file
+    assert sniff_kind(b"not an image", "notes.txt", "text/plain") == "document"
     webp = corpus.encode(Image.new("RGB", (8, 8)), "WEBP")
     assert sniff_kind(webp) == "image"
 
