@@ -23,8 +23,9 @@ from aiohttp.typedefs import Middleware
 class LoopbackServer:
     """Starts with ``start`` (or ``async with``), stops with ``stop``; ``url`` is where clients connect."""
 
-    runner_options: ClassVar[Mapping[str, Any]] = {"access_log": None}
-    """Keyword arguments of ``web.AppRunner`` (a subclass may override them)."""
+    runner_options: ClassVar[Mapping[str, Any]] = {"access_log": None, "shutdown_timeout": 2.0}
+    """Keyword arguments of ``web.AppRunner`` (a subclass may override them). Stopping waits at most
+    ``shutdown_timeout`` seconds for handlers still running (an open WebSocket or event stream), not aiohttp's 60."""
     ssl_context: ssl.SSLContext | None = None
     """Serve HTTPS with this context (plain HTTP when ``None``)."""
     port: int = 0
