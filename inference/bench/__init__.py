@@ -4,7 +4,8 @@ Two sides, each in its own process so that its peak RSS is its own:
 
 * **baseline**: what a plain web wrapper does, one ``model.generate`` per request behind a lock, with the engine's
   own prompt building and image preprocessing;
-* **engine**: ``TransformersEngine`` with dynamic batching (max batch size defaults to the concurrency).
+* **engine**: ``TransformersEngine`` (max batch size defaults to the concurrency), once per scheduling policy asked
+  for (``--policy static,continuous``).
 
 Both get N requests (mixed screenshot sizes, one question each, exactly T new tokens, greedy) from C concurrent
 clients. On CUDA each side also measures device copy bandwidth, the memory-bandwidth bound of one decode step,
@@ -14,7 +15,8 @@ One module per job:
 
 * ``arguments``: the command-line options; ``spec``: what a side's process is told;
 * ``runner``: runs each side in its own process and collects the results; ``worker``: that process;
-* ``workload``: the screenshots and questions; ``measure``: timing requests and a side's figures;
+* ``workload``: the screenshots, questions and arrival traces; ``measure``: timing requests and a side's figures;
+* ``open_loop``: the open-loop run (``--arrival-rate``) and the follow-up workload (``--follow-ups``);
 * ``baseline`` and ``engine_side``: the two sides; ``probes``: device figures; ``random_arch``: real-size
   architectures with random weights;
 * ``summary``: ratios and each target's verdict; ``report``: the plain-text table.

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from inference.bench.random_arch import REAL_ARCHS
-from inference.bench.spec import SIDES, WORKER_TIMEOUT_S
+from inference.bench.spec import MIN_OPEN_REQUESTS, POLICIES, SIDES, WORKER_TIMEOUT_S
 
 
 def at_least_one(text: str) -> int:
@@ -21,6 +21,28 @@ def at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def arrival_rate(text: str) -> float | str:
+    """An argparse type: ``auto`` or a positive number of requests per second."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor a number of requests per second") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be above 0 requests per second")
+    return value
+
+
+def policy_list(text: str) -> tuple[str, ...]:
+    """An argparse type: scheduling policies, comma-separated (each once, static first so ``auto`` can use it)."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in POLICIES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"use {', '.join(POLICIES)} or both, comma-separated (got {text!r})")
+    return tuple(name for name in POLICIES if name in names)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +81,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bandwidth / decode / 1080p TTFT probes: auto = only on CUDA",
     )
     parser.add_argument(
+        "--policy",
+        type=policy_list,
+        default=None,
+        help="engine scheduling policies to run, e.g. static,continuous (each on the same workload and arrival "
+        "trace; default: PEEKBOT_SCHEDULING)",
+    )
+    parser.add_argument(
+        "--arrival-rate",
+        type=arrival_rate,
+        default=None,
+        help="also an open-loop run of the engine: Poisson arrivals at R requests/s (seeded), or auto = 70%% of the "
+        "static policy's measured closed-loop capacity (the static policy then runs first even when --policy omits it)",
+    )
+    parser.add_argument(
+        "--open-requests",
+        type=at_least_one,
+        default=MIN_OPEN_REQUESTS,
+        help=f"requests in the open-loop run (default {MIN_OPEN_REQUESTS})",
+    )
+    parser.add_argument(
+        "--follow-ups",
+        type=int,
+        default=0,
+        help="also the follow-up workload: this many images, each asked about twice in one conversation (default 0)",
+    )
+    parser.add_argument(
         "--worker-timeout", type=float, default=WORKER_TIMEOUT_S, help="seconds one side may take (default 6 h)"
     )
 
@@ -68,6 +116,8 @@ def validate(args: argparse.Namespace) -> None:
     for name in ("concurrency", "requests", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if getattr(args, "follow_ups", 0) < 0:
+        raise ValueError("--follow-ups must be 0 or more")
     for name in ("max_batch_size", "threads"):
         value = getattr(args, name, None)
         if value is not None and value < 1:

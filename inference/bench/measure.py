@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.stats import percentile
 from inference.bench.spec import PROBE_REPEATS, PROBE_TOKENS, WARMUP_TOKENS
-from inference.bench.workload import WorkItem
+from inference.bench.workload import WorkItem, warm_up_items
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ def decode_ms(first: float | None, last: float | None, tokens: int) -> float | N
 async def timed_run(
     serve: Serve, items: Sequence[WorkItem], concurrency: int, max_new_tokens: int
 ) -> tuple[list[BenchRequest], float]:
-    """An untimed warm-up round (the first C items, a few tokens each), then the timed run: records and wall time."""
+    """An untimed warm-up round (the first C items mirrored, a few tokens each), then the timed run: records and wall
+    time."""
 
     async def warm_up(item: WorkItem) -> BenchRequest:
         return (await serve(item, WARMUP_TOKENS))[0]
@@ -156,7 +157,7 @@ async def timed_run(
     async def timed(item: WorkItem) -> BenchRequest:
         return (await serve(item, max_new_tokens))[0]
 
-    await drive(items[:concurrency], concurrency, warm_up, label="warm-up")
+    await drive(warm_up_items(items, concurrency), concurrency, warm_up, label="warm-up")
     return await drive(items, concurrency, timed)
 
 

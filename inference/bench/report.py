@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from inference.bench.spec import SIDES
 from inference.bench.summary import (
+    FOLLOW_UP_TTFT_RATIO,
     GPU_TARGET_CONCURRENCY,
     GPU_TARGET_DECODE_OF_BOUND,
     GPU_TARGET_SPEEDUP,
     GPU_TARGET_TTFT_1080P_S,
+    OPEN_LOOP_TTFT_P95_RATIO,
 )
 
 
@@ -31,8 +32,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"each (greedy), engine max batch {params['max_batch_size']}, max pixels {params['max_pixels']:,}",
         "",
     ]
-    columns = [s for s in SIDES if s in sides]
-    header = f"{'':28}" + "".join(f"{name:>14}" for name in columns)
+    columns = sorted(sides, key=lambda name: (name != "baseline", name == "engine"))
+    header = f"{'':28}" + "".join(f"{_column(name, sides):>20}" for name in columns)
     if ratios:
         header += f"{'engine/baseline':>18}"
     lines.append(header)
@@ -50,7 +51,7 @@ def format_table(result: dict[str, Any]) -> str:
     for label, key, digits in rows:
         if all(sides[s].get(key) is None for s in columns):
             continue
-        line = f"{label:28}" + "".join(f"{_fmt(sides[s].get(key), digits):>14}" for s in columns)
+        line = f"{label:28}" + "".join(f"{_fmt(sides[s].get(key), digits):>20}" for s in columns)
         if ratios and key in ratios:
             line += f"{_fmt(ratios[key], 2, '×'):>18}"
         lines.append(line)
@@ -68,6 +69,7 @@ def format_table(result: dict[str, Any]) -> str:
                 f"expected {sides[name]['expected_generated_tokens']}"
             )
     lines.append("")
+    lines.extend(_policy_lines(result))
     lines.extend(_gpu_lines(result))
     lines.append("")
     lines.append("Targets:")
@@ -77,6 +79,65 @@ def format_table(result: dict[str, Any]) -> str:
         note = f" ({target['note']})" if target["note"] else ""
         lines.append(f"  [{verdict:>10}] {target['target']}: measured {shown}{note}")
     return "\n".join(lines)
+
+
+def _column(name: str, sides: dict[str, Any]) -> str:
+    """A side's column title: ``baseline``, ``engine``, or ``engine (policy)`` when several policies ran."""
+    policy = sides[name].get("policy")
+    several = sum(1 for side in sides.values() if side.get("policy")) > 1
+    return f"engine ({policy})" if several and policy else name
+
+
+def _policy_lines(result: dict[str, Any]) -> list[str]:
+    """The open-loop figures of each policy side by side, closed-loop throughput, the follow-up workload."""
+    open_loop = result.get("open_loop") or {}
+    closed = result.get("closed_loop") or {}
+    lines: list[str] = []
+    if open_loop:
+        first = next(iter(open_loop.values()))
+        lines.append(
+            f"Open loop: {first['requests']} requests per policy, Poisson arrivals at "
+            f"{first['arrival_rate_per_s']:.3f}/s ({first.get('rate_source') or 'given'}), the same trace for each"
+        )
+    names = [p for p in ("static", "continuous") if p in open_loop or p in closed]
+    both = len(names) == 2
+    if open_loop or len(closed) > 1:
+        ratio_header = f"{'cont./static':>14}{'target':>10}" if both else ""
+        lines.append(f"{'':34}" + "".join(f"{n:>12}" for n in names) + ratio_header)
+    rows = (
+        ("TTFT p50 (s)", "ttft_p50_s", 3, ""),
+        ("TTFT p95 (s)", "ttft_p95_s", 3, f"≤ {OPEN_LOOP_TTFT_P95_RATIO:g}×"),
+        ("ITL p95 (ms)", "itl_p95_s", 1, ""),
+        ("delivery gap p95 (ms)", "delivery_gap_p95_s", 1, ""),
+        ("generated tokens/s", "tokens_per_s", 1, ""),
+    )
+    for label, key, digits, target in rows if open_loop else ():
+        values = [open_loop.get(n, {}).get(key) for n in names]
+        scale = 1000 if "(ms)" in label else 1
+        line = f"{'open loop ' + label:34}" + "".join(
+            f"{_fmt(None if v is None else v * scale, digits):>12}" for v in values
+        )
+        if both:
+            line += f"{_fmt(_div(values[1], values[0]), 2, '×'):>14}{target:>10}"
+        lines.append(line.rstrip())
+    if len(closed) > 1 or (closed and open_loop):
+        values = [closed.get(n, {}).get("tokens_per_s") for n in names]
+        line = f"{'closed loop tokens/s':34}" + "".join(f"{_fmt(v, 1):>12}" for v in values)
+        if both:
+            line += f"{_fmt(_div(values[1], values[0]), 2, '×'):>14}{'≥ 1×':>10}"
+        lines.append(line)
+    follow = result.get("follow_up")
+    if follow:
+        lines.append(
+            f"Follow-ups ({follow['pairs']} pairs, medians): first question TTFT {_fmt(follow['first_ttft_s'], 3)} s, "
+            f"follow-up TTFT {_fmt(follow['follow_up_ttft_s'], 3)} s = {_fmt(follow['ratio'], 2, '×')} "
+            f"(target ≤ {FOLLOW_UP_TTFT_RATIO:g}×)"
+        )
+    return [*lines, ""] if lines else []
+
+
+def _div(numerator: float | None, denominator: float | None) -> float | None:
+    return None if numerator is None or not denominator else numerator / denominator
 
 
 def _shown_measure(name: str, measured: float | None) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.bench.arguments import validate
-from inference.bench.spec import SIDES, WORKER_TIMEOUT_S, WorkerSpec
+from inference.bench.spec import MIN_OPEN_REQUESTS, SIDES, WORKER_TIMEOUT_S, WorkerSpec
 from inference.bench.summary import summarise
 
 logger = logging.getLogger(__name__)
@@ -30,22 +30,64 @@ PASSED_ON = "random_arch device concurrency requests max_new_tokens max_batch_to
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the sides ``args.mode`` names, each in a subprocess; return the JSON-able result (also to ``--json``)."""
+    """Run the sides ``args.mode`` names, each in a subprocess; return the JSON-able result (also to ``--json``).
+
+    With ``--policy`` the engine side runs once per policy (static first), all on the same workload and the same
+    arrival trace: ``auto`` is resolved by the static run and handed on to the others as a number.
+    """
     validate(args)
     model = None if args.random_arch else (args.model or str(default_tiny_model()))
     sides = list(SIDES) if args.mode == "both" else [args.mode]
     results: dict[str, dict[str, Any]] = {}
     common = {name: getattr(args, name) for name in PASSED_ON.split()}
+    common["open_requests"] = getattr(args, "open_requests", MIN_OPEN_REQUESTS)
+    rate = getattr(args, "arrival_rate", None)
+    if rate is not None and "engine" not in sides:
+        logger.warning("bench: --arrival-rate measures the engine; --mode baseline runs no open loop")
     for side in sides:
-        spec = WorkerSpec(side=side, model=model, max_batch_size=args.max_batch_size or args.concurrency, **common)
-        logger.info("bench: running the %s side (%d requests, %d clients)", side, args.requests, args.concurrency)
-        results[side] = run_worker(spec, timeout_s=args.worker_timeout)
+        policies = engine_policies(getattr(args, "policy", None), rate) if side == "engine" else (None,)
+        for policy in policies:
+            name = side_name(side, policy, policies)
+            spec = WorkerSpec(
+                side=side,
+                model=model,
+                max_batch_size=args.max_batch_size or args.concurrency,
+                policy=policy,
+                arrival_rate=rate if side == "engine" else None,
+                follow_ups=getattr(args, "follow_ups", 0) if name == "engine" else 0,
+                **common,
+            )
+            logger.info("bench: running %s (%d requests, %d clients)", name, args.requests, args.concurrency)
+            results[name] = run_worker(spec, timeout_s=args.worker_timeout)
+            opened = results[name].get("open_loop")
+            if rate == "auto" and opened:
+                rate = opened["arrival_rate_per_s"]  # the same trace for every later policy
     result = summarise(results, args)
     if args.json_path is not None:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)
         args.json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         logger.info("bench: wrote %s", args.json_path)
     return result
+
+
+def engine_policies(policies: tuple[str, ...] | None, rate: float | str | None) -> tuple[str | None, ...]:
+    """The policies the engine runs with, in order (None: the configured one). ``auto`` needs the static policy's
+    capacity, so static runs first, added when ``--policy`` left it out."""
+    if rate == "auto" and "static" not in (policies or ()):
+        logger.info("bench: --arrival-rate auto: the static policy runs first to measure its capacity")
+        from bot.settings import EngineSettings
+
+        return ("static", *(policies or (EngineSettings().scheduling,)))
+    return policies or (None,)
+
+
+def side_name(side: str, policy: str | None, policies: tuple[str | None, ...]) -> str:
+    """``baseline``; ``engine`` for the main policy (continuous when it runs, else the last one);
+    ``engine_<policy>`` for the others."""
+    if side != "engine" or policy is None:
+        return side
+    main = "continuous" if "continuous" in policies else policies[-1]
+    return "engine" if policy == main else f"engine_{policy}"
 
 
 def default_tiny_model() -> Path:

@@ -22,6 +22,11 @@ GPU_TARGET_DECODE_OF_BOUND = 0.60
 GPU_TARGET_CONCURRENCY = 16
 GPU_TARGET_SPEEDUP = 5.0
 GPU_TARGET_TTFT_1080P_S = 0.250
+OPEN_LOOP_TTFT_P95_RATIO = 0.33
+"""Open-loop TTFT p95: continuous ≤ this × static."""
+FOLLOW_UP_TTFT_RATIO = 0.40
+"""Follow-up TTFT (median) ≤ this × the first question's."""
+OPEN_LOOP_FIGURES = ("ttft_p50_s", "ttft_p95_s", "itl_p95_s", "tokens_per_s")
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -51,6 +56,7 @@ def summarise(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> d
     if "engine" in results and "baseline" in results:
         ratios = {key: _ratio(results["engine"].get(key), results["baseline"].get(key)) for key in RATIO_FIGURES}
     gpu = gpu_figures(results)
+    policies = policy_figures(results)
     return {
         "date": time.strftime("%Y-%m-%d"),
         "model": any_side["model"],
@@ -70,12 +76,78 @@ def summarise(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> d
             "mode": args.mode,
             "model_arg": args.model,
             "random_arch": args.random_arch,
+            "policy": list(getattr(args, "policy", None) or []),
+            "arrival_rate": getattr(args, "arrival_rate", None),
+            "open_requests": getattr(args, "open_requests", None),
+            "follow_ups": getattr(args, "follow_ups", 0),
         },
         "sides": results,
         "ratios": ratios,
         "gpu": gpu,
-        "targets": evaluate_targets(results, ratios, gpu, args),
+        **policies,
+        "targets": evaluate_targets(results, ratios, gpu, args) + policy_targets(policies),
     }
+
+
+def policy_figures(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``open_loop`` and ``closed_loop`` figures per scheduling policy, and the main engine run's ``follow_up``."""
+    open_loop: dict[str, Any] = {}
+    closed_loop: dict[str, Any] = {}
+    for side in results.values():
+        policy = side.get("policy")
+        if side["side"] != "engine" or policy is None:
+            continue
+        closed_loop[policy] = {"tokens_per_s": side["tokens_per_s"], "requests_per_s": side["requests_per_s"]}
+        run = side.get("open_loop")
+        if run:
+            open_loop[policy] = {key: run[key] for key in OPEN_LOOP_FIGURES} | {
+                "requests": run["requests"],
+                "arrival_rate_per_s": run["arrival_rate_per_s"],
+                "rate_source": run.get("rate_source"),
+                "ttft_max_s": run.get("ttft_max_s"),
+                "delivery_gap_p95_s": run.get("delivery_gap_p95_s"),
+                "latency_p95_s": run.get("latency_p95_s"),
+            }
+    follow = (results.get("engine") or {}).get("follow_up")
+    figures: dict[str, Any] = {"open_loop": open_loop, "closed_loop": closed_loop}
+    if follow:
+        figures["follow_up"] = {key: follow[key] for key in ("first_ttft_s", "follow_up_ttft_s", "ratio", "pairs")}
+    return figures
+
+
+def policy_targets(policies: dict[str, Any]) -> list[dict[str, Any]]:
+    """The scheduling targets (static against continuous, follow-up against first question) where measured."""
+    targets: list[dict[str, Any]] = []
+    open_loop, closed_loop = policies["open_loop"], policies["closed_loop"]
+    if {"static", "continuous"} <= open_loop.keys():
+        ratio = _ratio(open_loop["continuous"]["ttft_p95_s"], open_loop["static"]["ttft_p95_s"])
+        targets.append({
+            "name": "open_loop_ttft_p95",
+            "target": f"open-loop TTFT p95: continuous ≤ {OPEN_LOOP_TTFT_P95_RATIO:g}× static",
+            "measured": ratio,
+            "met": None if ratio is None else ratio <= OPEN_LOOP_TTFT_P95_RATIO,
+            "note": f"{open_loop['static']['requests']} requests at {open_loop['static']['arrival_rate_per_s']:.3f}/s",
+        })  # fmt: skip
+    if {"static", "continuous"} <= closed_loop.keys():
+        ratio = _ratio(closed_loop["continuous"]["tokens_per_s"], closed_loop["static"]["tokens_per_s"])
+        targets.append({
+            "name": "closed_loop_policy",
+            "target": "closed-loop throughput: continuous ≥ static",
+            "measured": ratio,
+            "met": None if ratio is None else ratio >= 1.0,
+            "note": "",
+        })  # fmt: skip
+    follow = policies.get("follow_up")
+    if follow:
+        ratio = follow["ratio"]
+        targets.append({
+            "name": "follow_up_ttft",
+            "target": f"follow-up TTFT ≤ {FOLLOW_UP_TTFT_RATIO:g}× the first question's (medians)",
+            "measured": ratio,
+            "met": None if ratio is None else ratio <= FOLLOW_UP_TTFT_RATIO,
+            "note": f"{follow['pairs']} pairs",
+        })  # fmt: skip
+    return targets
 
 
 def gpu_figures(results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:

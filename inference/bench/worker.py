@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inference.bench.baseline import run_baseline
-from inference.bench.engine_side import run_engine
+from inference.bench.engine_side import ExtraWorkloads, run_engine
 from inference.bench.measure import side_figures
 from inference.bench.probes import device_extras, device_name
 from inference.bench.spec import PROBE_TOKENS, WORKER_TIMEOUT_S, WorkerSpec
@@ -45,6 +45,8 @@ def engine_settings(spec: WorkerSpec) -> EngineSettings:
         overrides["max_batch_tokens"] = spec.max_batch_tokens
     if spec.max_pixels is not None:
         overrides["max_pixels"] = spec.max_pixels
+    if spec.policy is not None:
+        overrides["scheduling"] = spec.policy
     if spec.threads is not None and "cpu_threads" in EngineSettings.model_fields:
         overrides["cpu_threads"] = spec.threads
     return EngineSettings(**overrides)
@@ -84,12 +86,15 @@ def run_side(spec: WorkerSpec) -> dict[str, Any]:
     if spec.side == "baseline":
         records, wall, probe = asyncio.run(run_baseline(loaded, settings, items, spec, alone))
     else:
-        records, wall, probe, engine_stats = asyncio.run(run_engine(loaded, settings, items, spec, alone))
+        extra = extra_workloads(spec, settings, factor)
+        records, wall, probe, engine_stats = asyncio.run(run_engine(loaded, settings, items, spec, alone, extra))
     load_after = os.getloadavg()[0]
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     gpu_peak = torch.cuda.max_memory_allocated(loaded.device) / 2**20 if loaded.device.type == "cuda" else None
 
     figures = side_figures(records, wall)
+    open_loop = engine_stats.pop("open_loop", None) if engine_stats else None
+    follow_up = engine_stats.pop("follow_up", None) if engine_stats else None
     extras = None
     if extras_on:
         if probe is not None and spec.side == "engine":
@@ -97,6 +102,7 @@ def run_side(spec: WorkerSpec) -> dict[str, Any]:
         extras = device_extras(loaded, probe)
     return {
         "side": spec.side,
+        "policy": settings.scheduling if spec.side == "engine" else None,
         "pid": os.getpid(),
         "model": loaded.name,
         "device": str(loaded.device),
@@ -110,8 +116,21 @@ def run_side(spec: WorkerSpec) -> dict[str, Any]:
         "gpu_peak_allocated_mib": gpu_peak,
         "host_load_average": [load_before, load_after],
         "engine_stats": engine_stats,
+        "open_loop": open_loop,
+        "follow_up": follow_up,
         "extras": extras,
     }
+
+
+def extra_workloads(spec: WorkerSpec, settings: EngineSettings, factor: int) -> ExtraWorkloads:
+    """The open-loop items (their own seed, so they differ from the closed loop's) and the follow-up items."""
+    open_items = []
+    if spec.arrival_rate is not None:
+        open_items = fit_images(build_workload(spec.open_requests, spec.seed + 1), settings, factor)
+    follow_up_items = []
+    if spec.follow_ups > 0:
+        follow_up_items = fit_images(build_workload(spec.follow_ups, spec.seed + 2), settings, factor)
+    return ExtraWorkloads(open_items, follow_up_items)
 
 
 def _image_tokens(item: WorkItem | None, loaded: LoadedModel) -> int:

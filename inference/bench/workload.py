@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from bot.media.images import fit_to_budget
 from inference.bench.spec import PROBE_QUESTION
@@ -174,7 +174,39 @@ def fit_images(items: Sequence[WorkItem], settings: EngineSettings, factor: int)
     return fitted
 
 
+def warm_up_items(items: Sequence[WorkItem], count: int) -> list[WorkItem]:
+    """The first ``count`` items mirrored: the same shapes and prompt lengths, other pixels, so a warm-up round
+    leaves nothing in the engine's image-embedding cache that the timed run could hit."""
+    return [WorkItem(item.index, ImageOps.mirror(item.image), item.question) for item in items[:count]]
+
+
 def probe_item(seed: int, settings: EngineSettings, factor: int) -> WorkItem:
     """The probe's request: one 1080p screenshot (not in the workload), fitted into the budget like the others."""
     item = WorkItem(index=-1, image=make_screenshot(1920, 1080, seed=seed + 7919), question=PROBE_QUESTION)
     return fit_images([item], settings, factor)[0]
+
+
+FOLLOW_UP_QUESTIONS: tuple[str, ...] = (
+    "And what should I do first?",
+    "Can you say that again in one sentence?",
+    "Where exactly on the screen is that?",
+    "Is there anything else on it I should worry about?",
+)
+"""The second question about the same screenshot, in the follow-up workload."""
+
+
+def arrival_offsets(requests: int, rate_per_s: float, seed: int = 0) -> list[float]:
+    """Seconds after the start at which each of ``requests`` requests arrives: a Poisson process at ``rate_per_s``
+    (exponential gaps, seeded, so every policy of a run gets the same trace); the first arrives at 0."""
+    if requests < 1 or rate_per_s <= 0:
+        raise ValueError("requests must be at least 1 and the rate positive")
+    rng = random.Random(f"arrivals:{seed}")
+    offsets = [0.0]
+    for _ in range(requests - 1):
+        offsets.append(offsets[-1] + rng.expovariate(rate_per_s))
+    return offsets
+
+
+def follow_up_question(index: int) -> str:
+    """The follow-up question of the ``index``-th pair."""
+    return FOLLOW_UP_QUESTIONS[index % len(FOLLOW_UP_QUESTIONS)]

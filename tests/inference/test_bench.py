@@ -20,6 +20,7 @@ from inference.bench.summary import RATIO_FIGURES, evaluate_targets
 from inference.bench.workload import SCREEN_SIZES, build_workload
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(480)  # each run loads the model in fresh processes: minutes on a busy 2-core host
 REQUESTS = 4
 CONCURRENCY = 2
 NEW_TOKENS = 4
