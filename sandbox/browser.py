@@ -74,7 +74,7 @@ class Browser:
         executable = executable or find_chromium()
         if executable is None:
             raise BrowserError("Chromium is not installed (apt-get install chromium)")
-        profile = tempfile.TemporaryDirectory(prefix="peekbot-chromium-")
+        profile = tempfile.TemporaryDirectory(prefix="peekbot-chromium-", ignore_cleanup_errors=True)
         process = await asyncio.create_subprocess_exec(
             executable,
             *FLAGS,
@@ -194,6 +194,14 @@ class Browser:
             except TimeoutError:
                 self._process.kill()
                 await self._process.wait()
+        for _ in range(20):  # Chromium's helper processes may still write to the profile for a moment
+            try:
+                shutil.rmtree(self._profile.name)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
         self._profile.cleanup()
 
     async def __aenter__(self) -> Self:
