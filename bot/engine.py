@@ -100,6 +100,8 @@ class EngineStats:
     image_cache: dict[str, float] = field(default_factory=dict)
     """The image-embedding cache: ``entries``, ``bytes``, ``budget_bytes``, ``hits``, ``misses``, ``hit_rate``
     (empty where the engine keeps none)."""
+    prefix_cache: dict[str, float] = field(default_factory=dict)
+    """The prompt-prefix cache's figures (``inference.prefix_cache``): entries, bytes, hits, saved_tokens…"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,6 +153,9 @@ class EngineSettings(SettingsSection):
     image_cache_bytes: int | None = None
     """Budget of the cache of the vision encoder's output per image (follow-ups about the same picture skip the
     encoder); unset: a tenth of the GPU memory free after loading (at most 4 GiB), 256 MiB on CPU; 0: off."""
+    prefix_cache_bytes: int | None = None
+    """Budget of the cache of finished prompts' keys/values (a follow-up whose prompt starts with an earlier prompt
+    prefills only the rest); unset: sized like ``image_cache_bytes``; 0: off."""
     queue_limit: int = 32
     max_new_tokens: int = 512
     sampling: Literal["auto", "greedy"] = "auto"

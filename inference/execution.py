@@ -8,7 +8,8 @@ memory cleanup and other worker tasks):
    While rows decode, only requests whose inputs are already prepared are considered, so the running rows never wait
    for image preprocessing; an idle worker prepares the first requests itself.
 2. **Prefill**: the admitted requests' prefill units (``inference.prefill``: one image through the vision encoder or
-   the image-embedding cache, or one text chunk), as many as the scheduler allows before the next step; a finished
+   the image-embedding cache, or one text chunk; a prompt that starts with a cached one, ``inference.prefix_cache``,
+   prefills only the rest), as many as the scheduler allows before the next step; a finished
    prefill joins the batch (``inference.batch``).
 3. **Step**: every row's next token (``inference.tokens``), its text streamed (``inference.jobs``), finished,
    cancelled and expired rows leave, then one forward on the new tokens.
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from bot.settings import EngineSettings
     from inference.image_cache import ImageEmbeddingCache
     from inference.loader import LoadedModel
+    from inference.prefix_cache import PromptPrefixCache
     from inference.prompts import PreparedPrompt, PromptBuilder
     from inference.stats import EngineCounters
 
@@ -71,6 +73,7 @@ class BatchRunner:
         repetition_penalty: float,
         image_cache: ImageEmbeddingCache | None,
         sampling: SamplingSettings = GREEDY,
+        prefix_cache: PromptPrefixCache | None = None,
     ) -> None:
         self.loaded = loaded
         self.settings = settings
@@ -78,6 +81,7 @@ class BatchRunner:
         self.queue = queue
         self.counters = counters
         self.image_cache = image_cache
+        self.prefix_cache = prefix_cache
         self.eos_ids = eos_ids
         self._finish = finish
         self._expire = expire
@@ -112,7 +116,7 @@ class BatchRunner:
             return None
         request = job.request
         prepared = self.prompts.prepare(request, max_pixels=job.max_pixels)
-        if self.image_cache is not None and request.images:
+        if (self.image_cache is not None or self.prefix_cache is not None) and request.images:
             given = list(request.image_hashes)
             usable = len(given) == len(request.images) and all(given)
             job.image_hashes = given if usable else [picture_hash(image) for image in request.images]
@@ -216,15 +220,19 @@ class BatchRunner:
             self.joining.append(job)
 
     def new_prefill(self, row: DecodeRow) -> RowPrefill:
-        """The prefill of ``row``, its images through the image-embedding cache."""
-        return RowPrefill(self.parts, row, images=self._image)
+        """The prefill of ``row``, its images through the image-embedding cache, from its longest cached prefix."""
+        prefix = None
+        if self.prefix_cache is not None and (row.image_grid_thw is None or row.image_keys):
+            prefix = self.prefix_cache.longest(row.input_ids, row.image_keys)
+        return RowPrefill(self.parts, row, images=self._image, prefix=prefix)
 
     def _decode_row(self, job: EngineJob) -> DecodeRow:
         prepared = job.prepared
         assert prepared is not None
         grid = prepared.image_grid_thw
         keys = None
-        if self.image_cache is not None and grid is not None and len(job.image_hashes) == len(grid):
+        cached = self.image_cache is not None or self.prefix_cache is not None
+        if cached and grid is not None and len(job.image_hashes) == len(grid):
             keys = [
                 image_key(self.loaded.name, content_hash, image.size, row)
                 for content_hash, image, row in zip(job.image_hashes, job.request.images, grid.tolist(), strict=True)
@@ -270,6 +278,9 @@ class BatchRunner:
 
     def _join(self, job: EngineJob) -> None:
         assert job.prefill is not None
+        row = job.prefill.row
+        if self.prefix_cache is not None and (row.image_grid_thw is None or row.image_keys):
+            self.prefix_cache.keep(row.input_ids, row.image_keys, job.prefill.cache.layers)
         first = not self.batch
         self.batch.join(job.prefill, job, min_new_tokens=job.min_new_tokens, seed=request_seed(job.request))
         self.joining.remove(job)
@@ -383,6 +394,8 @@ class BatchRunner:
 
     def _free(self) -> None:
         self.counters.oom()
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
         oom.free(self.loaded.device, self.image_cache)
 
     def _shrink_or_fail(self, job: EngineJob) -> None:

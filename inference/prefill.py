@@ -8,6 +8,10 @@ built once, as the model's own ``forward`` does (token embeddings with each imag
 slice of the embeddings and positions; for Qwen3-VL also the slice of the "deepstack" visual features (added to the
 hidden states of the first decoder layers at image positions): ``visual_pos_masks`` for the chunk and the features of
 the image tokens that fall in it.
+
+With a cached prompt prefix (``inference.prefix_cache``) the row's cache starts with that prefix's keys/values and
+only the rest is fed (positions still sliced from the whole prompt's); the vision encoder is skipped when every image
+lies inside the prefix.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ import inspect
 import logging
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from inference.prefix_cache import PromptPrefix
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +135,9 @@ def encode_row_image(parts: ModelParts, row: DecodeRow, index: int) -> ImageFeat
 class RowPrefill:
     """The prefill of one prompt into its own ``DynamicCache``, one unit at a time (see the module docstring)."""
 
-    def __init__(self, parts: ModelParts, row: DecodeRow, images: ImageSource | None = None) -> None:
+    def __init__(
+        self, parts: ModelParts, row: DecodeRow, images: ImageSource | None = None, prefix: PromptPrefix | None = None
+    ) -> None:
         self.parts = parts
         self.row = row
         self._images = images or (lambda r, i: encode_row_image(parts, r, i))
@@ -145,6 +154,12 @@ class RowPrefill:
         self._positions: torch.Tensor | None = None
         self._visual: torch.Tensor | None = None
         self._deepstack: list[torch.Tensor] = []
+        self.prefix = prefix
+        """A cached prompt prefix this prefill starts from (None: the whole prompt is fed)."""
+        if prefix is not None:
+            self.done_tokens = prefix.tokens
+            if prefix.images == self.image_count:
+                self.images_done = self.image_count  # every image lies in the prefix: no features needed
 
     @property
     def done(self) -> bool:
@@ -182,8 +197,11 @@ class RowPrefill:
             self._deepstack = [torch.cat([f.deepstack[k] for f in self.features]) for k in range(layers)]
             self._visual = visual if self._deepstack else None
         self._embeds = embeds
-        self._positions = parts.positions(input_ids, grid if self.features else None)
+        self._positions = parts.positions(input_ids, grid if self.image_count else None)
         self.cache = DynamicCache(config=parts.config)
+        if self.prefix is not None:
+            for index, (keys, values) in enumerate(self.prefix.layers):
+                self.cache.update(keys, values, index)
         self.features = []  # the embeddings (and the deepstack tensors) now hold them
 
     def _feed(self, chunk_tokens: int | None) -> None:

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from inference.execution import BatchRunner
     from inference.image_cache import ImageEmbeddingCache
     from inference.loader import LoadedModel
+    from inference.prefix_cache import PromptPrefixCache
     from inference.prompts import PromptBuilder
     from inference.sampling import SamplingSettings
 
@@ -84,6 +85,7 @@ class TransformersEngine(StartStop):
         self._prep_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._runner: BatchRunner | None = None
         self._image_cache: ImageEmbeddingCache | None = None
+        self._prefix_cache: PromptPrefixCache | None = None
         self._sampling: SamplingSettings | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -118,6 +120,7 @@ class TransformersEngine(StartStop):
     def _setup(self) -> None:
         from inference.execution import BatchRunner
         from inference.image_cache import ImageEmbeddingCache, default_budget
+        from inference.prefix_cache import PromptPrefixCache
         from inference.prompts import PromptBuilder
         from inference.sampling import settings_from_generation_config
 
@@ -141,6 +144,10 @@ class TransformersEngine(StartStop):
         if budget is None:
             budget = default_budget(loaded.device)
         self._image_cache = ImageEmbeddingCache(budget) if budget > 0 else None
+        budget = self.settings.prefix_cache_bytes
+        if budget is None:
+            budget = default_budget(loaded.device)
+        self._prefix_cache = PromptPrefixCache(budget, loaded.name) if budget > 0 else None
         # The checkpoint's repetition penalty always; its sampling settings unless PEEKBOT_SAMPLING=greedy.
         self._sampling = settings_from_generation_config(source.to_dict(), self.settings.sampling)
         logger.info("tokens: %s (%s)", self._sampling.describe(), self._sampling.reason)
@@ -156,6 +163,7 @@ class TransformersEngine(StartStop):
             repetition_penalty=source.repetition_penalty or 1.0,
             image_cache=self._image_cache,
             sampling=self._sampling,
+            prefix_cache=self._prefix_cache,
         )
 
     async def stop(self, timeout_s: float | None = None) -> None:
@@ -179,7 +187,7 @@ class TransformersEngine(StartStop):
             self._loaded = None
             self._prompts = None
             self._runner = None
-            self._image_cache = None
+            self._image_cache = self._prefix_cache = None
             free_memory(device)
         logger.info("engine stopped")
 
@@ -268,7 +276,8 @@ class TransformersEngine(StartStop):
         self, *, force: bool, fragmentation_threshold: float, unused_reserved_bytes: int, timeout_s: float
     ) -> CleanupReport:
         """``inference.memory.cleanup`` on the worker thread, between decoding steps; ``force`` also drops the
-        image-embedding cache (``image_cache_released_bytes``)."""
+        image-embedding cache (``image_cache_released_bytes``) and the prompt-prefix cache
+        (``prefix_cache_released_bytes``)."""
         loaded = self._loaded
         if loaded is None:
             return CleanupReport(skipped="the model is not loaded")
@@ -278,7 +287,9 @@ class TransformersEngine(StartStop):
         def run() -> dict[str, Any]:
             cache = self._image_cache
             released = cache.clear() if force and cache is not None else 0
-            return {**collect(), "image_cache_released_bytes": released}
+            prefixes = self._prefix_cache
+            dropped = prefixes.clear() if force and prefixes is not None else 0
+            return {**collect(), "image_cache_released_bytes": released, "prefix_cache_released_bytes": dropped}
 
         return CleanupReport(figures=await self.run_on_worker(run, timeout_s))
 
@@ -295,6 +306,7 @@ class TransformersEngine(StartStop):
             in_flight=len(self._queue.active_now()),
             memory=memory_snapshot(loaded.device if loaded else None),
             image_cache=cache.figures() if cache is not None else {},
+            prefix_cache=self._prefix_cache.figures() if self._prefix_cache is not None else {},
             **snapshot.engine_fields(),
         )
 
@@ -341,6 +353,8 @@ class TransformersEngine(StartStop):
             )
         if self._image_cache is not None:
             info["image_cache_bytes"] = self._image_cache.budget_bytes
+        if self._prefix_cache is not None:
+            info["prefix_cache_bytes"] = self._prefix_cache.budget_bytes
         return info
 
     # ------------------------------------------------------------ worker thread

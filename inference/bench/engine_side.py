@@ -54,7 +54,8 @@ async def run_engine(
         stats = engine.stats()
         probe = await probe_alone(serve, probe_item)
         extra_figures = await _extra_runs(engine, extra, len(records) / wall, spec) if extra else {}
-        cache = engine.stats().image_cache
+        final = engine.stats()
+        cache, prefixes = final.image_cache, getattr(final, "prefix_cache", {})
     finally:
         await engine.stop()
     engine_stats = {
@@ -64,6 +65,7 @@ async def run_engine(
         "mean_batch_size": stats.mean_batch_size,
         "mean_step_rows": getattr(stats, "mean_step_rows", None),
         "image_cache": dict(cache),
+        "prefix_cache": dict(prefixes),
         **extra_figures,
     }
     return records, wall, probe, engine_stats
