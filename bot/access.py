@@ -30,18 +30,19 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from bot.commands import looks_like_command
+from bot.i18n import say
 from bot.settings import AccessSettings
 from bot.types import ChatType, IncomingMessage
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONTACT = "the people who run peekbot"
-DM_ONLY_REPLY = "I only answer in direct messages here — send me a DM."
-MENTION_ONLY_REPLY = "Mention me to ask me something here."
+DEFAULT_CONTACT = say("access.contact")
+DM_ONLY_REPLY = say("access.dm_only")
+MENTION_ONLY_REPLY = say("access.mention_only")
 REFUSAL_REPEAT_S = 60.0
 """A refused (or rate-limited) person is told why at most once in this many seconds; later refusals are silent."""
 
-_WORKSPACE_WORDS = {"feishu": "organization", "lark": "organization"}
+_WORKSPACE_WORDS = {"feishu": "access.word_organization", "lark": "access.word_organization"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +51,29 @@ class Refusal:
 
     ``reason`` is one of workspace_not_allowed, org_not_allowed (the sender's own organisation),
     channel_not_allowed, user_not_allowed, dm_only, mention_only.
-    ``silent`` means: say nothing, the message was not meant for peekbot.
+    ``silent`` means: say nothing, the message was not meant for peekbot. ``reply`` is the English sentence;
+    ``text(lang)`` says it in the asker's language (``bot.i18n``).
     """
 
     reason: str
     reply: str
     silent: bool = False
+    key: str = ""
+    values: tuple[tuple[str, str], ...] = ()
+    """The ``bot.i18n`` key and values of ``reply``; values that are catalogue keys themselves end in ``@``."""
+
+    @classmethod
+    def of(cls, reason: str, key: str, *, silent: bool = False, **values: str) -> Refusal:
+        """The refusal saying catalogue sentence ``key``; a value ``"access.word_…@"`` is itself translated."""
+        refusal = cls(reason, "", silent, key, tuple(values.items()))
+        return cls(reason, refusal.text("en"), silent, key, refusal.values)
+
+    def text(self, lang: str) -> str:
+        """The sentence in ``lang`` (``reply`` when it has no catalogue key)."""
+        if not self.key:
+            return self.reply
+        values = {name: say(value[:-1], lang) if value.endswith("@") else value for name, value in self.values}
+        return say(self.key, lang, **values)
 
 
 class AccessPolicy:
@@ -78,7 +96,7 @@ class AccessPolicy:
         self._channels = frozenset(settings.allowed_channels)
         self._users = frozenset(settings.allowed_users)
         self._trusted = frozenset(trusted_platforms)
-        self._contact = settings.access_contact.strip() or DEFAULT_CONTACT
+        self._contact = settings.access_contact.strip() or "access.contact@"
 
     def check(self, message: IncomingMessage, *, is_command: bool | None = None) -> Refusal | None:
         """None when the message may be answered, else the refusal. ``is_command`` defaults to the
@@ -88,7 +106,7 @@ class AccessPolicy:
             return None
         addressed = message.chat_type is ChatType.DIRECT or message.mentions_bot or message.is_command
         if not addressed and not refusal.silent:
-            refusal = Refusal(refusal.reason, refusal.reply, silent=True)
+            refusal = Refusal(refusal.reason, refusal.reply, True, refusal.key, refusal.values)
         logger.info(
             "refused %s from %s in %s: %s%s",
             message.message_id,
@@ -105,43 +123,28 @@ class AccessPolicy:
             return None
         conversation = message.conversation
         if self._workspaces and f"{platform}:{conversation.workspace}" not in self._workspaces:
-            return Refusal("workspace_not_allowed", self._workspace_reply(platform))
+            return Refusal.of("workspace_not_allowed", "access.workspace", **self._where(platform))
         org = message.user.org
         if self._workspaces and org and f"{platform}:{org}" not in self._workspaces:
-            return Refusal("org_not_allowed", self._org_reply(platform))
+            return Refusal.of("org_not_allowed", "access.org", **self._where(platform))
         is_admin = self._is_admin(message.user.key)
         if is_admin and is_command:
             return None
         if self._users and not is_admin and message.user.key not in self._users:
-            return Refusal(
-                "user_not_allowed",
-                f"Sorry, you're not on the list of people who can use peekbot here. "
-                f"Please ask {self._contact} for access.",
-            )
+            return Refusal.of("user_not_allowed", "access.user", contact=self._contact)
         group = message.chat_type is ChatType.GROUP
         if group and self._channels and f"{platform}:{conversation.channel}" not in self._channels:
-            return Refusal(
-                "channel_not_allowed",
-                "I'm not set up to answer in this channel. Send me a direct message instead, "
-                f"or ask {self._contact} to enable me here.",
-            )
+            return Refusal.of("channel_not_allowed", "access.channel", contact=self._contact)
         mode = self.settings.access_mode
         if group and mode == "dm_only":
-            return Refusal("dm_only", DM_ONLY_REPLY)
+            return Refusal.of("dm_only", "access.dm_only")
         if group and mode == "mention_only" and not (message.mentions_bot or message.is_command):
-            return Refusal("mention_only", MENTION_ONLY_REPLY, silent=True)
+            return Refusal.of("mention_only", "access.mention_only", silent=True)
         return None
 
-    def _workspace_reply(self, platform: str) -> str:
-        word = _WORKSPACE_WORDS.get(platform, "workspace")
-        return f"Sorry, this {word} isn't set up for peekbot. Please ask {self._contact} to enable it."
-
-    def _org_reply(self, platform: str) -> str:
-        word = _WORKSPACE_WORDS.get(platform, "workspace")
-        return (
-            f"Sorry, I only answer people from the {word}s I'm set up for, and yours isn't one of them. "
-            f"Please ask {self._contact} if you need access."
-        )
+    def _where(self, platform: str) -> dict[str, str]:
+        """The values of a workspace refusal: the platform's word for a workspace, and whom to ask."""
+        return {"word": _WORKSPACE_WORDS.get(platform, "access.word_workspace") + "@", "contact": self._contact}
 
 
 def looks_like_a_command(message: IncomingMessage) -> bool:

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 from bot.access import REFUSAL_REPEAT_S, AccessPolicy
 from bot.commands import BUILTIN_COMMANDS, Command, looks_like_command, parse_command
 from bot.conversations import StoredConversations
-from bot.durability import GAVE_UP_REPLY, JobKeeper, LeaseLost, job_id_for, recorded_final, was_delivered
+from bot.durability import JobKeeper, LeaseLost, job_id_for, recorded_final, was_delivered
 from bot.engine import Engine, answering_job
 from bot.errors import UserFacingError
 from bot.fairness import FairShare, engine_slots
+from bot.i18n import lang_for, say
 from bot.logs import log_context
 from bot.maintenance import Maintenance
 from bot.questions import answer_question
@@ -48,15 +49,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PAUSED_REPLY = "I'm down for a short maintenance and will be back soon. Please ask again in a little while."
+PAUSED_REPLY = say("app.paused")
 SHUTTING_DOWN_REPLY = "I'm restarting right now. Please ask again in a minute."
 PAUSE_CONTROL = "paused"
 """The shared control (``store.controls``) that holds the pause flag: set while paused."""
 CONTROLS_REFRESH_S = 10.0
 """How often a replica re-reads the shared pause flag for ``/status`` (questions read it every time)."""
-STALLED_REPLY = (
-    "Sorry, this question made me stall, so I restarted. Please rephrase it or send a smaller file."
-)
+STALLED_REPLY = say("app.stalled")
 """The answer to a question the model's worker hung on (it is not tried again)."""
 ENGINE_STUCK_EXIT_CODE = 75
 """``peekbot run`` exits with this (EX_TEMPFAIL) after the model's worker hung, for its supervisor to restart it."""
@@ -310,19 +309,20 @@ class Application(StartStop):
             if not await self._first_delivery(message):
                 return self._duplicate(message)
             logger.info("refused (%s) for %s", refusal.reason, message.user.key)
-            return await self._refuse(message, reply, "refused", None if refusal.silent else refusal.reply)
+            text = None if refusal.silent else refusal.text(lang_for(message))
+            return await self._refuse(message, reply, "refused", text)
         if is_command:
             if not await self._first_delivery(message):
                 return self._duplicate(message)
             if not self.is_admin(message.user):  # commands count against the same per-user rate limit
-                limited = await self.limits.refusal(message.user.key, command=True)
+                limited = await self.limits.refusal(message.user.key, command=True, lang=lang_for(message))
                 if limited is not None:
                     return await self._refuse(message, reply, "rate_limited", limited)
             self.counters["accepted"] += 1
             self._spawn(self._run_command(message, reply), message)
             return True
         if not self.is_admin(message.user):
-            limited = await self.limits.refusal(message.user.key)
+            limited = await self.limits.refusal(message.user.key, lang=lang_for(message))
             if limited is not None:
                 if not await self._first_delivery(message):
                     return self._duplicate(message)
@@ -450,7 +450,7 @@ class Application(StartStop):
         self.counters["resumed"] += 1
         logger.info("resuming job %s (attempt %d)", job.job_id, job.attempts + 1)
         if self.jobs.exhausted(job):
-            await self._safe_fail(reply, GAVE_UP_REPLY.format(attempts=job.attempts))
+            await self._safe_fail(reply, say("app.gave_up", lang_for(message), attempts=job.attempts))
             await self.jobs.finished(job, answered=False, error="too many attempts")
             return
         if final is not None:  # the answer was complete: deliver the same text; the reply skips parts already out
@@ -477,18 +477,19 @@ class Application(StartStop):
         self.counters["commands"] += 1
         name, argument = parse_command(message.text)
         command = self.commands.get(name)
+        lang = lang_for(message)
         try:
             if command is None:
-                text = f"I don't know the command /{name}. Type /help to see what I can do."
+                text = say("app.unknown_command", lang, name=name)
             elif command.admin_only and not self.is_admin(message.user):
-                text = f"Sorry, /{name} is for peekbot admins only."
+                text = say("app.admin_only", lang, name=name)
                 logger.warning("non-admin %s tried /%s", message.user.key, name)
             else:
                 text = await command.handler(self, message, argument)
             await reply.finish(text)
         except Exception:
             logger.exception("command /%s failed", name)
-            await self._safe_fail(reply, f"Sorry, /{name} failed on my side. The logs have the details.")
+            await self._safe_fail(reply, say("app.command_failed", lang, name=name))
 
     async def _run_question(
         self, message: IncomingMessage, reply: ReplyHandle, job: Job, *, resumed: bool = False
@@ -498,6 +499,7 @@ class Application(StartStop):
         reply = self.withdrawals.guard(reply, job.job_id)  # another replica may learn that it was withdrawn
         reply = self.stops.watch(reply, job.job_id)  # keeps the text so far for Stop
         started = time.monotonic()
+        lang = lang_for(message)
         outcome, answer_chars, image_hashes = "failed", 0, ()
         task = asyncio.current_task()
         if task is not None:
@@ -506,7 +508,7 @@ class Application(StartStop):
         try:
             await self.withdrawals.ensure_wanted(job.job_id)  # withdrawn before it started: stop here
             if await self.refresh_paused():
-                await reply.finish(PAUSED_REPLY)
+                await reply.finish(say("app.paused", lang))
                 outcome = "paused"
                 await self.jobs.finished(job, answered=True)
                 return
@@ -540,14 +542,14 @@ class Application(StartStop):
         except UserFacingError as exc:
             self.counters["failed"] += 1
             logger.info("answered with an error (%s): %s", exc.kind, exc)
-            await self._safe_fail(reply, exc.user_message)
+            await self._safe_fail(reply, exc.text(lang))
             await self.jobs.finished(job, answered=False, error=exc.kind)
         except asyncio.CancelledError:
             if job.job_id in self._stalled:  # the model hung on it: apologise, never retry it
                 outcome = "stalled"
                 self.counters["failed"] += 1
                 try:
-                    await self._safe_fail(reply, STALLED_REPLY)
+                    await self._safe_fail(reply, say("app.stalled", lang))
                 finally:
                     await self.jobs.finished(job, answered=False, error="stalled the model")
                 raise
@@ -562,7 +564,7 @@ class Application(StartStop):
                 raise
             if self.stops.stopped_by(job.job_id) is not None:  # Stop: keep the text so far, never resume
                 outcome = STOPPED
-                await self.stops.finish(job.job_id)
+                await self.stops.finish(job.job_id, lang)
                 await self.jobs.finished(job, answered=True)
                 raise
             # Stopping: leave the job for the next start, which continues the same reply.
@@ -572,8 +574,7 @@ class Application(StartStop):
         except Exception:
             self.counters["failed"] += 1
             logger.exception("question failed")
-            await self._safe_fail(reply, "Sorry, something went wrong on my side. Please try again; if it keeps "
-                                  f"happening, tell an admin (reference {message.message_id}).")
+            await self._safe_fail(reply, say("app.internal", lang, reference=message.message_id))
             await self.jobs.finished(job, answered=False, error="internal")
         finally:
             self._question_tasks.pop(job.job_id, None)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot import fmt
+from bot.i18n import CATALOGUE, lang_for, say
 from bot.instructions import instructions_command, status_line
 from bot.store.base import AuditSummary
 from bot.types import IncomingMessage
@@ -25,6 +26,11 @@ class Command:
     summary: str
     handler: CommandHandler
     admin_only: bool = False
+
+    def summary_in(self, lang: str) -> str:
+        """``summary`` in ``lang``: the catalogue's ``help.cmd.<name>`` for a built-in command (``bot.i18n``)."""
+        key = f"help.cmd.{self.name}"
+        return say(key, lang) if key in CATALOGUE else self.summary
 
 
 def looks_like_command(text: str) -> bool:
@@ -44,17 +50,13 @@ def parse_command(text: str) -> tuple[str, str]:
 
 async def _help(app: Application, message: IncomingMessage, _: str) -> str:
     is_admin = app.is_admin(message.user)
-    lines = [
-        "I answer questions about screenshots, photos and PDFs. Send an image or a PDF with your question "
-        "(in a channel, mention me). Follow-up questions in the same thread keep the context.",
-        "",
-        "Commands:",
-    ]
+    lang = lang_for(message)
+    lines = [say("help.intro", lang), "", say("help.commands", lang)]
     for command in app.commands.values():
         if command.admin_only and not is_admin:
             continue
-        suffix = " (admin)" if command.admin_only else ""
-        lines.append(f"• /{command.name} — {command.summary}{suffix}")
+        suffix = say("help.admin", lang) if command.admin_only else ""
+        lines.append(f"• /{command.name} — {command.summary_in(lang)}{suffix}")
     return "\n".join(lines)
 
 
@@ -63,9 +65,10 @@ async def _status(app: Application, message: IncomingMessage, _: str) -> str:
 
     report = await collect_status(app)
     stats = report.engine
+    lang = lang_for(message)
     lines = [
-        f"peekbot is {report.state}; up {fmt.duration(report.uptime_s)}.",
-        f"Queue: {stats.queue_depth} waiting, {stats.in_flight} being answered.",
+        say("status.state", lang, state=report.state, uptime=fmt.duration(report.uptime_s)),
+        say("status.queue", lang, waiting=stats.queue_depth, running=stats.in_flight),
     ]
     instructions = await status_line(app, message)
     if instructions is not None:
@@ -171,17 +174,17 @@ def _audit_lines(audit: AuditSummary, days: int) -> list[str]:
 
 async def _reset(app: Application, message: IncomingMessage, _: str) -> str:
     forgotten = await app.store.conversations.reset(str(message.conversation))
-    return "Done: I forgot this thread's earlier questions." if forgotten else "There was nothing to forget here."
+    return say("reset.done" if forgotten else "reset.nothing", lang_for(message))
 
 
-async def _pause(app: Application, _message: IncomingMessage, _: str) -> str:
+async def _pause(app: Application, message: IncomingMessage, _: str) -> str:
     await app.set_paused(True)
-    return "Paused: new questions get a polite 'back soon' until an admin runs /resume (every replica, restarts too)."
+    return say("pause.done", lang_for(message))
 
 
-async def _resume(app: Application, _message: IncomingMessage, _: str) -> str:
+async def _resume(app: Application, message: IncomingMessage, _: str) -> str:
     await app.set_paused(False)
-    return "Resumed: I'm answering questions again."
+    return say("resume.done", lang_for(message))
 
 
 async def _reconnect(app: Application, _message: IncomingMessage, argument: str) -> str:

@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.i18n import CATALOGUE
 from bot.settings import CoreSettings
 from bot.store.base import Job, JobState, Store
 from bot.store.codec import decode_message, encode_message
@@ -36,10 +37,8 @@ from bot.types import IncomingMessage, JournaledReply, ReplyHandle, ResumableRep
 
 logger = logging.getLogger(__name__)
 
-GAVE_UP_REPLY = (
-    "Sorry, I was interrupted {attempts} times while answering this (I restarted), so I've stopped trying. "
-    "Please ask again; if it keeps happening, tell an admin."
-)
+GAVE_UP_REPLY = CATALOGUE["app.gave_up"]["en"]
+"""The apology for a question interrupted too often (``{attempts}``); ``bot.i18n`` key ``app.gave_up``."""
 
 FINAL_TEXT = "journal.final"
 """Reply-state key: the final text (answer or error sentence) about to be, or being, delivered."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.i18n import say
 from bot.redact import redact
 
 
@@ -10,13 +11,27 @@ class StartupError(Exception):
 
 
 class UserFacingError(Exception):
-    """An error whose ``user_message`` is shown in the chat (credentials masked, see ``bot.redact``)."""
+    """An error whose sentence is shown in the chat (credentials masked, see ``bot.redact``).
+
+    Raised with a catalogue ``key`` (``bot.i18n``) and its ``values``, ``text(lang)`` renders it in the asker's
+    language; ``user_message`` is the English sentence (logs, tests). Raised with a sentence only, that sentence is
+    shown in every language.
+    """
 
     kind = "error"
 
-    def __init__(self, user_message: str, *, detail: str | None = None) -> None:
+    def __init__(
+        self, user_message: str = "", *, detail: str | None = None, key: str = "", **values: object
+    ) -> None:
+        self.key = key
+        self.values = values
+        user_message = say(key, "en", **values) if key else user_message
         super().__init__(detail or user_message)
         self.user_message = redact(user_message)
+
+    def text(self, lang: str) -> str:
+        """The sentence to show, in ``lang`` where the catalogue has it."""
+        return redact(say(self.key, lang, **self.values)) if self.key else self.user_message
 
 
 class InputError(UserFacingError):
@@ -79,10 +94,7 @@ class Busy(EngineError):
     kind = "busy"
 
     def __init__(self, queue_depth: int, queue_limit: int) -> None:
-        super().__init__(
-            f"I'm busy right now: {queue_depth} questions are waiting (the limit is {queue_limit}). "
-            "Please ask again in a minute."
-        )
+        super().__init__(key="error.busy", depth=queue_depth, limit=queue_limit)
         self.queue_depth = queue_depth
         self.queue_limit = queue_limit
 
@@ -91,34 +103,34 @@ class DeadlineExceeded(EngineError):
     kind = "timeout"
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(
-            f"Sorry, answering took longer than {seconds:.0f} s, so I stopped. "
-            "Please try a shorter question or a smaller image."
-        )
+        super().__init__(key="error.timeout", seconds=seconds)
 
 
 class OutOfMemory(EngineError):
     kind = "oom"
 
     def __init__(self) -> None:
-        super().__init__(
-            "Sorry, the GPU ran out of memory on this question even after I shrank the images. "
-            "Please send fewer or smaller images."
-        )
+        super().__init__(key="error.oom")
 
 
 class Cancelled(EngineError):
     kind = "cancelled"
 
     def __init__(self) -> None:
-        super().__init__("This question was cancelled.")
+        super().__init__(key="error.cancelled")
 
 
 class EngineUnavailable(EngineError):
     kind = "unavailable"
 
-    def __init__(self, reason: str = "the model is not running") -> None:
-        super().__init__(f"Sorry, I can't answer right now: {reason}.")
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(key="error.unavailable", reason=reason or say("error.not_running"))
+        self._default_reason = not reason or reason == say("error.not_running")
+
+    def text(self, lang: str) -> str:
+        if self._default_reason:  # the default reason is in the catalogue too
+            return say("error.unavailable", lang, reason=say("error.not_running", lang))
+        return super().text(lang)
 
 
 class TooManyPending(Busy):
@@ -127,11 +139,11 @@ class TooManyPending(Busy):
     kind = "too_many_pending"
 
     def __init__(self, pending: int, limit: int) -> None:
-        question = "question" if limit == 1 else "questions"
         EngineError.__init__(
             self,
-            f"You already have {limit} {question} waiting; I'll take more once some are answered.",
+            key="error.too_many_pending_one" if limit == 1 else "error.too_many_pending_many",
             detail=f"{pending} pending, limit {limit}",
+            limit=limit,
         )
         self.queue_depth = pending
         self.queue_limit = limit
@@ -143,4 +155,4 @@ class ReplyGone(UserFacingError):
     kind = "reply_gone"
 
     def __init__(self) -> None:
-        super().__init__("Nobody reads this answer any more.")
+        super().__init__(key="error.reply_gone")

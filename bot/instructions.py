@@ -15,6 +15,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from bot.i18n import CATALOGUE, lang_for, say
 from bot.store.base import ADMIN_EVENTS, AuditRecord, ChannelInstructions
 from bot.types import ConversationKey, IncomingMessage
 
@@ -26,10 +27,7 @@ logger = logging.getLogger(__name__)
 
 SET_OUTCOME, CLEARED_OUTCOME = ADMIN_EVENTS
 """The audit outcomes of a change (the record holds who, when and where; never the text)."""
-USAGE = (
-    'Usage: /instructions set <text> — what I should keep in mind in this channel, e.g. "answer in Japanese"; '
-    "/instructions show; /instructions clear."
-)
+USAGE = CATALOGUE["instructions.usage"]["en"]
 STATUS_PREVIEW_CHARS = 300
 """How much of the instructions ``status`` shows."""
 
@@ -58,56 +56,53 @@ async def instructions_command(app: Application, message: IncomingMessage, argum
     text = words[1].strip() if len(words) > 1 else ""
     channel = channel_of(message.conversation)
     store = app.store.instructions
+    lang = lang_for(message)
     if action == "set":
         limit = app.settings.core.max_instructions_chars
         if not text:
-            return "Please put the instructions after `set`, e.g. /instructions set answer in Japanese."
+            return say("instructions.set_empty", lang)
         if len(text) > limit:
-            return (
-                f"Those instructions are {len(text):,} characters long; the limit is {limit:,}. "
-                "Please shorten them and try again."
-            )
+            return say("instructions.too_long", lang, length=len(text), limit=limit)
         await store.set_instructions(channel, text, message.user.key)
         await _audit(app.store, message, SET_OUTCOME, channel)
         logger.info("%s set the instructions of %s (%d characters)", message.user.key, channel, len(text))
-        return (
-            f"Done: every question in this channel now comes with these instructions ({len(text):,} characters). "
-            "/instructions show shows them; /instructions clear removes them."
-        )
+        return say("instructions.set", lang, length=len(text))
     if action == "clear" and not text:
         cleared = await store.clear_instructions(channel)
         if not cleared:
-            return "This channel has no instructions to clear."
+            return say("instructions.nothing_to_clear", lang)
         await _audit(app.store, message, CLEARED_OUTCOME, channel)
         logger.info("%s cleared the instructions of %s", message.user.key, channel)
-        return "Cleared: questions in this channel get no extra instructions from now on."
+        return say("instructions.cleared", lang)
     if action in ("show", "") and not text:
         stored = await store.get_instructions(channel)
         if stored is None:
-            return "This channel has no instructions. " + USAGE
-        return f"Instructions for this channel ({_who_and_when(stored)}):\n{stored.text}"
-    return f"I don't know /instructions {action}. {USAGE}"
+            return say("instructions.none", lang) + " " + say("instructions.usage", lang)
+        return say("instructions.show", lang, who=_who_and_when(stored, lang)) + f"\n{stored.text}"
+    return say("instructions.unknown", lang, action=action) + " " + say("instructions.usage", lang)
 
 
 async def status_line(app: Application, message: IncomingMessage) -> str | None:
     """What ``status`` says about the channel's instructions (admins also see who set them and when)."""
     channel = channel_of(message.conversation)
+    lang = lang_for(message)
     try:
         stored = await app.store.instructions.get_instructions(channel)
     except Exception:
         logger.warning("could not read the instructions of %s for status", channel, exc_info=True)
-        return "Instructions for this channel: could not be read just now."
+        return say("instructions.unreadable", lang)
     if stored is None:
         return None
     preview = stored.text if len(stored.text) <= STATUS_PREVIEW_CHARS else stored.text[:STATUS_PREVIEW_CHARS] + "…"
     preview = " ".join(preview.split())
-    who = f" ({_who_and_when(stored)})" if app.is_admin(message.user) else ""
-    return f"Instructions for this channel{who}: “{preview}”"
+    if app.is_admin(message.user):
+        return say("instructions.status_admin", lang, who=_who_and_when(stored, lang), preview=preview)
+    return say("instructions.status", lang, preview=preview)
 
 
-def _who_and_when(stored: ChannelInstructions) -> str:
+def _who_and_when(stored: ChannelInstructions, lang: str) -> str:
     when = datetime.fromtimestamp(stored.set_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"set by {stored.set_by} on {when}"
+    return say("instructions.who", lang, by=stored.set_by, when=when)
 
 
 async def _audit(store: Store, message: IncomingMessage, outcome: str, channel: str) -> None:

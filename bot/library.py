@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from bot.engine import Engine, GenerationRequest
 from bot.errors import UserFacingError
+from bot.i18n import say
 from bot.settings import Settings
 from bot.store.base import DocumentIndex, DocumentInfo
 from bot.store.codec import encode_file
@@ -98,10 +99,10 @@ class LongDocument:
             return self.parts[number - 1].label
         return str(number)
 
-    def progress_note(self, done: int, total: int) -> str:
+    def progress_note(self, done: int, total: int, lang: str = "en") -> str:
         if self.is_image_set:
-            return f"I've read {done} of {self.label} so far; ask again to search more."
-        return f"I've indexed {done} of {total} pages of {self.label} so far; ask again to search more."
+            return say("library.read_so_far", lang, done=done, document=self.label)
+        return say("library.indexed_so_far", lang, done=done, total=total, document=self.label)
 
 
 @dataclass(slots=True)
@@ -135,18 +136,21 @@ class DocumentPages:
         source = "from " if any(d.has_parts for d, _ in self.pictured) else ""
         return f"{subject} {source}{listed}{order}.{tiled}"
 
-    def used_note(self) -> str:
-        """"Pages used: 27, 3 of report.pdf." or "Sources used: slide 17 of deck.pptx." for the end of the answer."""
+    def used_note(self, lang: str = "en") -> str:
+        """"Pages used: 27, 3 of report.pdf." or "Sources used: slide 17 of deck.pptx." for the end of the answer,
+        in ``lang`` (``bot.i18n``)."""
         sources = [(document, pages) for document, pages in self.pages if document.has_parts]
         others = [(document, pages) for document, pages in self.pages if not document.has_parts]
         notes = []
         units = {document.unit for document, _ in others}
-        if len(units) > 1:
-            notes.append(f"Used {_list_pages(others, with_word=True, separator='; ')}.")
-        elif units:
-            notes.append(f"{units.pop().capitalize()}s used: {_list_pages(others, with_word=False, separator='; ')}.")
+        separator = say("used.groups", lang)
+        if units:
+            key = "used.mixed" if len(units) > 1 else f"used.{units.pop()}s"
+            places = _list_pages(others, with_word=key == "used.mixed", separator=separator, lang=lang)
+            notes.append(say(key, lang, places=places))
         if sources:
-            notes.append(f"Sources used: {_list_pages(sources, with_word=False, separator='; ')}.")
+            places = _list_pages(sources, with_word=False, separator=separator, lang=lang)
+            notes.append(say("used.sources", lang, places=places))
         return " ".join(notes)
 
     def extend(self, other: DocumentPages) -> None:
@@ -163,13 +167,14 @@ class DocumentPages:
 
 
 def _list_pages(
-    groups: Sequence[tuple[LongDocument, list[int]]], *, with_word: bool, separator: str = ", then "
+    groups: Sequence[tuple[LongDocument, list[int]]], *, with_word: bool, separator: str = ", then ", lang: str = "en"
 ) -> str:
     parts = []
     for document, pages in groups:
-        numbers = ", ".join(document.part_label(page) for page in pages)
-        word = f"{document.unit}{'s' if len(pages) > 1 else ''} " if with_word and not document.has_parts else ""
-        parts.append(f"{word}{numbers} of {document.label}")
+        numbers = say("used.separator", lang).join(document.part_label(page) for page in pages)
+        if with_word and not document.has_parts:
+            numbers = say(f"unit.{document.unit}{'s' if len(pages) > 1 else ''}", lang, numbers=numbers)
+        parts.append(say("used.place", lang, numbers=numbers, document=document.label))
     return separator.join(parts)
 
 
@@ -329,12 +334,19 @@ class DocumentLibrary:
 
     # -- answering ------------------------------------------------------------------------------------------
     async def pages_for_question(
-        self, documents: Sequence[LongDocument], question: str, *, max_images: int, max_pages: int | None = None
+        self,
+        documents: Sequence[LongDocument],
+        question: str,
+        *,
+        max_images: int,
+        max_pages: int | None = None,
+        lang: str = "en",
     ) -> DocumentPages:
         """Index what is not indexed yet (within this question's allowance), search, and draw the best pages.
 
         At most ``max_pages`` pages (default ``doc_pages_per_question``) and ``max_images`` pictures. An empty
         ``question`` (or one the search finds nothing for) gets a PDF's first pages or an image set's newest images.
+        The notes about indexing are in ``lang`` (``bot.i18n``).
         """
         result = DocumentPages()
         if not documents or (max_images < 1 and not any(d.has_parts for d in documents)):
@@ -344,7 +356,7 @@ class DocumentLibrary:
         index_deadline = started + budget * INDEX_SHARE_OF_BUDGET
         allowance = [max(0, self.settings.images.transcribe_pages_per_question)]
         for document in documents:
-            result.notes.extend(await self._index(document, allowance, index_deadline))
+            result.notes.extend(await self._index(document, allowance, index_deadline, lang))
         wanted = max_pages if max_pages is not None else self.pages_per_question
         if not any(d.has_parts for d in documents):  # a part's text is sent even when no picture slot is left
             wanted = min(wanted, max_images)
@@ -445,7 +457,7 @@ class DocumentLibrary:
             result.pictured.append((document, pictured))
 
     # -- indexing -------------------------------------------------------------------------------------------
-    async def _index(self, document: LongDocument, allowance: list[int], deadline: float) -> list[str]:
+    async def _index(self, document: LongDocument, allowance: list[int], deadline: float, lang: str) -> list[str]:
         """Give every page searchable text once; returns notes for the answer.
 
         A PDF's text layer is read page by page until the deadline (or the content cap); the pages not read in
@@ -457,7 +469,8 @@ class DocumentLibrary:
         notes: list[str] = []
         searchable = min(document.page_count, max(1, self.settings.images.pdf_max_text_pages))
         if searchable < document.page_count:
-            notes.append(f"I search only the first {searchable} of {document.page_count} pages of {document.label}.")
+            total, label = document.page_count, document.label
+            notes.append(say("library.first_pages", lang, searchable=searchable, total=total, document=label))
         indexed = await self.index.indexed_pages(document.document_id)
         missing = [page for page in range(1, searchable + 1) if page not in indexed]
         if not missing:
@@ -487,7 +500,7 @@ class DocumentLibrary:
         )
         left = len(unread) + await self._transcribe_pages(document, scanned, allowance, deadline)
         if left:
-            notes.append(document.progress_note(searchable - left, searchable))
+            notes.append(document.progress_note(searchable - left, searchable, lang))
         return notes
 
     async def _index_parts(self, document: LongDocument) -> None:

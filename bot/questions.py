@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.engine import ChatTurn, Engine, GenerationRequest
 from bot.errors import InputError, UserFacingError
+from bot.i18n import lang_for, say
 from bot.instructions import instructions_for
 from bot.library import DocumentLibrary, DocumentPages, LongDocument
 from bot.settings import Settings
@@ -226,15 +227,18 @@ class ContextFit:
     dropped_images: int
     dropped_turns: int
 
-    def note(self) -> str | None:
+    def note(self, lang: str = "en") -> str | None:
+        """What was left out, in ``lang``; None when nothing was."""
         parts = []
         if self.dropped_images:
-            parts.append(f"{self.dropped_images} older image{'s' if self.dropped_images != 1 else ''}")
+            key = "context.images_one" if self.dropped_images == 1 else "context.images_many"
+            parts.append(say(key, lang, n=self.dropped_images))
         if self.dropped_turns:
-            parts.append(f"{self.dropped_turns} earlier message{'s' if self.dropped_turns != 1 else ''}")
+            key = "context.messages_one" if self.dropped_turns == 1 else "context.messages_many"
+            parts.append(say(key, lang, n=self.dropped_turns))
         if not parts:
             return None
-        return f"I left out {' and '.join(parts)} from this thread to stay within my limits."
+        return say("context.left_out", lang, parts=say("context.and", lang).join(parts))
 
 
 def fit_context(
@@ -287,14 +291,14 @@ def fit_context(
 # ---------------------------------------------------------------------------------------------- answering
 
 
-def compose_final(answer: str, notes: list[str]) -> str:
-    answer = answer.strip() or "(The model gave an empty answer.)"
+def compose_final(answer: str, notes: list[str], lang: str = "en") -> str:
+    answer = answer.strip() or say("answer.empty", lang)
     if not notes:
         return answer
     return answer + "\n\n" + "\n".join(f"_{note}_" for note in notes)
 
 
-CACHE_KEY_VERSION = 3
+CACHE_KEY_VERSION = 4
 """Bumped whenever what goes into the answer cache key changes, so older entries are never matched."""
 CACHE_SAMPLING_FIELDS = ("max_new_tokens", "min_new_tokens", "sampling")
 """What shapes the answer beyond its inputs: ``GenerationRequest`` fields, else the entry of ``Engine.describe()``
@@ -311,13 +315,15 @@ def answer_cache_key(
     picture_hashes: Sequence[str],
     model: Mapping[str, Any],
     instructions: str = "",
+    lang: str = "en",
 ) -> str:
     """The key of an answer: the same question in the same context gets the same key, any difference a new one.
 
     It covers everything the model is sent (the prompt, the thread's turns that fit the token budget, the pictures
     by ``picture_hashes`` and size, the system prompt), the files read for it by content hash in order, the model
     (``model`` is ``Engine.describe()``), the length and sampling settings, and ``instructions``: the channel's
-    instructions (``bot.instructions``), so that changed instructions never serve an answer cached under the old.
+    instructions (``bot.instructions``), so that changed instructions never serve an answer cached under the old,
+    and ``lang``, the language of the notes under the answer (``bot.i18n``).
     """
     sizes = [f"{image.width}x{image.height}" for image in request.images]
     parts = {
@@ -328,6 +334,7 @@ def answer_cache_key(
         "files": [content_hash for _, content_hash in files_seen],
         "system_prompt": request.system_prompt or "",
         "instructions": instructions,
+        "lang": lang,
         "model": {name: str(model.get(name, "")) for name in CACHE_MODEL_FIELDS},
         "sampling": {name: getattr(request, name, model.get(name)) for name in CACHE_SAMPLING_FIELDS},
     }
@@ -337,23 +344,28 @@ def answer_cache_key(
 def reading_status(message: IncomingMessage) -> str | None:
     """The status line while a question's files are opened ("looking at the screenshot…"), None without files."""
     files = [*message.files, *message.context_files]
+    lang = lang_for(message)
     if any(f.mime_type == "application/pdf" or f.name.lower().endswith(".pdf") for f in files):
-        return "reading the document…"
+        return say("status.reading_document", lang)
     pictures = sum(1 for f in files if f.is_image)
-    return "looking at the screenshots…" if pictures > 1 else "looking at the screenshot…" if pictures else None
+    if not pictures:
+        return None
+    return say("status.looking_screenshots" if pictures > 1 else "status.looking_screenshot", lang)
 
 
-def pages_status(pages: DocumentPages) -> str | None:
+def pages_status(pages: DocumentPages, lang: str = "en") -> str | None:
     """The status line while the model reads a long document's chosen pages ("reading pages 4, 9 of 12…")."""
     if not pages.pages:
         return None
     document, numbers = pages.pages[0]
     if not numbers:
         return None
-    listed = ", ".join(document.part_label(n) for n in numbers[:3]) + (", …" if len(numbers) > 3 else "")
+    separator = say("used.separator", lang)
+    listed = separator.join(document.part_label(n) for n in numbers[:3]) + (f"{separator}…" if len(numbers) > 3 else "")
     if document.has_parts:
-        return f"reading {listed} of {document.label}…"
-    return f"reading {document.unit}{'s' if len(numbers) > 1 else ''} {listed} of {document.page_count}…"
+        return say("status.reading_of", lang, listed=listed, document=document.label)
+    unit = f"unit.{document.unit}{'s' if len(numbers) > 1 else ''}"
+    return say("status.reading_numbered", lang, listed=say(unit, lang, numbers=listed), total=document.page_count)
 
 
 async def show_status(reply: ReplyHandle, text: str | None) -> None:
@@ -390,9 +402,7 @@ async def answer_question(
     """
     question = message.text
     if len(question) > settings.core.max_question_chars:
-        raise InputError(
-            f"Your question is {len(question):,} characters long; the limit is {settings.core.max_question_chars:,}."
-        )
+        raise InputError(key="question.too_long", length=len(question), limit=settings.core.max_question_chars)
     if library is None and store is not None:
         library = DocumentLibrary(store.documents, engine, settings, media=media)
     await show_status(reply, reading_status(message))
@@ -400,7 +410,7 @@ async def answer_question(
         message, adapter, settings, library=library, conversation_files=conversation_files, media=media
     )
     if not question and not gathered.own and not gathered.context and not gathered.documents and not gathered.texts:
-        raise InputError("Send me a screenshot, photo or PDF with a question, or type /help.")
+        raise InputError(key="question.empty")
     asked = question or DEFAULT_QUESTION
     instructions = await instructions_for(store, message.conversation) if store is not None else ""
     async with engine_turn() if engine_turn is not None else contextlib.nullcontext():
@@ -434,7 +444,7 @@ async def _answer_gathered(
     if caching:  # keyed on what is actually sent: after the context fit and the choice of pages
         cache_key = answer_cache_key(
             request, gathered.files_seen, picture_hashes=gathered.image_hashes, model=_model_of(engine),
-            instructions=request.instructions,
+            instructions=request.instructions, lang=lang_for(message),
         )
         cached = await _cached_answer(store, conversation, cache_key)
         if cached is not None:
@@ -443,12 +453,12 @@ async def _answer_gathered(
             return AnsweredQuestion(asked, cached, files_seen=gathered.files_seen, cached=True,
                                     image_hashes=gathered.image_hashes, pages_used=pages_used)
 
-    answer = await _stream_answer(request, reply, engine, status=pages_status(pages))
+    answer = await _stream_answer(request, reply, engine, status=pages_status(pages, lang_for(message)))
     notes = list(gathered.notes)
-    used = pages.used_note()
+    used = pages.used_note(lang_for(message))
     if used:
         notes.append(used)
-    final = compose_final(answer, notes)
+    final = compose_final(answer, notes, lang_for(message))
     if cache_key is not None and answer.strip():
         await _cache_answer(store, conversation, cache_key, final, settings)
     await reply.finish(final)
@@ -476,11 +486,13 @@ async def _build_request(
     limit = max(1, settings.images.max_images_per_question)
     own = gathered.own
     if len(own) > limit:
-        gathered.notes.append(f"I looked at the first {limit} of {len(own)} images.")
+        gathered.notes.append(say("question.first_images", lang_for(message), limit=limit, count=len(own)))
         own = own[:limit]
     pages = DocumentPages()
     if library is not None and gathered.documents:
-        pages = await library.pages_for_question(gathered.documents, message.text, max_images=limit - len(own))
+        pages = await library.pages_for_question(
+            gathered.documents, message.text, max_images=limit - len(own), lang=lang_for(message)
+        )
     context = gathered.context
     slots = limit - len(own) - len(pages.images)
     if library is not None and 0 < slots < len(context):
@@ -489,7 +501,9 @@ async def _build_request(
             context, conversation=str(message.conversation), newest_file=gathered.context_sources[-1]
         )
         pages.extend(
-            await library.pages_for_question([image_set], message.text, max_images=slots, max_pages=slots)
+            await library.pages_for_question(
+                [image_set], message.text, max_images=slots, max_pages=slots, lang=lang_for(message)
+            )
         )
         context = []
     gathered.notes.extend(pages.notes)
@@ -508,7 +522,7 @@ async def _build_request(
         budget_tokens=settings.engine.context_token_budget,
         image_slots=limit - len(own) - len(pages.images),
     )
-    note = fit.note()
+    note = fit.note(lang_for(message))
     if note:
         gathered.notes.append(note)
     sent = [*fit.context, *own, *pages.images]

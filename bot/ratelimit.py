@@ -33,6 +33,7 @@ from datetime import time as day_time
 from typing import Protocol
 
 from bot.errors import TooManyPending
+from bot.i18n import say
 
 logger = logging.getLogger(__name__)
 
@@ -198,20 +199,20 @@ class UserLimits:
     pending: Callable[[str], Awaitable[int]]
     """The user's accepted but unanswered questions (on every replica)."""
 
-    async def refusal(self, user_key: str, *, command: bool = False) -> str | None:
-        """None when ``user_key`` may ask now, else the sentence that tells them why not."""
+    async def refusal(self, user_key: str, *, command: bool = False, lang: str = "en") -> str | None:
+        """None when ``user_key`` may ask now, else the sentence (in ``lang``) that tells them why not."""
         wait_s = await self.rate_limiter.acquire(user_key)
         if wait_s is not None:
-            return rate_limit_reply(wait_s)
+            return rate_limit_reply(wait_s, lang)
         if command:
             return None
         pending = await self.pending(user_key)
         if self.max_pending > 0 and pending >= self.max_pending:
             logger.info("%s has %d questions pending, refusing another", user_key, pending)
-            return TooManyPending(pending, self.max_pending).user_message
+            return TooManyPending(pending, self.max_pending).text(lang)
         quota_wait_s = await self.quota.check(user_key, pending=pending)
         if quota_wait_s is not None:
-            return quota_reply(self.quota.daily_quota, quota_wait_s)
+            return quota_reply(self.quota.daily_quota, quota_wait_s, lang)
         return None
 
 
@@ -224,31 +225,28 @@ def zone(name: str) -> tzinfo | None:
     return ZoneInfo(name)
 
 
-def about(seconds: float) -> str:
+def about(seconds: float, lang: str = "en") -> str:
     """A rough human duration, never shorter than the real one below an hour: ``40 seconds``, ``a minute``,
-    ``5 minutes``, ``3 hours``."""
+    ``5 minutes``, ``3 hours`` (in ``lang``, ``bot.i18n``)."""
     whole = max(math.ceil(seconds), 1)
     if whole == 1:
-        return "a second"
+        return say("time.a_second", lang)
     if whole < 10:
-        return f"{whole} seconds"
+        return say("time.seconds", lang, n=whole)
     if whole < 60:
         rounded = math.ceil(whole / 5) * 5
-        return "a minute" if rounded == 60 else f"{rounded} seconds"
+        return say("time.a_minute", lang) if rounded == 60 else say("time.seconds", lang, n=rounded)
     minutes = math.ceil(whole / 60)
     if minutes < 60:
-        return "a minute" if minutes == 1 else f"{minutes} minutes"
+        return say("time.a_minute", lang) if minutes == 1 else say("time.minutes", lang, n=minutes)
     hours = max(round(whole / 3600), 1)
-    return "an hour" if hours == 1 else f"{hours} hours"
+    return say("time.an_hour", lang) if hours == 1 else say("time.hours", lang, n=hours)
 
 
-def rate_limit_reply(wait_s: float) -> str:
-    return f"You're asking faster than I can keep up — please wait about {about(wait_s)} and ask again."
+def rate_limit_reply(wait_s: float, lang: str = "en") -> str:
+    return say("limit.rate", lang, wait=about(wait_s, lang))
 
 
-def quota_reply(daily_quota: int, reset_in_s: float) -> str:
-    questions = "question" if daily_quota == 1 else "questions"
-    return (
-        f"You've used today's {daily_quota} {questions}. "
-        f"Your quota resets at midnight (in about {about(reset_in_s)})."
-    )
+def quota_reply(daily_quota: int, reset_in_s: float, lang: str = "en") -> str:
+    key = "limit.quota_one" if daily_quota == 1 else "limit.quota_many"
+    return say(key, lang, quota=daily_quota, wait=about(reset_in_s, lang))

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.durability import recorded_final
+from bot.i18n import CATALOGUE, Lang, lang_for, say
 from bot.ratelimit import RateLimiter, about
 from bot.store.base import Job, JobState, Rating
+from bot.store.codec import CodecError, decode_message
 from bot.types import AnswerAction, AnswerActionKind
 from bot.withdrawals import is_tombstone, job_id_of
 
@@ -41,19 +43,19 @@ REASON = re.compile(r"[\w .,'-]{1,40}")
 """A reason is a short choice from the platform's list ("wrong", "did not read the file"), never free text: anything
 else is stored as ``other``."""
 
-THANKS_HELPFUL = "Thanks — noted that this helped."
-THANKS_NOT_HELPFUL = "Thanks — noted. What was wrong?"
-THANKS_REASON = "Thanks — noted what was wrong."
-UNKNOWN_ANSWER = "Sorry, I can't find that answer any more, so I can't record a rating for it."
-NOT_AN_ANSWER = "That message is not an answer I gave, so there is nothing to rate."
-NOT_FINISHED = "Please rate this answer once it is complete."
+THANKS_HELPFUL = CATALOGUE["rating.helpful"]["en"]
+THANKS_NOT_HELPFUL = CATALOGUE["rating.not_helpful"]["en"]
+THANKS_REASON = CATALOGUE["rating.reason"]["en"]
+UNKNOWN_ANSWER = CATALOGUE["rating.unknown"]["en"]
+NOT_AN_ANSWER = CATALOGUE["rating.not_an_answer"]["en"]
+NOT_FINISHED = CATALOGUE["rating.not_finished"]["en"]
 
 RatingListener = Callable[[str, str], None]
 """Called with (platform, rating) for each rating recorded or changed (the metrics count them)."""
 
 
-def rated_too_fast(wait_s: float) -> str:
-    return f"You're rating faster than I can keep up — please wait about {about(wait_s)} and try again."
+def rated_too_fast(wait_s: float, lang: str = "en") -> str:
+    return say("rating.too_fast", lang, wait=about(wait_s, lang))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +104,14 @@ class Ratings:
         if job is None:
             logger.info("rating for unknown job %s refused", job_id)
             return UNKNOWN_ANSWER
+        lang = job_lang(job)
         final = recorded_final(job)
         being_delivered = not job.state.finished and final is not None and final[1] == "finish"
         if job.state is not JobState.ANSWERED and not being_delivered:  # buttons show as the final text goes out
-            return NOT_FINISHED if not job.state.finished else NOT_AN_ANSWER
+            return say("rating.not_finished" if not job.state.finished else "rating.not_an_answer", lang)
         wait_s = await self._limiter.acquire(f"ratings:{action.user.key}")
         if wait_s is not None:
-            return rated_too_fast(wait_s)
+            return rated_too_fast(wait_s, lang)
         rating = HELPFUL if action.kind is AnswerActionKind.HELPFUL else NOT_HELPFUL
         reason = ""
         if rating == NOT_HELPFUL and action.reason.strip():
@@ -126,8 +129,8 @@ class Ratings:
             "first" if replaced is None else ("again" if replaced == rating else "changed"),
         )
         if rating == HELPFUL:
-            return THANKS_HELPFUL
-        return THANKS_REASON if reason else THANKS_NOT_HELPFUL
+            return say("rating.helpful", lang)
+        return say("rating.reason" if reason else "rating.not_helpful", lang)
 
     async def summary(self, days: int, *, now: float | None = None) -> RatingSummary:
         """The ratings of the last ``days`` UTC days (today included), per day and in all."""
@@ -160,6 +163,14 @@ async def job_of(app: Application, action: AnswerAction) -> Job | None:
         return None
     job = await app.store.jobs.get(job_id_of(action.platform, action.question_id))
     return None if job is None or is_tombstone(job) else job
+
+
+def job_lang(job: Job) -> Lang:
+    """The language of what peekbot tells someone about ``job``'s answer: that of its question (``bot.i18n``)."""
+    try:
+        return lang_for(decode_message(job.message))
+    except CodecError:
+        return "en"
 
 
 async def answer_action(app: Application, action: AnswerAction) -> str:

@@ -22,7 +22,8 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from bot.durability import LeaseLost
-from bot.ratings import job_of
+from bot.i18n import CATALOGUE, say
+from bot.ratings import job_lang, job_of
 from bot.types import AnswerAction, ReplyHandle
 from bot.withdrawals import retract
 
@@ -38,10 +39,10 @@ POLL_S = 1.0
 REMEMBERED = 10_000
 """Stopped job ids kept in memory (a bound; each matters only until its question ends)."""
 
-STOPPING = "Stopping — what was written so far stays."
-ALREADY_COMPLETE = "This answer is already complete."
-NOT_YOURS = "Only the person who asked (or an admin) can stop this answer."
-UNKNOWN = "Sorry, I can't find that answer any more."
+STOPPING = CATALOGUE["stop.stopping"]["en"]
+ALREADY_COMPLETE = CATALOGUE["stop.complete"]["en"]
+NOT_YOURS = CATALOGUE["stop.not_yours"]["en"]
+UNKNOWN = CATALOGUE["stop.unknown"]["en"]
 
 
 def marker(job_id: str) -> str:
@@ -49,8 +50,8 @@ def marker(job_id: str) -> str:
     return f"stop:{job_id}"
 
 
-def stopped_line(name: str) -> str:
-    return f"(stopped by {name})"
+def stopped_line(name: str, lang: str = "en") -> str:
+    return say("stop.stopped_by", lang, name=name)
 
 
 class Stops:
@@ -72,13 +73,13 @@ class Stops:
         job = await job_of(app, action)
         if job is None:
             return UNKNOWN
-        job_id = job.job_id
+        job_id, lang = job.job_id, job_lang(job)
         reply = self._replies.get(job_id)
         if job.state.finished or (reply is not None and reply.finishing):
-            return ALREADY_COMPLETE
+            return say("stop.complete", lang)
         if action.user.key != job.user and not app.is_admin(action.user):
             logger.info("job %s: stop refused to %s (not the asker)", job_id, action.user.key)
-            return NOT_YOURS
+            return say("stop.not_yours", lang)
         name = action.user.display_name or action.user.user_id
         logger.info("job %s: stopped by %s", job_id, action.user.key)
         self._remember(job_id, name)
@@ -87,7 +88,7 @@ class Stops:
             task.cancel()  # Application._run_question finishes the reply with the text so far
         elif self._shared:  # another replica answers it (or will): it reads the marker
             await app.store.controls.put(marker(job_id), name, app.settings.core.dedupe_ttl_s)
-        return STOPPING
+        return say("stop.stopping", lang)
 
     # what the application asks ---------------------------------------------------------------------------------
     def watch(self, reply: ReplyHandle, job_id: str) -> StoppableReply:
@@ -100,14 +101,14 @@ class Stops:
         """Who stopped ``job_id`` (None when nobody did)."""
         return self._stopped.get(job_id)
 
-    async def finish(self, job_id: str) -> None:
-        """Finish a stopped answer: the text so far and who stopped it (never raises)."""
+    async def finish(self, job_id: str, lang: str = "en") -> None:
+        """Finish a stopped answer: the text so far and who stopped it, said in ``lang`` (never raises)."""
         reply = self._replies.get(job_id)
         name = self._stopped.get(job_id)
         if reply is None or name is None:
             return
         text = reply.text.rstrip()
-        final = f"{text}\n\n{stopped_line(name)}" if text else stopped_line(name)
+        final = f"{text}\n\n{stopped_line(name, lang)}" if text else stopped_line(name, lang)
         try:
             await reply.finish(final)
         except LeaseLost:

@@ -105,6 +105,9 @@ class IncomingMessage:
     is_command: bool = False
     """True when the platform marked it as a command (Slack slash command): ``text`` is the command line."""
     received_at: float = field(default_factory=time.time)
+    locale: str = ""
+    """The author's language as the platform states it (``zh-CN``, ``en-US``); empty when the adapter does not
+    know it. ``bot.i18n.lang_for`` picks the language of peekbot's own sentences from it or from the text."""
 
     @property
     def platform(self) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import mimetypes
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -176,9 +177,19 @@ class ConsoleAdapter:
             chat_type=ChatType.DIRECT,
             segments=tuple(segments),
             context_files=tuple(self._earlier_files),
+            locale=terminal_locale(),
         )
         await self._handler(message, reply)
         await reply.done.wait()
         if reply.error is None:
             self._earlier_files = (refs + self._earlier_files)[: self._settings.images.max_images_per_question]
         return reply
+
+
+def terminal_locale() -> str:
+    """The terminal's language (``LC_ALL``, ``LC_MESSAGES`` or ``LANG``, e.g. ``zh_CN`` from ``zh_CN.UTF-8``)."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name, "").split(".")[0]
+        if value:
+            return value
+    return ""

@@ -37,6 +37,7 @@ from adapters.feishu.settings import FeishuSettings
 from adapters.kit.ratings import reason_text
 from adapters.kit.replies import Spawn
 from bot.access import AccessPolicy
+from bot.i18n import lang_of_text, say
 from bot.settings import Settings
 from bot.types import (
     AnswerAction,
@@ -95,7 +96,7 @@ class CardActions:
         sentence = self._sentence(task, press)
         await inbound.ack(200, response(sentence or NOT_RECORDED, kind="info" if sentence else "error"))
         if sentence:
-            await self._redraw(press)
+            await self._redraw(press, lang_of_text(sentence))
 
     def _refusal(self, press: CardPress) -> str | None:
         """The access rules' refusal for the presser (their tenant and user), or None."""
@@ -143,20 +144,22 @@ class CardActions:
 
     async def _finish_late(self, task: asyncio.Task[str], press: CardPress) -> None:
         await asyncio.wait({task})
-        if self._sentence(task, press):
-            await self._redraw(press)
+        sentence = self._sentence(task, press)
+        if sentence:
+            await self._redraw(press, lang_of_text(sentence))
 
-    async def _redraw(self, press: CardPress) -> None:
-        """After a 👎 on a CardKit card: the reason choice, then a thank-you (see the module docstring)."""
+    async def _redraw(self, press: CardPress, lang: str) -> None:
+        """After a 👎 on a CardKit card: the reason choice, then a thank-you (see the module docstring), in ``lang``
+        (that of the handler's sentence, which the core says in the asker's language)."""
         value = press.value
         if value.kind is not AnswerActionKind.NOT_HELPFUL or not value.card_id:
             return
         sequence = self._next_sequence(value.card_id, value.sequence, value.drawn_at)
         now = time.time()
         if value.reason:
-            row = note_row(f"Thanks, noted: {reason_text(value.reason).lower()}.")
+            row = note_row(say("rating.noted_reason", lang, reason=reason_text(value.reason, lang).lower()))
         else:
-            row = reason_row(value.question_id, card_id=value.card_id, sequence=sequence, drawn_at=now)
+            row = reason_row(value.question_id, card_id=value.card_id, sequence=sequence, drawn_at=now, lang=lang)
         action = {"action": "update_element", "params": {"element_id": BUTTONS_ELEMENT, "element": row}}
         try:
             await self._rest().update_card(value.card_id, [action], sequence, max_wait_s=self._wait_s)

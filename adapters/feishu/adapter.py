@@ -27,6 +27,7 @@ from adapters.kit.intake import Flight, Intake, NotTaken, Outcome
 from adapters.kit.longanswers import LongAnswers
 from adapters.kit.text import size_text
 from bot.errors import FileAccessDenied, FileTooLarge, UnsupportedFile
+from bot.i18n import lang_for
 from bot.settings import Settings
 from bot.types import (
     AdapterHealth,
@@ -139,32 +140,22 @@ class FeishuAdapter:
         kind = file.source.get("type", "file")
         message_id = file.source.get("message_id", "")
         if kind not in ("image", "file") or not message_id:
-            raise UnsupportedFile(
-                f"I can't read {name}. Send me a screenshot, photo or PDF (as an image or a file) with your question."
-            )
+            raise UnsupportedFile(key="feishu.unsupported", name=name)
         if file.size is not None and file.size > limit:
-            raise FileTooLarge(f"“{name}” is {size_text(file.size)}; the limit is {size_text(limit)}.")
+            raise _too_large(name, file.size, limit)
         if self._rest is None:
-            raise FileAccessDenied(f"I couldn't download “{name}” because I'm not connected to Feishu right now.")
+            raise FileAccessDenied(key="feishu.offline", name=name)
         try:
             download = await self._rest.download(message_id, file.file_id, kind, max_bytes=limit)
         except DownloadTooLarge as exc:
-            if exc.size is not None:
-                raise FileTooLarge(f"“{name}” is {size_text(exc.size)}; the limit is {size_text(limit)}.") from exc
-            raise FileTooLarge(f"“{name}” is larger than the limit of {size_text(limit)}.") from exc
+            raise _too_large(name, exc.size, limit) from exc
         except FeishuApiError as exc:
             if exc.status in (401, 403) or exc.code in PERMISSION_CODES:
-                raise FileAccessDenied(
-                    f"I'm not allowed to download “{name}”. Make sure I'm a member of this chat and that my app "
-                    "has the im:resource permission.",
-                    detail=str(exc),
-                ) from exc
-            raise FileAccessDenied(
-                f"I couldn't download “{name}” from Feishu ({exc.message or 'unknown error'}). Please send it again.",
-                detail=str(exc),
-            ) from exc
+                raise FileAccessDenied(key="feishu.not_allowed", name=name, detail=str(exc)) from exc
+            reason = exc.message or "unknown error"
+            raise FileAccessDenied(key="feishu.download_failed", name=name, reason=reason, detail=str(exc)) from exc
         if len(download.data) > limit:
-            raise FileTooLarge(f"“{name}” is {size_text(len(download.data))}; the limit is {size_text(limit)}.")
+            raise _too_large(name, len(download.data), limit)
         return download.data
 
     # ReportsWithdrawals --------------------------------------------------------------------------
@@ -192,7 +183,7 @@ class FeishuAdapter:
             in_thread=in_thread,
             spawn=self._spawn,
             long_answers=self._long_answers,
-        )
+        ).speaking(lang_for(message))
 
     # intake --------------------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -266,7 +257,7 @@ class FeishuAdapter:
             in_thread=self._feishu.reply_in_thread,
             spawn=self._spawn,
             long_answers=self._long_answers,
-        )
+        ).speaking(lang_for(message))
         accepted = await handler(message, reply)
         logger.info("feishu: %s %s", message.message_id, "accepted" if accepted else "was a duplicate")
 
@@ -295,3 +286,9 @@ class FeishuAdapter:
         context = merge_files(files, message.context_files, limit=self._translator.max_context_files)
         return replace(message, context_files=context)
 
+
+def _too_large(name: str, size: int | None, limit: int) -> FileTooLarge:
+    """The refusal of a file over ``limit`` bytes (``size`` None: how much larger is unknown)."""
+    if size is None:
+        return FileTooLarge(key="file.over_limit", name=name, limit=size_text(limit))
+    return FileTooLarge(key="file.too_large", name=name, size=size_text(size), limit=size_text(limit))

@@ -25,7 +25,8 @@ from lark_oapi.event.callback.model.p2_card_action_trigger import (
     P2CardActionTriggerResponse,
 )
 
-from adapters.kit.ratings import REASONS
+from adapters.kit.ratings import reasons
+from bot.i18n import say
 from bot.types import AnswerActionKind
 
 CARD_ACTION = "card.action.trigger"
@@ -117,9 +118,9 @@ def _row(*cells: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stop_row(question_id: str) -> dict[str, Any]:
-    """The Stop button shown while the answer streams."""
-    return _row(_button("⏹ Stop", ButtonValue(question_id, AnswerActionKind.STOP)))
+def stop_row(question_id: str, lang: str = "en") -> dict[str, Any]:
+    """The Stop button shown while the answer streams (labelled in ``lang``, ``bot.i18n``)."""
+    return _row(_button(f"⏹ {say('button.stop', lang)}", ButtonValue(question_id, AnswerActionKind.STOP)))
 
 
 def rating_row(question_id: str, *, card_id: str = "", sequence: int = 0) -> dict[str, Any]:
@@ -133,14 +134,16 @@ def rating_row(question_id: str, *, card_id: str = "", sequence: int = 0) -> dic
     )
 
 
-def reason_row(question_id: str, *, card_id: str, sequence: int, drawn_at: float) -> dict[str, Any]:
-    """The "what was wrong?" choice after a 👎."""
-    question = {"tag": "markdown", "content": "What was wrong?", "text_size": "notation"}
+def reason_row(
+    question_id: str, *, card_id: str, sequence: int, drawn_at: float, lang: str = "en"
+) -> dict[str, Any]:
+    """The "what was wrong?" choice after a 👎, in ``lang``."""
+    question = {"tag": "markdown", "content": say("rating.what_was_wrong", lang), "text_size": "notation"}
     return _row(
         question,
         *(
             _button(label, ButtonValue(question_id, AnswerActionKind.NOT_HELPFUL, reason, card_id, sequence, drawn_at))
-            for reason, label in REASONS
+            for reason, label in reasons(lang)
         ),
     )
 

@@ -299,7 +299,7 @@ class FeishuCard(Surface):
 
     @property
     def _stop(self) -> dict[str, Any]:
-        return stop_row(self.message_id)
+        return stop_row(self.message_id, self.lang)
 
     def _final_row(self, *, card_id: str = "", sequence: int = 0) -> dict[str, Any] | None:
         if self._failed is not False:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapters.kit.text import ELLIPSIS, FENCE, split_text
+from bot.i18n import say
 from bot.settings import CoreSettings
 
 __all__ = ["ANSWER_FILE_NAME", "LongAnswers", "file_summary", "widest_table_row"]
@@ -51,10 +52,10 @@ def widest_table_row(text: str) -> int:
     return max((len(row) for row in rows if len(row) > 1 and row.startswith("|") and row.endswith("|")), default=0)
 
 
-def file_summary(text: str, limit: int) -> str:
+def file_summary(text: str, limit: int, lang: str = "en") -> str:
     """The message that comes with the file: the answer's opening (up to its first table or code block, within
-    ``limit`` characters) and where the rest is."""
-    note = f"_The full answer ({len(text.strip()):,} characters) is in the file {ANSWER_FILE_NAME} below._"
+    ``limit`` characters) and where the rest is (in ``lang``, ``bot.i18n``)."""
+    note = "_" + say("answer.in_file", lang, length=len(text.strip()), name=ANSWER_FILE_NAME) + "_"
     opening: list[str] = []
     for line in text.strip().splitlines():
         row = line.strip()

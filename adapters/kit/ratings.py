@@ -5,15 +5,20 @@ The reason recorded (``AnswerAction.reason``) is the same word on every platform
 
 from __future__ import annotations
 
-REASONS = (
-    ("wrong", "It is wrong"),
-    ("incomplete", "It is incomplete"),
-    ("missed_file", "It did not read the file"),
-    ("other", "Something else"),
-)
-"""(reason recorded, button text), in the order shown."""
+from bot.i18n import CATALOGUE, say
+
+REASON_WORDS = ("wrong", "incomplete", "missed_file", "other")
+"""The reasons recorded, in the order shown; each one's button text is the ``bot.i18n`` key ``reason.<word>``."""
+REASONS = tuple((reason, say(f"reason.{reason}")) for reason in REASON_WORDS)
+"""(reason recorded, English button text), in the order shown."""
 
 
-def reason_text(reason: str) -> str:
-    """The button text of ``reason`` (the reason itself when it is not one of ``REASONS``)."""
-    return dict(REASONS).get(reason, reason)
+def reasons(lang: str = "en") -> tuple[tuple[str, str], ...]:
+    """(reason recorded, button text in ``lang``), in the order shown."""
+    return tuple((reason, say(f"reason.{reason}", lang)) for reason in REASON_WORDS)
+
+
+def reason_text(reason: str, lang: str = "en") -> str:
+    """The button text of ``reason`` in ``lang`` (the reason itself when it is not one of ``REASONS``)."""
+    key = f"reason.{reason}"
+    return say(key, lang) if key in CATALOGUE else reason

@@ -36,11 +36,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from adapters.kit.longanswers import ANSWER_FILE_NAME, LongAnswers, file_summary
 from adapters.kit.outbound import Failure, Verdict
 from adapters.kit.text import progress_text, split_text, streaming_view
+from bot.i18n import say
 
 __all__ = ["NO_ANSWER", "ReplyConfig", "Spawn", "StreamingReply", "Surface"]
 
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 """Starts a background task the adapter owns (it cancels its tasks when it stops)."""
 
-NO_ANSWER = "(no answer)"
+NO_ANSWER = say("answer.none")
 """What an empty final text shows."""
 MAX_EDIT_BACKOFF_S = 10.0
 """The longest pause between streamed edits after failures."""
@@ -79,6 +80,8 @@ class Surface(ABC):
     """Names the reply in logs (platform and channel or message id; never message text)."""
     error_prefix: str = "⚠️ "
     """Put before the sentence ``fail`` shows."""
+    lang: str = "en"
+    """The language of the reply's own words (button labels; ``bot.i18n``), set by ``StreamingReply.speaking``."""
 
     @property
     def min_interval_s(self) -> float:
@@ -198,6 +201,13 @@ class StreamingReply:
         self.answer_file_shown = False
         self._look_for_file = False
         """True for a reply restored with an uploaded file: ask the surface once whether it is shown."""
+        self.lang = "en"
+        """The language of the reply's own sentences (progress line, queue position; ``bot.i18n``)."""
+
+    def speaking(self, lang: str) -> Self:
+        """This reply, saying its own sentences in ``lang`` (the adapter passes ``bot.i18n.lang_for(message)``)."""
+        self.lang = self.surface.lang = lang
+        return self
 
     @property
     def _interval(self) -> float:
@@ -239,7 +249,7 @@ class StreamingReply:
     async def start_progress(self, queue_position: int | None = None) -> None:
         if self._closed:
             return
-        text = progress_text(queue_position)
+        text = progress_text(queue_position, self.lang)
         async with self._lock:
             try:
                 adopted = await self._prepare()
@@ -408,14 +418,14 @@ class StreamingReply:
         self._wake.set()
         try:
             await self._settle()
-            pieces = split_text(text, self._config.max_chars) or [NO_ANSWER]
+            pieces = split_text(text, self._config.max_chars) or [say("answer.none", self.lang)]
             as_file = not failed and self.surface.posts_files and self._config.long_answers.as_file(text, len(pieces))
             if self.parts_posted and self.answer_file is None:  # an earlier process began it in messages: go on
                 as_file = False
             async with self._lock:
                 await self._prepare()
                 if as_file and await self._upload_answer(text):
-                    pieces = split_text(file_summary(text, self._config.max_chars), self._config.max_chars)
+                    pieces = split_text(file_summary(text, self._config.max_chars, self.lang), self._config.max_chars)
                 else:
                     as_file = False
                 self.surface.finishing(len(pieces), failed=failed)

@@ -8,12 +8,14 @@ Pieces only give up room for that when a cut falls inside a block.
 from __future__ import annotations
 
 from bot.fmt import size_text
+from bot.i18n import CATALOGUE, say
 
 __all__ = [
     "ELLIPSIS",
     "FENCE",
     "LOOKING",
     "QUEUED_PREFIX",
+    "is_looking",
     "is_progress_text",
     "progress_text",
     "size_text",
@@ -21,10 +23,13 @@ __all__ = [
     "streaming_view",
 ]
 
-LOOKING = "Looking at it…"
-"""The progress line of a question that is being answered."""
+LOOKING = say("progress.looking")
+"""The progress line of a question that is being answered (in English; ``progress_text`` says it in any language)."""
 QUEUED_PREFIX = "Queued — "
-"""How the progress line of a queued question starts."""
+"""How the English progress line of a queued question starts."""
+_LOOKING_TEXTS = frozenset(CATALOGUE["progress.looking"].values())
+_QUEUED_PREFIXES = tuple(text.partition(" — ")[0] + " — " for text in CATALOGUE["progress.queued_many"].values())
+"""How a queued progress line starts in each language (the catalogue's texts put a dash after the first words)."""
 ELLIPSIS = "\u2026"
 """Ends a streamed answer cut at the message limit."""
 FENCE = "```"
@@ -34,17 +39,24 @@ _CLOSE = f"\n{FENCE}"
 _REOPEN = f"{FENCE}\n"
 
 
-def progress_text(queue_position: int | None) -> str:
-    """``Looking at it…``, or ``Queued — N questions ahead of yours.`` while ``queue_position`` is above 0."""
+def progress_text(queue_position: int | None, lang: str = "en") -> str:
+    """``Looking at it…``, or ``Queued — N questions ahead of yours.`` while ``queue_position`` is above 0, in
+    ``lang`` (``bot.i18n``)."""
     if not queue_position:
-        return LOOKING
-    noun = "question" if queue_position == 1 else "questions"
-    return f"{QUEUED_PREFIX}{queue_position} {noun} ahead of yours."
+        return say("progress.looking", lang)
+    if queue_position == 1:
+        return say("progress.queued_one", lang)
+    return say("progress.queued_many", lang, position=queue_position)
+
+
+def is_looking(text: str) -> bool:
+    """True for the ``Looking at it…`` line in any language."""
+    return text in _LOOKING_TEXTS
 
 
 def is_progress_text(text: str) -> bool:
-    """True for a text ``progress_text`` makes (a message that still shows no answer)."""
-    return text == LOOKING or text.startswith(QUEUED_PREFIX)
+    """True for a text ``progress_text`` makes in any language (a message that still shows no answer)."""
+    return is_looking(text) or text.startswith(_QUEUED_PREFIXES)
 
 
 def streaming_view(text: str, limit: int) -> str:

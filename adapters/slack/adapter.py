@@ -38,6 +38,7 @@ from adapters.slack.interactions import DM_OPENED_EVENTS, Interactions, shortcut
 from adapters.slack.replies import AssistantStatus, EphemeralReply, ReplyOptions, ThreadReply
 from adapters.slack.settings import SlackSettings
 from adapters.slack.streaming import NativeStreaming, StreamingThread
+from bot.i18n import lang_for
 from bot.logs import log_context
 from bot.settings import Settings
 from bot.types import (
@@ -259,7 +260,7 @@ class SlackAdapter:
             bot_user_id=me.user_id if me is not None else "",
             bot_id=me.bot_id if me is not None else "",
         )
-        return ThreadReply(thread, spawn=self._spawn)
+        return ThreadReply(thread, spawn=self._spawn).speaking(lang_for(message))
 
     # start-up ------------------------------------------------------------------------------------
     def _tokens(self) -> tuple[str, str]:

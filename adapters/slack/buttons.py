@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.kit.ratings import reasons
 from adapters.slack.events import PLATFORM
+from bot.i18n import lang_of_text, say
 from bot.types import AnswerAction, AnswerActionKind, ConversationKey, User
 
 ACTION_PREFIX = "peekbot_"
@@ -20,13 +22,6 @@ ACTION_PREFIX = "peekbot_"
 STOP_ACTION = "peekbot_stop"
 RATING_ACTION = "peekbot_rating"
 REASON_ACTION = "peekbot_reason"
-REASONS = (
-    ("wrong", "It is wrong"),
-    ("incomplete", "It is incomplete"),
-    ("missed_file", "It did not read the file"),
-    ("other", "Something else"),
-)
-"""The "what was wrong?" choices after a 👎: (reason recorded, button text)."""
 SECTION_CHARS = 3000
 """The most text one section block holds."""
 MAX_TEXT_BLOCKS = 45
@@ -59,30 +54,31 @@ def text_blocks(text: str) -> list[dict[str, Any]]:
     return [{"type": "section", "text": {"type": "mrkdwn", "text": chunk}} for chunk in chunks if chunk.strip()]
 
 
-def stop_block(question_id: str) -> dict[str, Any]:
-    """The Stop button shown while an answer streams."""
+def stop_block(question_id: str, lang: str = "en") -> dict[str, Any]:
+    """The Stop button shown while an answer streams (labelled in ``lang``, ``bot.i18n``)."""
     button = {
         "type": "button",
         "action_id": STOP_ACTION,
-        "text": {"type": "plain_text", "text": "Stop"},
+        "text": {"type": "plain_text", "text": say("button.stop", lang)},
         "value": encode(AnswerActionKind.STOP, question_id),
     }
     return {"type": "actions", "block_id": "peekbot_stop", "elements": [button]}
 
 
-def rating_block(question_id: str) -> dict[str, Any]:
-    """👍/👎 under a final answer (a ``context_actions`` block with a ``feedback_buttons`` element)."""
+def rating_block(question_id: str, lang: str = "en") -> dict[str, Any]:
+    """👍/👎 under a final answer (a ``context_actions`` block with a ``feedback_buttons`` element); the labels
+    screen readers read are in ``lang``."""
     feedback = {
         "type": "feedback_buttons",
         "action_id": RATING_ACTION,
         "positive_button": {
             "text": {"type": "plain_text", "text": "👍"},
-            "accessibility_label": "This answer helped",
+            "accessibility_label": say("button.helpful", lang),
             "value": encode(AnswerActionKind.HELPFUL, question_id),
         },
         "negative_button": {
             "text": {"type": "plain_text", "text": "👎"},
-            "accessibility_label": "This answer did not help",
+            "accessibility_label": say("button.not_helpful", lang),
             "value": encode(AnswerActionKind.NOT_HELPFUL, question_id),
         },
     }
@@ -90,7 +86,9 @@ def rating_block(question_id: str) -> dict[str, Any]:
 
 
 def reason_blocks(sentence: str, question_id: str) -> list[dict[str, Any]]:
-    """The handler's sentence and the "what was wrong?" choice, for an ephemeral message after a 👎."""
+    """The handler's sentence and the "what was wrong?" choice, for an ephemeral message after a 👎 (in the
+    sentence's language: the core says it in the asker's)."""
+    lang = lang_of_text(sentence)
     buttons = [
         {
             "type": "button",
@@ -98,9 +96,9 @@ def reason_blocks(sentence: str, question_id: str) -> list[dict[str, Any]]:
             "text": {"type": "plain_text", "text": label},
             "value": encode(AnswerActionKind.NOT_HELPFUL, question_id, reason),
         }
-        for index, (reason, label) in enumerate(REASONS)
+        for index, (reason, label) in enumerate(reasons(lang))
     ]
-    asking = sentence if sentence.rstrip().endswith("?") else f"{sentence} What was wrong?"
+    asking = sentence if sentence.rstrip().endswith(("?", "？")) else f"{sentence} {say('rating.what_was_wrong', lang)}"
     return [
         {"type": "section", "text": {"type": "mrkdwn", "text": asking}},
         {"type": "actions", "block_id": "peekbot_reason", "elements": buttons},

@@ -70,35 +70,25 @@ def _named(name: str) -> str:
 
 
 def access_denied(name: str) -> FileAccessDenied:
-    return FileAccessDenied(
-        f"I can't open the file{_named(name)}: Slack did not let me download it. Please invite me to this "
-        "channel (type `/invite @peekbot`) and make sure the app has the `files:read` permission, then send the "
-        "file again.",
-        detail=f"download of {name!r} refused",
-    )
+    return FileAccessDenied(key="slack.access_denied", named=_named(name), detail=f"download of {name!r} refused")
 
 
 def outside_slack(name: str) -> FileAccessDenied:
-    return FileAccessDenied(
-        f"I can't open files stored outside Slack, and the file{_named(name)} is one. Please upload the file "
-        "itself to Slack (not a link to it or a file from another service) and ask again.",
-        detail=f"file {name!r} is not stored on Slack",
-    )
+    return FileAccessDenied(key="slack.outside", named=_named(name), detail=f"file {name!r} is not stored on Slack")
 
 
 def unsafe_redirect(name: str, why: str) -> FileAccessDenied:
     return FileAccessDenied(
-        f"I couldn't download the file{_named(name)} safely: {why}. Please upload it to Slack again, or send a "
-        "screenshot instead.",
-        detail=f"download of {name!r} stopped: {why}",
+        key="slack.unsafe", named=_named(name), why=why, detail=f"download of {name!r} stopped: {why}"
     )
 
 
 def too_large(name: str, size: int, limit: int, *, at_least: bool = False) -> FileTooLarge:
-    how_big = f"is over {size_text(limit)}" if at_least else f"is {size_text(size)}"
     return FileTooLarge(
-        f"The file{_named(name)} {how_big}; the limit is {size_text(limit)}. "
-        "Please send a smaller file or a screenshot of the part that matters.",
+        key="slack.too_large_at_least" if at_least else "slack.too_large",
+        named=_named(name),
+        size=size_text(size),
+        limit=size_text(limit),
         detail=f"file {name!r} has {size} bytes > {limit}",
     )
 
@@ -163,9 +153,7 @@ class FileFetcher:
             error = exc.response.get("error", "") if exc.response is not None else ""
             logger.info("files.info %s failed: %s", file_id, error)
             if error in ("file_not_found", "file_deleted"):
-                raise FileAccessDenied(
-                    "I can't open that file: Slack says it no longer exists.", detail=f"files.info {error}"
-                ) from exc
+                raise FileAccessDenied(key="slack.gone", detail=f"files.info {error}") from exc
             raise access_denied("") from exc
         info = response.get("file")
         if not isinstance(info, Mapping):

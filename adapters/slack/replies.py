@@ -47,6 +47,7 @@ from adapters.kit.outbound import Failure, RetryPolicy, Verdict
 from adapters.kit.replies import ReplyConfig, Spawn, StreamingReply, Surface
 from adapters.kit.text import is_progress_text, split_text
 from adapters.slack.buttons import rating_block, stop_block, text_blocks
+from bot.i18n import say
 
 logger = logging.getLogger(__name__)
 
@@ -357,11 +358,11 @@ class SlackThread(Surface):
         if not self.options.buttons or not self.question_id:
             return None
         if self._final is None:
-            return [*text_blocks(text), stop_block(self.question_id)]
+            return [*text_blocks(text), stop_block(self.question_id, self.lang)]
         parts, failed = self._final
         if failed or index != parts - 1:
             return []
-        return [*text_blocks(text), rating_block(self.question_id)]
+        return [*text_blocks(text), rating_block(self.question_id, self.lang)]
 
     async def show_status(self, text: str) -> None:
         """A status line in the question's thread ("looking at the screenshot…"): Slack's AI loading state, in DMs
@@ -413,7 +414,7 @@ class SlackThread(Surface):
             logger.debug("reactions.add failed: %s", exc)
 
     async def _set_status(self) -> None:
-        await self.show_status("is looking at it…")
+        await self.show_status(say("slack.status_looking", self.lang))
 
     async def _thread_after_question(self, looking_for: str) -> Sequence[Mapping[str, Any]]:
         """One bounded page of the thread after the question, with metadata; empty when the look failed."""

@@ -24,7 +24,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.kit.outbound import RetryPolicy
-from adapters.kit.text import ELLIPSIS, LOOKING, is_progress_text
+from adapters.kit.text import ELLIPSIS, is_looking, is_progress_text
 from adapters.slack.buttons import stop_block
 from adapters.slack.replies import NO_WAIT, SlackThread, error_code, web_call
 
@@ -129,7 +129,7 @@ class StreamingThread(SlackThread):
         self.streaming, self._streamed = True, ""
         if not is_progress_text(text):  # the first text of an answer whose placeholder could not be posted
             await self.edit(text, max_wait_s=0.0)
-        elif text != LOOKING:  # the queue position; "looking at it" is the reaction's status already
+        elif not is_looking(text):  # the queue position; "looking at it" is the reaction's status already
             await self.show_status(text)
 
     async def edit(self, text: str, *, max_wait_s: float | None) -> None:
@@ -137,7 +137,7 @@ class StreamingThread(SlackThread):
             await super().edit(text, max_wait_s=max_wait_s)
             return
         if is_progress_text(text):
-            if text != LOOKING:
+            if not is_looking(text):
                 await self.show_status(text)
             return
         shown = self._streamed
@@ -175,7 +175,7 @@ class StreamingThread(SlackThread):
         recipient = {} if self._direct else self._recipient
         chunks = []
         if self.options.buttons and self.question_id and self._native.chunks:
-            chunks = [{"type": "blocks", "blocks": [stop_block(self.question_id)]}]
+            chunks = [{"type": "blocks", "blocks": [stop_block(self.question_id, self.lang)]}]
         call = self._web.chat_startStream
         base = {"what": "chat.startStream", "policy": NO_WAIT, "channel": self.channel, "thread_ts": self.thread_ts}
         try:

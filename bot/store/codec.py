@@ -119,6 +119,7 @@ def encode_message(message: IncomingMessage) -> str:
         "context_files": [file_to_dict(f) for f in message.context_files],
         "is_command": message.is_command,
         "received_at": message.received_at,
+        "locale": message.locale,
     }
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
@@ -151,6 +152,7 @@ def decode_message(text: str) -> IncomingMessage:
             context_files=tuple(file_from_dict(f) for f in data.get("context_files", [])),
             is_command=bool(data.get("is_command", False)),
             received_at=float(data["received_at"]),
+            locale=str(data.get("locale", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, CodecError):

@@ -48,7 +48,7 @@ async def test_chat_command_instructions_reach_the_prompt_of_that_chat_only(
 ) -> None:
     app = await start(start_app, feishu)
     done = await say(feishu, "/instructions set 请用日语回答。")
-    assert feishu.reply_texts(done)[0].startswith("Done:")
+    assert feishu.reply_texts(done)[0].startswith("好的：")  # written in Chinese: answered in Chinese (bot.i18n)
     refused = await say(feishu, "/instructions clear", chat_id="oc_dm_alice", sender="ou_alice")
     assert "admins only" in feishu.reply_texts(refused)[0]
 

@@ -12,7 +12,7 @@ from PIL import Image
 from bot.app import PAUSED_REPLY, Application
 from bot.settings import Settings
 from tests.support.engines import RecordingEngine
-from tests.support.helpers import LocalFilesAdapter, RecordingReply, local_image, message
+from tests.support.helpers import LocalFilesAdapter, RecordingReply, handled, local_image, message
 
 
 @pytest.fixture
@@ -43,12 +43,7 @@ def screenshot(tmp_path: Path) -> Path:
     return path
 
 
-async def ask(app: Application, msg) -> RecordingReply:  # type: ignore[no-untyped-def]
-    reply = RecordingReply()
-    assert await app.handle(msg, reply)
-    await reply.wait()
-    assert await app.wait_idle(30)  # the turn is recorded once the answer is out
-    return reply
+ask = handled
 
 
 async def test_question_with_image_is_answered_and_streamed(running, screenshot: Path) -> None:

@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -53,6 +54,15 @@ class RecordingReply:
     async def wait(self, timeout: float = 60.0) -> RecordingReply:
         await asyncio.wait_for(self.done.wait(), timeout)
         return self
+
+
+async def handled(app: Any, msg: IncomingMessage, timeout: float = 30.0) -> RecordingReply:
+    """Hand ``msg`` to ``app`` (a ``bot.app.Application``) and wait until it is answered and recorded."""
+    reply = RecordingReply()
+    assert await app.handle(msg, reply)
+    await reply.wait(timeout)
+    assert await app.wait_idle(timeout)  # the turn is recorded once the answer is out
+    return reply
 
 
 class LocalFilesAdapter:
