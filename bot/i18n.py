@@ -324,8 +324,8 @@ CATALOGUE: Final[dict[str, dict[Lang, str]]] = {
         "zh": "你的问题有 {length:,} 个字符；上限为 {limit:,}。",
     },
     "question.empty": {
-        "en": "Send me a screenshot, photo or PDF with a question, or type /help.",
-        "zh": "请发给我一张截图、照片或 PDF 并附上问题，或输入 /help。",
+        "en": "Send me a screenshot, photo, PDF or Office file with a question, or type /help.",
+        "zh": "请发给我一张截图、照片、PDF 或 Office 文件并附上问题，或输入 /help。",
     },
     "question.first_images": {
         "en": "I looked at the first {limit} of {count} images.",
@@ -347,10 +347,11 @@ CATALOGUE: Final[dict[str, dict[Lang, str]]] = {
     "status.looking_screenshots": {"en": "looking at the screenshots…", "zh": "正在查看截图…"},
     # commands (bot.commands)
     "help.intro": {
-        "en": "I answer questions about screenshots, photos and PDFs. Send an image or a PDF with your question "
-        "(in a channel, mention me). Follow-up questions in the same thread keep the context.",
-        "zh": "我可以回答关于截图、照片和 PDF 的问题。发送图片或 PDF 并附上你的问题（在频道里请 @ 我）。"
-        "同一话题中的追问会保留上下文。",
+        "en": "I answer questions about screenshots, photos, PDFs, Word, Excel and PowerPoint files and text files. "
+        "Send one with your question (in a channel, mention me). Follow-up questions in the same thread keep the "
+        "context.",
+        "zh": "我可以回答关于截图、照片、PDF、Word、Excel、PowerPoint 和文本文件的问题。发送文件并附上你的问题"
+        "（在频道里请 @ 我）。同一话题中的追问会保留上下文。",
     },
     "help.commands": {"en": "Commands:", "zh": "命令："},
     "help.admin": {"en": " (admin)", "zh": "（管理员）"},

@@ -345,7 +345,7 @@ def reading_status(message: IncomingMessage) -> str | None:
     """The status line while a question's files are opened ("looking at the screenshot…"), None without files."""
     files = [*message.files, *message.context_files]
     lang = lang_for(message)
-    if any(f.mime_type == "application/pdf" or f.name.lower().endswith(".pdf") for f in files):
+    if any(not f.is_image for f in files):  # a PDF, an Office or a text file
         return say("status.reading_document", lang)
     pictures = sum(1 for f in files if f.is_image)
     if not pictures:

@@ -120,7 +120,7 @@ async def test_chinese_errors_and_command_replies_and_the_locale_wins_over_the_t
 
     in_chinese = replace(message("/help"), locale="zh-CN")  # a command carries no language; the locale does
     help_text = (await ask(app, in_chinese)).final or ""
-    assert help_text.startswith("我可以回答关于截图、照片和 PDF 的问题")
+    assert help_text.startswith("我可以回答关于截图、照片、PDF")
     assert "/status — 我是否在线以及有多忙" in help_text
     assert ((await ask(app, message("/help"))).final or "").startswith("I answer questions about screenshots")
     refused = await ask(app, replace(message("/pause"), locale="zh-CN"))

@@ -29,6 +29,9 @@ def test_the_status_names_what_is_being_read() -> None:
     assert reading_status(question(image("a.png"), image("b.png"))) == "looking at the screenshots…"
     pdf = FileRef("slack", "F9", name="report.pdf", mime_type="application/pdf")
     assert reading_status(question(image("a.png"), pdf)) == "reading the document…"
+    deck = FileRef("slack", "F8", name="deck.pptx",
+                   mime_type="application/vnd.openxmlformats-officedocument.presentationml.presentation")
+    assert reading_status(question(deck)) == "reading the document…"
     assert reading_status(question()) is None
 
 
