@@ -92,12 +92,17 @@ async def test_a_replica_that_stalls_past_its_lease_leaves_the_answer_to_the_one
     gate = asyncio.Event()
     stalled, _, stalled_engine = await replicas(configure("replica-a", JOB_LEASE_S=LEASE_S), gate=gate)
     other, other_adapter, other_engine = await replicas(configure("replica-b", JOB_LEASE_S=LEASE_S))
-    keep_alive = stalled.jobs.renew
+    keep_alive, keep_taking = stalled.jobs.renew, stalled.jobs.take_over
 
     async def no_renewal() -> set[str]:
         return set()
 
-    monkeypatch.setattr(stalled.jobs, "renew", no_renewal)  # replica A stalls: its leases are not renewed
+    async def takes_nothing(**_: Any) -> list[Any]:
+        return []
+
+    # Replica A stalls: its leases are not renewed, and it takes over nothing (not even its own expired job).
+    monkeypatch.setattr(stalled.jobs, "renew", no_renewal)
+    monkeypatch.setattr(stalled.jobs, "take_over", takes_nothing)
     first_reply = RecordingReply()
     question = message("what does the dialog say?")
     assert await stalled.handle(question, first_reply)
@@ -110,6 +115,7 @@ async def test_a_replica_that_stalls_past_its_lease_leaves_the_answer_to_the_one
     assert second_reply.final and second_reply.error is None
 
     monkeypatch.setattr(stalled.jobs, "renew", keep_alive)
+    monkeypatch.setattr(stalled.jobs, "take_over", keep_taking)
     gate.set()  # A wakes up with its answer generated
     assert await stalled.wait_idle(30)
     await asyncio.sleep(LEASE_S)  # and its lease loop runs again
