@@ -27,11 +27,23 @@ class UserFacingError(Exception):
         self.values = values
         user_message = say(key, "en", **values) if key else user_message
         super().__init__(detail or user_message)
+        self.detail = detail
         self.user_message = redact(user_message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle by attributes, not by ``__init__`` arguments: the key and values survive a worker process."""
+        return (_restore, (type(self), self.args), dict(self.__dict__))
 
     def text(self, lang: str) -> str:
         """The sentence to show, in ``lang`` where the catalogue has it."""
         return redact(say(self.key, lang, **self.values)) if self.key else self.user_message
+
+
+def _restore(cls: type[UserFacingError], args: tuple[object, ...]) -> UserFacingError:
+    """An unpickled ``UserFacingError`` of any subclass, whatever its ``__init__`` takes (state is set after)."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 class InputError(UserFacingError):

@@ -318,6 +318,53 @@ CATALOGUE: Final[dict[str, dict[Lang, str]]] = {
         "zh": "你已经有 {limit} 个问题在等待；等其中一些回答完后我再接受新的。",
     },
     "error.reply_gone": {"en": "Nobody reads this answer any more.", "zh": "已经没有人在看这个回答了。"},
+    # media readers (bot.media)
+    "media.image_damaged": {
+        "en": "I couldn't read this image{named}: the file is damaged or not an image.",
+        "zh": "我无法读取这张图片{named}：文件已损坏，或者不是图片。",
+    },
+    "media.image_too_large": {
+        "en": "This image{named} is too large to open safely; the limit is {limit}.",
+        "zh": "这张图片{named}太大，无法安全打开；上限为 {limit}。",
+    },
+    "media.image_pixels": {
+        "en": "This image{named} is {size} pixels; the limit is {limit}.",
+        "zh": "这张图片{named}有 {size} 像素；上限为 {limit}。",
+    },
+    "media.file_empty": {"en": "This file{named} is empty.", "zh": "这个文件{named}是空的。"},
+    "media.file_too_large": {
+        "en": "This file{named} is {size}; the limit is {limit}.",
+        "zh": "这个文件{named}有 {size}；上限为 {limit}。",
+    },
+    "media.document_as_text": {
+        "en": "This file{named} is a document to read as text.",
+        "zh": "这个文件{named}是要按文本读取的文档。",
+    },
+    "media.not_a_document": {
+        "en": "This file{named} is not a document I read as text.",
+        "zh": "这个文件{named}不是我能按文本读取的文档。",
+    },
+    "media.pdf_encrypted": {
+        "en": "This PDF{named} is password-protected; please send a copy without a password.",
+        "zh": "这个 PDF{named}有密码保护；请发送一份没有密码的副本。",
+    },
+    "media.pdf_damaged": {
+        "en": "I couldn't read this PDF{named}: the file is damaged or not a PDF.",
+        "zh": "我无法读取这个 PDF{named}：文件已损坏，或者不是 PDF。",
+    },
+    "media.pdf_too_slow": {
+        "en": "This PDF{named} took too long to draw. Please send a simpler file or a screenshot of the part you mean.",
+        "zh": "这个 PDF{named}绘制用时太长。请发送更简单的文件，或你所指部分的截图。",
+    },
+    "media.pdf_too_heavy": {
+        "en": "This PDF{named} has too much drawing in it to read. "
+        "Please send a simpler file or a screenshot of the part you mean.",
+        "zh": "这个 PDF{named}里的图形太多，无法读取。请发送更简单的文件，或你所指部分的截图。",
+    },
+    "media.pdf_no_page": {
+        "en": "I couldn't draw any page of this PDF{named}.",
+        "zh": "这个 PDF{named}我一页也画不出来。",
+    },
     # questions (bot.questions)
     "question.too_long": {
         "en": "Your question is {length:,} characters long; the limit is {limit:,}.",

@@ -52,7 +52,7 @@ def load_attachment(
     kind = _checked_kind(data, name, mime_type, images)
     if kind == "document":
         raise UnsupportedFile(  # read with ``read_document``: as text, not as pictures
-            f"This file{named(name)} is a document to read as text.", detail="document passed to load_attachment"
+            key="media.document_as_text", detail="document passed to load_attachment", named=named(name)
         )
 
     min_pixels = min(min_pixels, max_pixels)
@@ -68,10 +68,13 @@ def load_attachment(
 def _checked_kind(data: bytes, name: str, mime_type: str, images: ImageSettings) -> str:
     """The file's kind once it passed the checks every file gets (empty, size, supported)."""
     if not data:
-        raise EmptyFile(f"This file{named(name)} is empty.")
+        raise EmptyFile(key="media.file_empty", named=named(name))
     if len(data) > images.max_file_bytes:
         raise FileTooLarge(
-            f"This file{named(name)} is {size_text(len(data))}; the limit is {size_text(images.max_file_bytes)}."
+            key="media.file_too_large",
+            named=named(name),
+            size=size_text(len(data)),
+            limit=size_text(images.max_file_bytes),
         )
     kind = sniff_kind(data, name, mime_type)
     if kind is not None:
@@ -115,7 +118,7 @@ def read_document(
     kind = _checked_kind(data, name, mime_type, images)
     fmt = document_format(data, name, mime_type) if kind == "document" else None
     if fmt is None:
-        raise UnsupportedFile(f"This file{named(name)} is not a document I read as text.", detail=f"kind {kind}")
+        raise UnsupportedFile(key="media.not_a_document", detail=f"kind {kind}", named=named(name))
     if fmt == "encrypted":
         dot = name.rfind(".")
         raise refuse_encrypted(_ENCRYPTED_WHAT.get(name[dot:].lower() if dot > 0 else "", "Office file"), name)

@@ -62,15 +62,18 @@ _pillow_guard_lock = threading.Lock()
 
 
 def damaged_image(name: str) -> ImageRejected:
-    return ImageRejected(f"I couldn't read this image{named(name)}: the file is damaged or not an image.")
+    return ImageRejected(key="media.image_damaged", named=named(name))
 
 
 def _too_many_pixels(name: str, size: tuple[int, int] | None, limit: int) -> ImageTooLarge:
     if size is None:
-        return ImageTooLarge(f"This image{named(name)} is too large to open safely; the limit is {megapixels(limit)}.")
+        return ImageTooLarge(key="media.image_too_large", named=named(name), limit=megapixels(limit))
     return ImageTooLarge(
-        f"This image{named(name)} is {size[0]}×{size[1]} pixels; the limit is {megapixels(limit)}.",
+        key="media.image_pixels",
         detail=f"decode guard: {size[0]}x{size[1]} > {limit} pixels",
+        named=named(name),
+        size=f"{size[0]}×{size[1]}",
+        limit=megapixels(limit),
     )
 
 

@@ -99,12 +99,10 @@ def _open(data: bytes, name: str) -> pdfium.PdfDocument:
         code = getattr(exc, "err_code", None)
         if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
             raise EncryptedDocument(
-                f"This PDF{named(name)} is password-protected; please send a copy without a password.",
-                detail=f"pdfium error {code}",
+                key="media.pdf_encrypted", detail=f"pdfium error {code}", named=named(name)
             ) from exc
         raise DocumentRejected(
-            f"I couldn't read this PDF{named(name)}: the file is damaged or not a PDF.",
-            detail=f"pdfium error {code}: {exc}",
+            key="media.pdf_damaged", detail=f"pdfium error {code}: {exc}", named=named(name)
         ) from exc
 
 
@@ -298,17 +296,15 @@ def load_pdf(
     if not images:
         if stopped_at is not None:
             raise DocumentRejected(
-                f"This PDF{named(name)} took too long to draw. "
-                "Please send a simpler file or a screenshot of the part you mean.",
-                detail=f"pdf deadline passed on page {stopped_at}",
+                key="media.pdf_too_slow", detail=f"pdf deadline passed on page {stopped_at}", named=named(name)
             )
         if too_heavy_at is not None:
             raise DocumentRejected(
-                f"This PDF{named(name)} has too much drawing in it to read. "
-                "Please send a simpler file or a screenshot of the part you mean.",
+                key="media.pdf_too_heavy",
                 detail=f"pdf content cap {settings.pdf_max_objects} objects passed on page {too_heavy_at}",
+                named=named(name),
             )
-        raise DocumentRejected(f"I couldn't draw any page of this PDF{named(name)}.")
+        raise DocumentRejected(key="media.pdf_no_page", named=named(name))
     the_pdf = subject(name, "PDF", capital=True)
     if stopped_at is not None:
         notes.append(f"{the_pdf} took too long to draw, so I stopped at page {stopped_at}.")

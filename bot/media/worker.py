@@ -28,22 +28,24 @@ from bot.errors import InputError, UserFacingError
 
 @dataclass(frozen=True)
 class PortableError:
-    """A ``UserFacingError`` raised in a worker, by class name and sentence (its own pickling loses the sentence)."""
+    """A ``UserFacingError`` raised in a worker, by class name, sentence and catalogue key (``text(lang)`` works)."""
 
     kind: str
     user_message: str
     detail: str
+    key: str = ""
+    values: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def of(cls, exc: UserFacingError) -> PortableError:
-        return cls(type(exc).__name__, exc.user_message, str(exc))
+        return cls(type(exc).__name__, exc.user_message, str(exc), exc.key, tuple(exc.values.items()))
 
     def rebuild(self) -> UserFacingError:
         """The same error in this process; unknown classes become ``InputError``."""
         error_class = getattr(bot.errors, self.kind, None)
         if not (isinstance(error_class, type) and issubclass(error_class, InputError)):
             error_class = InputError
-        return error_class(self.user_message, detail=self.detail)
+        return error_class(self.user_message, detail=self.detail, key=self.key, **dict(self.values))
 
 
 @dataclass(frozen=True)

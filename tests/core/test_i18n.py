@@ -205,3 +205,15 @@ def test_the_journal_keeps_the_locale_for_a_resumed_question() -> None:
     question = replace(message("what is this?"), locale="zh-CN")
     assert decode_message(encode_message(question)).locale == "zh-CN"
     assert decode_message(encode_message(message("what is this?"))).locale == ""
+
+
+async def test_a_chinese_question_with_a_damaged_image_gets_the_chinese_sentence(
+    start_app: AppStarter, tmp_path: Path
+) -> None:
+    broken = tmp_path / "shot.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a picture" * 20)
+    app = await start_app(peekbot_environment(http_port=0, data_dir=tmp_path / "state"), engine=lambda _: FakeEngine())
+    chinese = await ask(app, message("这张截图里的报错是什么意思？", local_image(broken)))
+    english = await ask(app, message("what does the error in this screenshot mean?", local_image(broken), user="U2"))
+    assert chinese.error == "我无法读取这张图片 (shot.png)：文件已损坏，或者不是图片。"
+    assert english.error == "I couldn't read this image (shot.png): the file is damaged or not an image."
