@@ -8,6 +8,7 @@ adapter pointed at the embedded server over Socket Mode, plus the status server 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from pathlib import Path
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 5.0
 """A sandbox stops quickly: answers in flight get this long at most."""
+SLACK_STOP_S = 10.0
+"""How long stopping waits for the embedded Slack (its connections and handlers) before leaving it."""
 
 
 def configure(settings: Settings, slack: SandboxSlack) -> None:
@@ -103,7 +106,11 @@ class Sandbox:
         app, self.app = self.app, None
         if app is not None:
             await app.stop()
-        await self.slack.stop()
+        stopping = asyncio.ensure_future(self.slack.stop())
+        _, late = await asyncio.wait({stopping}, timeout=SLACK_STOP_S)
+        if late:  # Ctrl-C must end the sandbox even if a connection of the embedded Slack will not close
+            stopping.cancel()
+            logger.warning("sandbox: the embedded Slack did not stop within %.0f s; leaving it", SLACK_STOP_S)
         state, self._state = self._state, None
         if state is not None:
             state.cleanup()

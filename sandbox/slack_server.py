@@ -167,7 +167,8 @@ class FakeSlack(LoopbackServer):
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # wait for them to end, but never forever (a stop must stop)
+            await asyncio.wait(list(self._tasks), timeout=2.0)
         for connection in list(self._connections):
             await self._close(connection, abrupt=True)
         await super().stop()
