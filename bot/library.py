@@ -48,7 +48,9 @@ MIN_TEXT_LAYER_CHARS = 16
 TRANSCRIBE_CONCURRENCY = 4
 """Page transcriptions in flight at once (they share engine batches)."""
 SEARCH_CANDIDATES = 3
+"""Search hits fetched per page wanted, so duplicates and out-of-range pages can be skipped."""
 RELEVANCE_FLOOR = 0.25
+"""Search hits scoring below this fraction of the best hit are not sent (they share only common words)."""
 _STOP_WORDS_TEXT = """
 a about all an and any are as at be been but by can could did do does for from had has have he her here his how i
 if in into is it its me my no not of on or our please she should show so some tell than that the their them then
@@ -56,8 +58,6 @@ there these they this those to us was we were what when where which who whom who
 """
 STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 """Words too common to pick a page by (English); a question of only these gets the default pages."""
-"""Search hits scoring below this fraction of the best hit are not sent (they share only common words)."""
-"""Search hits fetched per page wanted, so duplicates and out-of-range pages can be skipped."""
 INDEX_SHARE_OF_BUDGET = 0.6
 """Share of a question's PDF time budget (``pdf_time_budget_s``) that indexing may use; drawing has the rest."""
 
