@@ -33,13 +33,19 @@ def limits(**overrides: object) -> ImageSettings:
     return ImageSettings.model_construct(**overrides)
 
 
-@pytest.fixture
-async def pool() -> AsyncIterator[MediaPool]:
-    opened = MediaPool(limits(media_workers=2, media_memory_limit_mb=450, media_time_limit_s=2.0))
+async def small_pool(time_limit_s: float) -> AsyncIterator[MediaPool]:
+    """Two workers in a 450 MB address space, each file allowed ``time_limit_s``; closed afterwards."""
+    opened = MediaPool(limits(media_workers=2, media_memory_limit_mb=450, media_time_limit_s=time_limit_s))
     try:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[MediaPool]:
+    async for opened in small_pool(2.0):
+        yield opened
 
 
 async def open_file(pool: MediaPool, data: bytes, name: str, **settings: object):  # type: ignore[no-untyped-def]
@@ -59,11 +65,8 @@ def slow_pdf(ops: int = 300_000) -> bytes:
 @pytest.fixture
 async def patient_pool() -> AsyncIterator[MediaPool]:
     """The memory limit of ``pool`` with time to spare: what is measured is memory, on a machine that may be busy."""
-    opened = MediaPool(limits(media_workers=2, media_memory_limit_mb=450, media_time_limit_s=30.0))
-    try:
+    async for opened in small_pool(30.0):
         yield opened
-    finally:
-        await opened.close()
 
 
 async def test_giant_transparent_and_16_bit_pngs_open_within_a_small_memory_limit(patient_pool: MediaPool) -> None:
