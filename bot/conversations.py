@@ -9,6 +9,7 @@ answered.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.engine import ChatTurn
@@ -27,6 +28,15 @@ CONTEXT_FILES = 16
 """Files of a conversation offered with a follow-up question."""
 
 
+@dataclass(frozen=True, slots=True)
+class EarlierFile:
+    """A file the conversation's store remembers and when it was first kept (with the question that first used
+    it: ``StoredConversations.remember`` keeps a question's files just before its turns)."""
+
+    file: FileRef
+    stored_at: float
+
+
 class StoredConversations:
     """The conversations' turns and files in ``store.conversations``."""
 
@@ -39,20 +49,23 @@ class StoredConversations:
     async def history(self, conversation: str) -> list[ChatTurn]:
         """The newest :data:`CONTEXT_TURNS` turns, oldest first."""
         turns = await self._store.conversations.turns(conversation, CONTEXT_TURNS)
-        return [ChatTurn("assistant" if t.role == "assistant" else "user", t.text) for t in turns]
+        return [
+            ChatTurn("assistant" if t.role == "assistant" else "user", t.text, stored_at=t.created_at) for t in turns
+        ]
 
-    async def files(self, conversation: str) -> list[FileRef]:
+    async def files(self, conversation: str) -> list[EarlierFile]:
         """The newest :data:`CONTEXT_FILES` files posted in the conversation (unreadable references are skipped)."""
-        files: list[FileRef] = []
+        files: list[EarlierFile] = []
         for stored in await self._store.conversations.files(conversation, CONTEXT_FILES):
             try:
-                files.append(decode_file(stored.file_ref))
+                files.append(EarlierFile(decode_file(stored.file_ref), stored.created_at))
             except Exception:
                 logger.warning("skipped an unreadable stored file reference")
         return files
 
     async def remember(self, conversation: str, result: AnsweredQuestion, message_id: str) -> None:
-        """Store the files the question used and its question and answer turns; a store error is logged."""
+        """Store the files the question used, then its question and answer turns (in that order: a file's time tells
+        which question first showed it to the model); a store error is logged."""
         try:
             for file, content_hash in result.files_seen:
                 await self._store.conversations.add_file(conversation, encode_file(file), content_hash)

@@ -17,8 +17,18 @@ answering_job: ContextVar[str | None] = ContextVar("answering_job", default=None
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
+    """An earlier turn of the conversation.
+
+    ``images`` (user turns) is how many of the request's images were first shown with this turn: a request's images
+    are its history's pictures, turn by turn, then the question's own; the model reads each picture where it was
+    sent, so a follow-up's prompt begins with the earlier question's prompt (``inference.prefix_cache``).
+    ``stored_at`` is when the store kept the turn (0: unknown); the engines ignore it.
+    """
+
     role: Literal["user", "assistant"]
     text: str
+    images: int = 0
+    stored_at: float = field(default=0.0, compare=False)
 
 
 @dataclass(slots=True)
@@ -27,6 +37,8 @@ class GenerationRequest:
 
     question: str
     images: list[Image] = field(default_factory=list)
+    """Every picture of the prompt in order: those of the history's user turns (``ChatTurn.images`` each), then the
+    question's."""
     history: list[ChatTurn] = field(default_factory=list)
     system_prompt: str | None = None
     instructions: str = ""
@@ -43,6 +55,15 @@ class GenerationRequest:
     image_hashes: list[str] = field(default_factory=list)
     """Content hash of each image, in order (the engine's image-embedding cache key; empty: the engine hashes the
     pixels itself)."""
+
+    @property
+    def question_images(self) -> int:
+        """How many of ``images`` (the last ones) go with the question; raises ``ValueError`` when the history's
+        turns claim more pictures than the request has."""
+        earlier = sum(turn.images for turn in self.history)
+        if earlier > len(self.images):
+            raise ValueError(f"the history places {earlier} pictures but the request has {len(self.images)}")
+        return len(self.images) - earlier
 
 
 @dataclass(slots=True)

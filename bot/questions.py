@@ -17,9 +17,10 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from bot.conversations import EarlierFile
 from bot.engine import ChatTurn, Engine, GenerationRequest
 from bot.errors import InputError, UserFacingError
 from bot.i18n import lang_for, say
@@ -60,6 +61,9 @@ class GatheredInput:
     """Pictures of earlier files in the conversation, oldest first."""
     context_sources: list[FileRef] = field(default_factory=list)
     """The file each ``context`` picture came from."""
+    context_stored_at: list[float] = field(default_factory=list)
+    """When the store first kept each ``context`` picture's file (``inf``: not in the store, e.g. a thread file the
+    adapter found): the picture goes with the first earlier question asked at or after that time."""
     documents: list[LongDocument] = field(default_factory=list)
     """Long documents (more pages than one question carries): searched, not sent whole."""
     texts: list[str] = field(default_factory=list)
@@ -86,15 +90,19 @@ def _file_key(file: FileRef) -> tuple[str, str]:
     return (file.platform, file.file_id)
 
 
-def context_files_for(message: IncomingMessage, conversation_files: Sequence[FileRef]) -> list[FileRef]:
-    """Earlier files of the conversation, oldest first: the store's, then the adapter's, each once."""
+def context_files_for(
+    message: IncomingMessage, conversation_files: Sequence[FileRef | EarlierFile]
+) -> list[EarlierFile]:
+    """Earlier files of the conversation, oldest first: the store's, then the adapter's, each once (a file the store
+    does not time is ``stored_at=inf``)."""
     seen = {_file_key(f) for f in message.files}
-    ordered: list[FileRef] = []
-    for file in [*conversation_files, *message.context_files]:
-        key = _file_key(file)
+    ordered: list[EarlierFile] = []
+    stored = [f if isinstance(f, EarlierFile) else EarlierFile(f, math.inf) for f in conversation_files]
+    for earlier in [*stored, *(EarlierFile(f, math.inf) for f in message.context_files)]:
+        key = _file_key(earlier.file)
         if key not in seen:
             seen.add(key)
-            ordered.append(file)
+            ordered.append(earlier)
     return ordered
 
 
@@ -104,7 +112,7 @@ async def gather_inputs(
     settings: Settings,
     *,
     library: DocumentLibrary | None = None,
-    conversation_files: Sequence[FileRef] = (),
+    conversation_files: Sequence[FileRef | EarlierFile] = (),
     media: MediaPool | None = None,
 ) -> GatheredInput:
     """Fetch and decode the message's own files (errors go to the user) and earlier files (best effort).
@@ -181,14 +189,15 @@ async def gather_inputs(
 
     for file in message.files:  # the user's own uploads: any problem is reported to them
         gathered.own.extend(await load(file))
-    for file in context_files_for(message, conversation_files):  # earlier files: skip what cannot be read
+    for earlier in context_files_for(message, conversation_files):  # earlier files: skip what cannot be read
         try:
-            pictures = await load(file)
+            pictures = await load(earlier.file)
         except UserFacingError as exc:
             logger.info("skipped a context file: %s", exc)
             continue
         gathered.context.extend(pictures)
-        gathered.context_sources.extend(file for _ in pictures)
+        gathered.context_sources.extend(earlier.file for _ in pictures)
+        gathered.context_stored_at.extend(earlier.stored_at for _ in pictures)
     return gathered
 
 
@@ -288,6 +297,32 @@ def fit_context(
     )
 
 
+def place_pictures(
+    history: Sequence[ChatTurn], pictures: Sequence[PreparedImage], stored_at: Sequence[float]
+) -> tuple[list[ChatTurn], list[PreparedImage], list[PreparedImage]]:
+    """Put each earlier picture back in the user turn that first showed it to the model: the first turn of
+    ``history`` stored at or after its file (``stored_at``, per picture). Returns the turns with their picture
+    counts (``ChatTurn.images``), the pictures so placed in prompt order, and the rest (they go with the question).
+
+    The prompt then reads as the conversation happened, and a follow-up's prompt begins with the earlier question's
+    whole prompt, so the engine reuses that prompt's keys and values (``inference.prefix_cache``).
+    """
+    user_turns = [index for index, turn in enumerate(history) if turn.role == "user"]
+    placed: dict[int, list[PreparedImage]] = {}
+    with_question: list[PreparedImage] = []
+    for picture, at in zip(pictures, stored_at, strict=True):
+        turn = next((index for index in user_turns if history[index].stored_at >= at), None)
+        if turn is None:
+            with_question.append(picture)
+        else:
+            placed.setdefault(turn, []).append(picture)
+    turns = [
+        replace(turn, images=len(placed[index])) if index in placed else turn
+        for index, turn in enumerate(history)
+    ]
+    return turns, [picture for index in sorted(placed) for picture in placed[index]], with_question
+
+
 # ---------------------------------------------------------------------------------------------- answering
 
 
@@ -298,7 +333,7 @@ def compose_final(answer: str, notes: list[str], lang: str = "en") -> str:
     return answer + "\n\n" + "\n".join(f"_{note}_" for note in notes)
 
 
-CACHE_KEY_VERSION = 4
+CACHE_KEY_VERSION = 5
 """Bumped whenever what goes into the answer cache key changes, so older entries are never matched."""
 CACHE_SAMPLING_FIELDS = ("max_new_tokens", "min_new_tokens", "sampling")
 """What shapes the answer beyond its inputs: ``GenerationRequest`` fields, else the entry of ``Engine.describe()``
@@ -329,7 +364,7 @@ def answer_cache_key(
     parts = {
         "v": CACHE_KEY_VERSION,
         "question": request.question,
-        "history": [[turn.role, turn.text] for turn in request.history],
+        "history": [[turn.role, turn.text, turn.images] for turn in request.history],
         "pictures": [f"{content_hash}:{size}" for content_hash, size in zip(picture_hashes, sizes, strict=False)],
         "files": [content_hash for _, content_hash in files_seen],
         "system_prompt": request.system_prompt or "",
@@ -387,7 +422,7 @@ async def answer_question(
     settings: Settings,
     history: list,
     library: DocumentLibrary | None = None,
-    conversation_files: Sequence[FileRef] = (),
+    conversation_files: Sequence[FileRef | EarlierFile] = (),
     store: Store | None = None,
     media: MediaPool | None = None,
     engine_turn: Callable[[], AbstractAsyncContextManager[object]] | None = None,
@@ -525,7 +560,9 @@ async def _build_request(
     note = fit.note(lang_for(message))
     if note:
         gathered.notes.append(note)
-    sent = [*fit.context, *own, *pages.images]
+    kept_stored_at = gathered.context_stored_at[len(gathered.context) - len(fit.context):]
+    history_turns, shown_earlier, with_question = place_pictures(fit.history, fit.context, kept_stored_at)
+    sent = [*shown_earlier, *with_question, *own, *pages.images]
     gathered.images = [p.image for p in sent]
     gathered.image_hashes = [p.sha256 for p in sent]
     prompt = asked
@@ -541,7 +578,7 @@ async def _build_request(
     request = GenerationRequest(
         question=prompt,
         images=gathered.images,
-        history=fit.history,
+        history=history_turns,
         system_prompt=settings.engine.system_prompt,
         instructions=instructions,
         max_new_tokens=settings.engine.max_new_tokens,

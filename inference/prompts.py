@@ -56,13 +56,15 @@ def build_messages(
     system_prompt: str = "",
     instructions: str = "",
 ) -> list[dict[str, Any]]:
-    """Chat-template messages: system (with a channel's ``instructions``), earlier turns, then the question with
-    its images first."""
+    """Chat-template messages: system (with a channel's ``instructions``), earlier turns (a user turn with the
+    pictures first shown with it first: ``ChatTurn.images``), then the question with its ``image_count`` images
+    first."""
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": [{"type": "text", "text": system_text(system_prompt, instructions)}]}
     ]
     for turn in history:
-        messages.append({"role": turn.role, "content": [{"type": "text", "text": turn.text}]})
+        pictures: list[dict[str, Any]] = [{"type": "image"} for _ in range(turn.images)]
+        messages.append({"role": turn.role, "content": [*pictures, {"type": "text", "text": turn.text}]})
     content: list[dict[str, Any]] = [{"type": "image"} for _ in range(image_count)]
     content.append({"type": "text", "text": question})
     messages.append({"role": "user", "content": content})
@@ -141,7 +143,7 @@ class PromptBuilder:
         """The chat-template text with one ``<|image_pad|>`` per image."""
         messages = build_messages(
             request.question,
-            len(request.images),
+            request.question_images,
             request.history,
             request.system_prompt if request.system_prompt is not None else self.system_prompt,
             request.instructions,

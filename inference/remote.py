@@ -108,14 +108,25 @@ def image_data_url(image: Image, image_format: str = "png") -> str:
 def chat_messages(
     request: GenerationRequest, image_urls: list[str], default_system_prompt: str
 ) -> list[dict[str, Any]]:
-    """OpenAI chat messages: system prompt, earlier turns, then the question with its images first."""
+    """OpenAI chat messages: system prompt, earlier turns (a user turn with the pictures first shown with it), then
+    the question with its images first; ``image_urls`` are the request's images in order."""
     system = system_text(request.system_prompt or default_system_prompt, request.instructions)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
-    messages.extend({"role": turn.role, "content": turn.text} for turn in request.history)
-    content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in image_urls]
+    urls = iter(image_urls[: len(image_urls) - request.question_images])
+    for turn in request.history:
+        if not turn.images:
+            messages.append({"role": turn.role, "content": turn.text})
+            continue
+        pictures = [_image_part(next(urls)) for _ in range(turn.images)]
+        messages.append({"role": turn.role, "content": [*pictures, {"type": "text", "text": turn.text}]})
+    content = [_image_part(url) for url in image_urls[len(image_urls) - request.question_images :]]
     content.append({"type": "text", "text": request.question})
     messages.append({"role": "user", "content": content})
     return messages
+
+
+def _image_part(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
 
 
 def _error_message(body: str) -> tuple[str, str]:

@@ -154,12 +154,13 @@ class FollowUpPair:
 
 
 async def follow_ups(engine: Any, items: Sequence[WorkItem], max_new_tokens: int) -> dict[str, Any]:
-    """Each item asked about twice in one conversation, one pair at a time: the second request carries the same
-    screenshot and the first question and answer as history. Figures are medians over the pairs."""
+    """Each item asked about twice in one conversation, one pair at a time: the second request carries the first
+    question with its screenshot and the first answer as history, as the bot sends a follow-up. Figures are medians
+    over the pairs."""
     pairs: list[FollowUpPair] = []
     for number, item in enumerate(items):
         first = await stream_request(engine, exact_request(item, max_new_tokens), item.index)
-        history = [ChatTurn("user", item.question), ChatTurn("assistant", first.text)]
+        history = [ChatTurn("user", item.question, images=1), ChatTurn("assistant", first.text)]
         second = await stream_request(
             engine,
             exact_request(item, max_new_tokens, history, follow_up_question(number)),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from bot.conversations import StoredConversations
 from bot.engine import ChatTurn
-from bot.questions import answer_question, fit_context, image_tokens, text_tokens
+from bot.questions import answer_question, fit_context, image_tokens, place_pictures, text_tokens
 from bot.settings import Settings
 from bot.store.sqlite import SQLiteStore
 from bot.types import FileRef
@@ -88,6 +90,46 @@ async def test_follow_up_receives_earlier_images_and_turns(tmp_path: Path, setti
     assert "left out" not in follow.final
 
 
+async def test_a_follow_up_shows_the_picture_where_it_was_sent_and_reuses_the_first_prompt(
+    tmp_path: Path, settings: Settings, store: SQLiteStore
+) -> None:
+    from transformers import AutoTokenizer
+
+    from inference.prompts import build_messages
+    from inference.transformers_engine import TransformersEngine
+
+    shot = picture(tmp_path, "shot", RED)
+    conversations = StoredConversations(store)
+    engine = RecordingEngine(TransformersEngine(settings.engine))
+    await engine.start()
+    try:
+        for text, files in (("what is this?", (shot,)), ("and which colour is it?", ())):
+            asked = message(text, *files, thread="T9")
+            conversation = str(asked.conversation)
+            result = await answer_question(
+                asked, RecordingReply(), adapter=LocalFilesAdapter(), engine=engine, settings=settings,
+                history=await conversations.history(conversation),
+                conversation_files=await conversations.files(conversation), store=store,
+            )
+            await conversations.remember(conversation, result, asked.message_id)
+        saved = engine.stats().prefix_cache["saved_tokens"]
+    finally:
+        await engine.stop()
+
+    first, follow = engine.requests
+    assert [colour_of(image) for image in follow.images] == [RED]
+    assert [(turn.role, turn.images) for turn in follow.history] == [("user", 1), ("assistant", 0)]
+    assert follow.question_images == 0  # the screenshot stays with the question it came with
+    tokenizer = AutoTokenizer.from_pretrained(settings.engine.model)
+
+    def rendered(request: object, question_images: int) -> str:
+        messages = build_messages(request.question, question_images, request.history)  # type: ignore[attr-defined]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    assert rendered(follow, 0).startswith(rendered(first, 1))
+    assert saved > 0  # the follow-up prefilled only what came after the first prompt
+
+
 async def test_budget_drops_the_oldest_images_and_turns_first_and_says_so(tmp_path: Path, settings: Settings,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     context = [picture(tmp_path, name, colour)
@@ -127,6 +169,24 @@ async def test_own_files_are_kept_even_beyond_the_budget(tmp_path: Path, setting
     assert [colour_of(image) for image in request.images] == [RED, GREEN]
     assert request.history == []
     assert reply.final and "I left out 1 older image and 2 earlier messages" in reply.final
+
+
+def test_each_earlier_picture_goes_with_the_first_question_that_used_it() -> None:
+    history = [
+        ChatTurn("user", "q1", stored_at=10.0), ChatTurn("assistant", "a1", stored_at=10.0),
+        ChatTurn("user", "q2", stored_at=20.0), ChatTurn("assistant", "a2", stored_at=20.0),
+        ChatTurn("user", "q3", stored_at=30.0), ChatTurn("assistant", "a3", stored_at=30.0),
+    ]
+    red, green, blue, white = (object() for _ in range(4))
+    # red and green came with q1, blue with q3; white is a thread file the store never kept
+    turns, placed, with_question = place_pictures(history, [red, green, blue, white], [9.0, 9.5, 25.0, math.inf])
+
+    assert [turn.images for turn in turns] == [2, 0, 0, 0, 1, 0]
+    assert placed == [red, green, blue] and with_question == [white]
+    assert [turn.text for turn in turns] == [turn.text for turn in history]
+    # turns without a time (an older store) take no pictures: they go with the question as before
+    untimed = [ChatTurn("user", "q1"), ChatTurn("assistant", "a1")]
+    assert place_pictures(untimed, [red], [9.0]) == (untimed, [], [red])
 
 
 def test_fit_context_keeps_newest_within_image_slots() -> None:

@@ -41,6 +41,23 @@ def test_system_prompt_always_asks_for_the_users_language():
     assert [c["type"] for c in messages[-1]["content"]] == ["image", "image", "text"]
 
 
+def test_pictures_of_earlier_turns_stay_in_those_turns(tiny_model_dir):
+    builder = _builder(tiny_model_dir)
+    history = [ChatTurn("user", "What is this dialog?", images=1), ChatTurn("assistant", "A save error.")]
+    first = GenerationRequest(question="What is this dialog?", images=[picture(200, 120, 1)])
+    follow = GenerationRequest(question="How do I fix it?", images=[picture(200, 120, 1)], history=history)
+
+    assert follow.question_images == 0
+    text = builder.render(follow)
+    assert text.index(VISION_START) < text.index("What is this dialog?") < text.index("How do I fix it?")
+    assert text.startswith(builder.render(first))  # the follow-up's prompt begins with the first prompt
+    assert builder.prepare(follow).input_ids[: len(builder.prepare(first).input_ids)] == builder.prepare(
+        first
+    ).input_ids
+    with pytest.raises(ValueError, match="2 pictures"):
+        _ = GenerationRequest(question="?", images=[], history=[ChatTurn("user", "two", images=2)]).question_images
+
+
 def test_prompt_with_several_images_history_and_system_prompt(tiny_model_dir):
     builder = _builder(tiny_model_dir)
     loaded = load_tiny(str(tiny_model_dir))

@@ -136,6 +136,22 @@ async def test_answer_streams_with_images_history_and_system_prompt(server: Fake
     assert server.api_key not in repr(engine.describe())
 
 
+async def test_earlier_pictures_are_sent_with_the_turn_that_showed_them(server: FakeOpenAI, engine_for) -> None:
+    engine = await engine_for(max_new_tokens=64)
+    request = GenerationRequest(
+        question="And this one?",
+        images=[screenshot(), screenshot()],
+        history=[ChatTurn("user", "What is this?", images=1), ChatTurn("assistant", "A dialog.")],
+    )
+    await collect(engine.submit(request))
+
+    _, first, answer, question = server.requests[0].messages
+    assert [part["type"] for part in first["content"]] == ["image_url", "text"]
+    assert first["content"][-1]["text"] == "What is this?"
+    assert answer == {"role": "assistant", "content": "A dialog."}
+    assert [part["type"] for part in question["content"]] == ["image_url", "text"]
+
+
 async def test_jpeg_images_and_the_length_limit(server: FakeOpenAI, engine_for) -> None:
     engine = await engine_for(openai_image_format="jpeg")
     stream = engine.submit(GenerationRequest(question="what?", images=[screenshot(), screenshot((32, 32))],
