@@ -16,6 +16,7 @@ from bot.types import IncomingMessage
 
 if TYPE_CHECKING:
     from bot.app import Application
+    from bot.report import AdapterReport, StatusReport
 
 CommandHandler = Callable[["Application", IncomingMessage, str], Awaitable[str]]
 
@@ -67,7 +68,7 @@ async def _status(app: Application, message: IncomingMessage, _: str) -> str:
     stats = report.engine
     lang = lang_for(message)
     lines = [
-        say("status.state", lang, state=report.state, uptime=fmt.duration(report.uptime_s)),
+        say("status.state", lang, state=say(report.state_key, lang), uptime=fmt.duration(report.uptime_s)),
         say("status.queue", lang, waiting=stats.queue_depth, running=stats.in_flight),
     ]
     instructions = await status_line(app, message)
@@ -75,100 +76,129 @@ async def _status(app: Application, message: IncomingMessage, _: str) -> str:
         lines.append(instructions)
     if not app.is_admin(message.user):
         return "\n".join(lines)
-    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(stats.requests_by_outcome.items()) if v) or "none yet"
-    in_progress = max(report.questions_in_flight - 1, 0)  # this /status command is one of them
-    lines += [
-        f"Model: {stats.model} on {stats.device}.",
-        f"Questions: {report.answered} answered, {report.failed} failed, {in_progress} in progress; "
-        f"engine requests: {outcomes}.",
-        f"Latency (last hour): answers p50 {fmt.seconds(report.answer_latency_p50_s)}, "
-        f"p95 {fmt.seconds(report.answer_latency_p95_s)}; engine p50 {fmt.seconds(stats.latency_p50_s)}, "
-        f"p95 {fmt.seconds(stats.latency_p95_s)}; {stats.tokens_per_s:.1f} tokens/s.",
-    ]
-    if report.gpu_reserved_bytes is not None:
-        lines.append(f"GPU memory: allocated {fmt.size(report.gpu_allocated_bytes)}, reserved "
-                     f"{fmt.size(report.gpu_reserved_bytes)}, fragmentation {fmt.percent(report.gpu_fragmentation)}.")
-    else:
-        lines.append("GPU memory: no GPU in use.")
-    lines.append(f"Host memory: RSS {fmt.size(report.host_rss_bytes)}.")
-    if stats.image_cache:
-        cache = stats.image_cache
-        lines.append(f"Image cache: {fmt.size(cache['bytes'])} of {fmt.size(cache['budget_bytes'])} "
-                     f"({cache['entries']:.0f} held); hit rate {fmt.percent(cache['hit_rate'])}.")
-    if report.engine_alive is False:
-        lines.append(f"Model worker: STUCK, it did not answer the last ping ({report.engine_stuck_count} missed).")
-    elif report.engine_stuck_count:
-        lines.append(f"Model worker: answers pings again ({report.engine_stuck_count} missed so far).")
-    for adapter in report.adapters:
-        health = adapter.health
-        if health.connected:
-            since = f" for {fmt.duration(time.time() - health.connected_since)}" if health.connected_since else ""
-            connected = "connected" + since
-        else:
-            connected = "DISCONNECTED" + (f" ({health.detail})" if health.detail else "")
-        age = "" if health.last_event_age_s is None else f", last event {fmt.age(health.last_event_age_s)}"
-        forced = f" ({adapter.forced_reconnects} by the watchdog)" if adapter.forced_reconnects else ""
-        lines.append(f"{adapter.name}: {connected}, {health.reconnects} reconnects{forced}{age}.")
-    if report.jobs:
-        lines.append("Scheduler jobs:")
-        for job in report.jobs:
-            if job.last is None:
-                lines.append(f"• {job.name} (every {job.interval_s:g} s): not run yet")
-                continue
-            detail = f" — {job.last.detail}" if job.last.detail else ""
-            failures = f"; {job.failures} failures so far" if job.failures else ""
-            when = fmt.age(time.time() - job.last.started_at)
-            lines.append(f"• {job.name} (every {job.interval_s:g} s): {job.last.outcome} {when}"
-                         f" in {fmt.seconds(job.last.duration_s)}{detail}{failures}")
-    else:
-        lines.append("Scheduler: not running.")
+    lines += _admin_status_lines(report, lang)
     return "\n".join(lines)
 
 
-async def _cleanup(app: Application, _message: IncomingMessage, _: str) -> str:
+def _admin_status_lines(report: StatusReport, lang: str) -> list[str]:
+    """What only admins see in ``/status``: the model, counts, latency, memory, connections and the scheduler."""
+    stats = report.engine
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(stats.requests_by_outcome.items()) if v)
+    in_progress = max(report.questions_in_flight - 1, 0)  # this /status command is one of them
+    lines = [
+        say("status.model", lang, model=stats.model, device=stats.device),
+        say("status.questions", lang, answered=report.answered, failed=report.failed, in_progress=in_progress,
+            outcomes=outcomes or say("status.none_yet", lang)),
+        say("status.latency", lang, answer_p50=fmt.seconds(report.answer_latency_p50_s),
+            answer_p95=fmt.seconds(report.answer_latency_p95_s), engine_p50=fmt.seconds(stats.latency_p50_s),
+            engine_p95=fmt.seconds(stats.latency_p95_s), tokens_per_s=stats.tokens_per_s),
+    ]
+    if report.gpu_reserved_bytes is not None:
+        lines.append(say("status.gpu", lang, allocated=fmt.size(report.gpu_allocated_bytes),
+                         reserved=fmt.size(report.gpu_reserved_bytes),
+                         fragmentation=fmt.percent(report.gpu_fragmentation)))
+    else:
+        lines.append(say("status.no_gpu", lang))
+    lines.append(say("status.host", lang, rss=fmt.size(report.host_rss_bytes)))
+    if stats.image_cache:
+        cache = stats.image_cache
+        lines.append(say("status.image_cache", lang, used=fmt.size(cache["bytes"]),
+                         budget=fmt.size(cache["budget_bytes"]), entries=cache["entries"],
+                         hit_rate=fmt.percent(cache["hit_rate"])))
+    if report.engine_alive is False:
+        lines.append(say("status.worker_stuck", lang, missed=report.engine_stuck_count))
+    elif report.engine_stuck_count:
+        lines.append(say("status.worker_back", lang, missed=report.engine_stuck_count))
+    lines += [_adapter_line(adapter, lang) for adapter in report.adapters]
+    if not report.jobs:
+        return [*lines, say("status.no_scheduler", lang)]
+    lines.append(say("status.jobs", lang))
+    for job in report.jobs:
+        if job.last is None:
+            lines.append(say("status.job_not_run", lang, name=job.name, every=job.interval_s))
+            continue
+        lines.append(say(
+            "status.job", lang, name=job.name, every=job.interval_s, outcome=job.last.outcome,
+            when=_age(time.time() - job.last.started_at, lang), took=fmt.seconds(job.last.duration_s),
+            detail=f" — {job.last.detail}" if job.last.detail else "",
+            failures=say("status.job_failures", lang, count=job.failures) if job.failures else "",
+        ))
+    return lines
+
+
+def _adapter_line(adapter: AdapterReport, lang: str) -> str:
+    health = adapter.health
+    if health.connected and health.connected_since:
+        connected = say("status.connected_for", lang, duration=fmt.duration(time.time() - health.connected_since))
+    elif health.connected:
+        connected = say("status.connected", lang)
+    elif health.detail:
+        connected = say("status.disconnected_why", lang, detail=health.detail)
+    else:
+        connected = say("status.disconnected", lang)
+    last = health.last_event_age_s
+    age = "" if last is None else say("status.last_event", lang, age=_age(last, lang))
+    forced = say("status.forced", lang, count=adapter.forced_reconnects) if adapter.forced_reconnects else ""
+    return say("status.adapter", lang, name=adapter.name, connected=connected, reconnects=health.reconnects,
+               forced=forced, age=age)
+
+
+def _age(seconds: float, lang: str) -> str:
+    """How long ago, in ``lang`` (``bot.fmt.age`` in English)."""
+    if seconds < 60:
+        return say("time.seconds_ago", lang, n=seconds)
+    return say("time.ago", lang, duration=fmt.duration(seconds))
+
+
+async def _cleanup(app: Application, message: IncomingMessage, _: str) -> str:
     maintenance = app.maintenance
+    lang = lang_for(message)
     if maintenance is None:
-        return "The scheduler is not running, so there is no memory cleanup to run."
+        return say("cleanup.no_scheduler", lang)
     run = await maintenance.cleanup_now()
     if run.outcome == "ok":
-        return f"Memory cleanup done in {fmt.seconds(run.duration_s)}: {run.detail}."
-    return f"Memory cleanup {run.outcome}: {run.detail}."
+        return say("cleanup.done", lang, took=fmt.seconds(run.duration_s), detail=run.detail)
+    return say("cleanup.other", lang, outcome=run.outcome, detail=run.detail)
 
 
-async def _stats(app: Application, _message: IncomingMessage, argument: str) -> str:
+async def _stats(app: Application, message: IncomingMessage, argument: str) -> str:
     days = 7
+    lang = lang_for(message)
     if argument.strip():
         if not argument.strip().isdigit() or not 1 <= int(argument) <= app.usage.retention_days:
-            return f"Usage: /stats [days], with days from 1 to {app.usage.retention_days}."
+            return say("stats.usage", lang, limit=app.usage.retention_days)
         days = int(argument)
     per_day = app.usage.days(days)
     total = sum(usage.requests for _, usage in per_day)
     audit = await app.store.audit.summary(time.time() - days * 86400, top=10)
     if not total and not audit.questions:
-        return f"No questions in the last {days} days."
+        return say("stats.nothing", lang, days=days)
     failed = sum(usage.failed for _, usage in per_day)
     rated = await app.ratings.summary(days)
-    lines = [f"Usage over the last {days} days: {total} questions, {failed} failed.", rated.line(), "By day (UTC):"]
-    lines += [f"• {day}: {usage.requests} questions, {usage.failed} failed, {usage.generated_tokens:,} tokens"
-              for day, usage in per_day if usage.requests]
-    lines.append("Top channels:")
+    lines = [say("stats.total", lang, days=days, total=total, failed=failed), rated.line(lang),
+             say("stats.by_day", lang)]
+    lines += [say("stats.day", lang, day=day, requests=usage.requests, failed=usage.failed,
+                  tokens=usage.generated_tokens) for day, usage in per_day if usage.requests]
+    lines.append(say("stats.top_channels", lang))
     lines += [f"• {channel}: {count}" for channel, count in app.usage.top("channels", 10, days)]
-    lines.append("Top users:")
+    lines.append(say("stats.top_users", lang))
     lines += [f"• {user}: {count}" for user, count in app.usage.top("users", 10, days)]
-    lines += _audit_lines(audit, days)
+    lines += _audit_lines(audit, days, lang)
     return "\n".join(lines)
 
 
-def _audit_lines(audit: AuditSummary, days: int) -> list[str]:
+def _audit_lines(audit: AuditSummary, days: int, lang: str) -> list[str]:
     """The journal's view, which survives restarts: every question by outcome, including refusals."""
     if not audit.questions:
         return []
     outcomes = ", ".join(f"{count} {outcome.replace('_', ' ')}" for outcome, count in sorted(audit.by_outcome.items()))
-    lines = [f"Audit log, last {days} days (kept across restarts): {audit.questions} questions — {outcomes}."]
+    lines = [say("stats.audit", lang, days=days, questions=audit.questions, outcomes=outcomes)]
     if audit.mean_latency_s is not None and audit.p95_latency_s is not None:
-        lines.append(f"Latency: mean {fmt.seconds(audit.mean_latency_s)}, p95 {fmt.seconds(audit.p95_latency_s)}.")
+        lines.append(say("stats.latency", lang, mean=fmt.seconds(audit.mean_latency_s),
+                         p95=fmt.seconds(audit.p95_latency_s)))
     if audit.top_users:
-        lines.append("Most active: " + ", ".join(f"{user} ({count})" for user, count in audit.top_users[:5]) + ".")
+        people = ", ".join(f"{user} ({count})" for user, count in audit.top_users[:5])
+        lines.append(say("stats.most_active", lang, people=people))
     return lines
 
 
@@ -187,14 +217,15 @@ async def _resume(app: Application, message: IncomingMessage, _: str) -> str:
     return say("resume.done", lang_for(message))
 
 
-async def _reconnect(app: Application, _message: IncomingMessage, argument: str) -> str:
+async def _reconnect(app: Application, message: IncomingMessage, argument: str) -> str:
     name = argument.strip().lower()
+    lang = lang_for(message)
     adapter = app.adapters.get(name)
     if adapter is None:
-        known = ", ".join(sorted(app.adapters)) or "none"
-        return f"Unknown platform {name!r}. Connected platforms: {known}. Usage: /reconnect <platform>"
+        known = ", ".join(sorted(app.adapters)) or say("reconnect.none", lang)
+        return say("reconnect.unknown", lang, name=repr(name), known=known)
     await adapter.reconnect()
-    return f"Reconnecting {name} now."
+    return say("reconnect.now", lang, name=name)
 
 
 BUILTIN_COMMANDS: tuple[Command, ...] = (

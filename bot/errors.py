@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.i18n import say
+from bot.i18n import Said, note, say
 from bot.redact import redact
 
 
@@ -135,14 +135,12 @@ class Cancelled(EngineError):
 class EngineUnavailable(EngineError):
     kind = "unavailable"
 
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(key="error.unavailable", reason=reason or say("error.not_running"))
-        self._default_reason = not reason or reason == say("error.not_running")
-
-    def text(self, lang: str) -> str:
-        if self._default_reason:  # the default reason is in the catalogue too
-            return say("error.unavailable", lang, reason=say("error.not_running", lang))
-        return super().text(lang)
+    def __init__(self, reason: Said = "") -> None:
+        """``reason``: a ``bot.i18n`` Note (said in the asker's language) or a plain sentence (configuration
+        problems, said in English only)."""
+        if not reason or reason == say("error.not_running"):
+            reason = note("error.not_running")
+        super().__init__(key="error.unavailable", reason=reason)
 
 
 class TooManyPending(Busy):

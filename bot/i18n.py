@@ -22,12 +22,19 @@ from __future__ import annotations
 
 import re
 import string
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, cast, get_args
+
+from bot.i18n_admin import ADMIN_CATALOGUE
+from bot.i18n_media import MEDIA_CATALOGUE
 
 if TYPE_CHECKING:
     from bot.types import IncomingMessage
 
-__all__ = ["CATALOGUE", "LANGS", "Lang", "lang_for", "lang_of_locale", "lang_of_text", "placeholders", "say"]
+__all__ = [
+    "CATALOGUE", "LANGS", "Lang", "Note", "Said", "lang_for", "lang_of_locale", "lang_of_text", "note", "placeholders",
+    "said", "say",
+]
 
 Lang = Literal["en", "zh"]
 """The languages of the catalogue: English and Simplified Chinese."""
@@ -441,16 +448,59 @@ CATALOGUE: Final[dict[str, dict[Lang, str]]] = {
     "resume.done": {"en": "Resumed: I'm answering questions again.", "zh": "已恢复：我又开始回答问题了。"},
 }
 """Every sentence peekbot writes itself: key → language → text with ``{named}`` placeholders."""
+for _table in (MEDIA_CATALOGUE, ADMIN_CATALOGUE):  # kept apart only to keep each table short
+    if CATALOGUE.keys() & _table.keys():
+        raise KeyError(f"catalogue keys defined twice: {sorted(CATALOGUE.keys() & _table.keys())}")
+    CATALOGUE.update(_table)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A sentence or phrase of the catalogue said later, in the reader's language: its ``key`` and ``values``.
+
+    Values are numbers, names, or Notes themselves (said in the same language, e.g. the file's "subject" phrase).
+    Frozen and picklable: the media readers hand Notes back from their worker processes. Build one with
+    :func:`note`; ``text(lang)`` says it.
+    """
+
+    key: str
+    values: tuple[tuple[str, object], ...] = ()
+
+    def text(self, lang: str = DEFAULT_LANG) -> str:
+        return say(self.key, lang, **dict(self.values))
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+Said = str | Note
+"""What a note or a label may be: a :class:`Note`, or a plain string (stored before notes had keys) shown as is."""
+
+
+def note(key: str, /, **values: object) -> Note:
+    """A :class:`Note` of catalogue ``key`` with ``values``."""
+    return Note(key, tuple(values.items()))
+
+
+def said(value: object, lang: str = DEFAULT_LANG) -> str:
+    """``value`` in ``lang``: a Note said, anything else (a plain string, a number) as it is."""
+    return value.text(lang) if isinstance(value, Note) else str(value)
 
 
 def say(key: str, lang: str = DEFAULT_LANG, /, **values: object) -> str:
-    """The sentence ``key`` in ``lang`` (English for a language the catalogue lacks), ``values`` filled in.
+    """The sentence ``key`` in ``lang`` (English for a language the catalogue lacks), ``values`` filled in (a
+    :class:`Note` among them said in ``lang`` too).
 
     Raises ``KeyError`` for a key the catalogue lacks (a programming error, caught by the catalogue's test).
     """
     texts = CATALOGUE[key]
     template = texts.get(cast(Lang, lang)) or texts[DEFAULT_LANG]
-    return template.format(**values)
+    return template.format(**{name: _in(value, lang) for name, value in values.items()})
+
+
+def _in(value: object, lang: str) -> object:
+    """A value to fill in: a Note said in ``lang``; numbers stay numbers (their format specs apply)."""
+    return value.text(lang) if isinstance(value, Note) else value
 
 
 def placeholders(template: str) -> set[str]:

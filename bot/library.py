@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from bot.engine import Engine, GenerationRequest
 from bot.errors import UserFacingError
-from bot.i18n import say
+from bot.i18n import Said, note, said, say
 from bot.settings import Settings
 from bot.store.base import DocumentIndex, DocumentInfo
 from bot.store.codec import encode_file
@@ -86,17 +86,20 @@ class LongDocument:
         return bool(self.parts)
 
     @property
-    def label(self) -> str:
-        return self.name or "the document"
+    def label(self) -> Said:
+        """How sentences name it: its file name, "the document", or the thread's earlier images (a Note)."""
+        if self.is_image_set:
+            return note("subject.image_set", n=self.page_count)
+        return self.name or note("subject.document")
 
     @property
     def unit(self) -> str:
         return "image" if self.is_image_set else "part" if self.has_parts else "page"
 
-    def part_label(self, number: int) -> str:
-        """How the answer names part ``number``: ``slide 17``; a page's number otherwise."""
+    def part_label(self, number: int, lang: str = "en") -> str:
+        """How the answer names part ``number`` in ``lang``: ``slide 17``; a page's number otherwise."""
         if self.has_parts and 1 <= number <= len(self.parts):
-            return self.parts[number - 1].label
+            return said(self.parts[number - 1].label, lang)
         return str(number)
 
     def progress_note(self, done: int, total: int, lang: str = "en") -> str:
@@ -112,7 +115,7 @@ class DocumentPages:
     images: list[PreparedImage] = field(default_factory=list)
     pages: list[tuple[LongDocument, list[int]]] = field(default_factory=list)
     """Per document, the pages drawn, in picture order."""
-    notes: list[str] = field(default_factory=list)
+    notes: list[Said] = field(default_factory=list)
     """Remarks for the answer (pages not yet indexed, pages beyond the search limit)."""
     texts: list[str] = field(default_factory=list)
     """The chosen parts' text, each headed by where it is from, for the prompt."""
@@ -171,7 +174,7 @@ def _list_pages(
 ) -> str:
     parts = []
     for document, pages in groups:
-        numbers = say("used.separator", lang).join(document.part_label(page) for page in pages)
+        numbers = say("used.separator", lang).join(document.part_label(page, lang) for page in pages)
         if with_word and not document.has_parts:
             numbers = say(f"unit.{document.unit}{'s' if len(pages) > 1 else ''}", lang, numbers=numbers)
         parts.append(say("used.place", lang, numbers=numbers, document=document.label))
@@ -291,7 +294,7 @@ class DocumentLibrary:
     ) -> DocumentText | None:
         """The parts of a file this conversation already indexed whole, from the index (no need to read it again);
         None when it was not, or when the file may embed pictures (those are only in the file)."""
-        from bot.media.parts import DocumentText, Part
+        from bot.media.parts import DocumentText, Part, stored_label
         from bot.media.wording import clean_name
 
         if any(folder in data for folder in _PICTURE_FOLDERS):
@@ -305,8 +308,8 @@ class DocumentLibrary:
         parts = []
         for number in range(1, info.page_count + 1):
             label, _, text = texts[number].partition("\n")
-            parts.append(Part(number, label, text))
-        return DocumentText(clean_name(name), "file", tuple(parts))
+            parts.append(Part(number, stored_label(label), text))
+        return DocumentText(clean_name(name), note("kind.file"), tuple(parts))
 
     async def open_image_set(
         self, pictures: Sequence[PreparedImage], *, conversation: str, newest_file: FileRef
@@ -507,7 +510,7 @@ class DocumentLibrary:
         """Store the text of the parts not indexed yet (label first, so "slide 17" finds slide 17), in one go."""
         indexed = await self.index.indexed_pages(document.document_id)
         missing = [
-            (part.number, f"{part.label}\n{part.text}", page_hash(document.document_id, part.number))
+            (part.number, f"{said(part.label)}\n{part.text}", page_hash(document.document_id, part.number))
             for part in document.parts
             if part.number not in indexed
         ]
@@ -622,22 +625,26 @@ _PICTURE_FOLDERS = (b"word/media/", b"xl/media/", b"ppt/media/")
 
 
 
-def part_text(part: Part, name: str, limit: int) -> str:
-    """A part's text for the prompt, headed by where it is from and cut to ``limit`` characters."""
+def part_text(part: Part, name: Said, limit: int) -> str:
+    """A part's text for the prompt (in English, like the prompt), headed by where it is from and cut to ``limit``
+    characters."""
     limit = max(200, limit)
     body = part.text if len(part.text) <= limit else part.text[:limit] + "\n[…cut]"
-    return f"[{part.label} of {name}]\n{body}"
+    return f"[{said(part.label)} of {said(name)}]\n{body}"
 
 
-def whole_text(read: DocumentText, limit: int) -> tuple[str, list[str]]:
+def whole_text(read: DocumentText, limit: int) -> tuple[str, list[Said]]:
     """A short file's text for the prompt (every part headed), cut at ``limit``; a note when parts are left out."""
+    from bot.media.wording import subject
+
     texts: list[str] = []
     used = 0
     for part in read.parts:
         text = part_text(part, read.name or "the file", limit - used)
         if used and used + len(text) > limit:
             last = read.parts[len(texts) - 1].label
-            return "\n\n".join(texts), [f"{read.name or 'The file'} is long; I read it up to {last}."]
+            the_file = subject(read.name, "file", capital=True)
+            return "\n\n".join(texts), [note("note.doc_up_to", subject=the_file, last=last)]
         texts.append(text)
         used += len(text)
     return "\n\n".join(texts), []

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from bot.conversations import EarlierFile
 from bot.engine import ChatTurn, Engine, GenerationRequest
 from bot.errors import InputError, UserFacingError
-from bot.i18n import lang_for, say
+from bot.i18n import Said, lang_for, said, say
 from bot.instructions import instructions_for
 from bot.library import DocumentLibrary, DocumentPages, LongDocument
 from bot.settings import Settings
@@ -50,7 +50,7 @@ class GatheredInput:
     """Everything read for one question. ``images`` is filled by ``fit_context`` with what the model gets."""
 
     images: list = field(default_factory=list)  # PIL images, ready for the engine, in order
-    notes: list[str] = field(default_factory=list)  # user-facing remarks (pages read, tiles, skipped files)
+    notes: list[Said] = field(default_factory=list)  # user-facing remarks (pages read, tiles, skipped files)
     files_seen: list[tuple[FileRef, str]] = field(default_factory=list)
     """Each fetched file and the sha256 of its bytes (for the conversation store)."""
     image_hashes: list[str] = field(default_factory=list)
@@ -326,11 +326,12 @@ def place_pictures(
 # ---------------------------------------------------------------------------------------------- answering
 
 
-def compose_final(answer: str, notes: list[str], lang: str = "en") -> str:
+def compose_final(answer: str, notes: Sequence[Said], lang: str = "en") -> str:
+    """The answer with the notes under it, each said in ``lang`` (a plain string note is shown as it is)."""
     answer = answer.strip() or say("answer.empty", lang)
     if not notes:
         return answer
-    return answer + "\n\n" + "\n".join(f"_{note}_" for note in notes)
+    return answer + "\n\n" + "\n".join(f"_{said(note, lang)}_" for note in notes)
 
 
 CACHE_KEY_VERSION = 5
@@ -396,7 +397,8 @@ def pages_status(pages: DocumentPages, lang: str = "en") -> str | None:
     if not numbers:
         return None
     separator = say("used.separator", lang)
-    listed = separator.join(document.part_label(n) for n in numbers[:3]) + (f"{separator}…" if len(numbers) > 3 else "")
+    listed = separator.join(document.part_label(n, lang) for n in numbers[:3])
+    listed += f"{separator}…" if len(numbers) > 3 else ""
     if document.has_parts:
         return say("status.reading_of", lang, listed=listed, document=document.label)
     unit = f"unit.{document.unit}{'s' if len(numbers) > 1 else ''}"
@@ -473,7 +475,7 @@ async def _answer_gathered(
     request, pages = await _build_request(
         message, asked, gathered, history, settings=settings, library=library, instructions=instructions
     )
-    pages_used = [(document.label, list(numbers)) for document, numbers in pages.pages]
+    pages_used = [(said(document.label), list(numbers)) for document, numbers in pages.pages]
     caching = store is not None and gathered.files_seen and settings.core.answer_cache_ttl_s > 0
     cache_key = None
     if caching:  # keyed on what is actually sent: after the context fit and the choice of pages
@@ -488,7 +490,9 @@ async def _answer_gathered(
             return AnsweredQuestion(asked, cached, files_seen=gathered.files_seen, cached=True,
                                     image_hashes=gathered.image_hashes, pages_used=pages_used)
 
-    answer = await _stream_answer(request, reply, engine, status=pages_status(pages, lang_for(message)))
+    lang = lang_for(message)
+    status = pages_status(pages, lang) or say("status.writing", lang)
+    answer = await _stream_answer(request, reply, engine, status=status)
     notes = list(gathered.notes)
     used = pages.used_note(lang_for(message))
     if used:
@@ -592,7 +596,7 @@ async def _build_request(
 async def _stream_answer(
     request: GenerationRequest, reply: ReplyHandle, engine: Engine, *, status: str | None = None
 ) -> str:
-    await show_status(reply, status or "writing the answer…")
+    await show_status(reply, status or say("status.writing"))
     stream = engine.submit(request)
     note_engine_usage(stream.usage)
     logger.info("queued engine request %s (%d images, %d ahead)", stream.request_id, len(request.images),

@@ -77,12 +77,13 @@ class RatingSummary:
     rated: int
     by_day: list[RatingDay]
 
-    def line(self) -> str:
-        """``Helpful: 83 % of 41 rated (7 days).`` for ``/stats``."""
-        period = f"{self.days} day" + ("" if self.days == 1 else "s")
+    def line(self, lang: str = "en") -> str:
+        """``Helpful: 83 % of 41 rated (7 days).`` for ``/stats``, in ``lang``."""
+        period = say("stats.one_day" if self.days == 1 else "stats.days", lang, days=self.days)
         if not self.rated:
-            return f"Helpful: no answers rated ({period})."
-        return f"Helpful: {round(100 * self.helpful / self.rated)} % of {self.rated} rated ({period})."
+            return say("stats.unrated", lang, period=period)
+        percent = round(100 * self.helpful / self.rated)
+        return say("stats.helpful", lang, percent=percent, rated=self.rated, period=period)
 
 
 class Ratings:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from bot.engine import EngineStats
+from bot.i18n import say
 from bot.maintenance import ScheduledJobState
 from bot.redact import redact, secret_values
 from bot.types import AdapterHealth
@@ -62,11 +63,16 @@ class StatusReport:
 
     @property
     def state(self) -> str:
+        return say(self.state_key)
+
+    @property
+    def state_key(self) -> str:
+        """The catalogue key of ``state`` (``bot.i18n``): ``/status`` says it in the asker's language."""
         if self.paused:
-            return "paused for maintenance"
+            return "state.paused"
         if self.engine_alive is False:
-            return "stuck (the model does not answer)"
-        return "ready" if self.engine.ready else "starting"
+            return "state.stuck"
+        return "state.ready" if self.engine.ready else "state.starting"
 
     def not_ready_reasons(self) -> list[str]:
         """Why the bot cannot serve now (empty when it can): what ``/readyz`` reports."""

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import EngineError, EngineUnavailable, OutOfMemory
+from bot.i18n import note
 from inference import oom
 from inference.batch import RunningBatch
 from inference.decode import CACHE_GROWTH
@@ -50,7 +51,6 @@ STREAM_INTERVAL_S = 0.03
 """New text reaches the streams at most this often (and whenever a row ends): each delivery wakes the event
 loop, which on a small CPU takes a core from the model's threads at every decoding step."""
 
-FAILED = "Sorry, something went wrong while I was answering. Please try again."
 
 Finish = Callable[..., bool]
 """``(job, outcome, error, outbox=None) -> settled``: the engine settles a job (its stream ends)."""
@@ -135,11 +135,10 @@ class BatchRunner:
         except Exception as exc:  # CancelledError included: settled meanwhile
             if not job.done:
                 logger.warning("request %s: preparing the inputs failed: %s", job.request.request_id, exc)
-                self._finish(job, "failed", EngineError(
-                    "Sorry, I could not prepare the images of this question for the model.", detail=str(exc)))
+                self._finish(job, "failed", EngineError(key="engine.prepare_failed", detail=str(exc)))
             return None
         if job.prepared is None and not job.done:  # prepared after a stop began
-            self._finish(job, "unavailable", EngineUnavailable("the bot is shutting down"))
+            self._finish(job, "unavailable", EngineUnavailable(note("engine.shutting_down")))
         return job.prepared
 
     def _prepare_first(self, jobs: list[EngineJob]) -> None:
@@ -274,7 +273,7 @@ class BatchRunner:
                 logger.error("request %s: the prefill failed", job.request.request_id, exc_info=error)
                 self.joining.remove(job)
                 self._leave([job])
-                self._finish(job, "failed", EngineError(FAILED, detail=repr(error)))
+                self._finish(job, "failed", EngineError(key="engine.failed", detail=repr(error)))
 
     def _join(self, job: EngineJob) -> None:
         assert job.prefill is not None
@@ -371,7 +370,7 @@ class BatchRunner:
             self.scheduler.drained()
             self._leave(jobs)
             for job in jobs:
-                self._finish(job, "failed", EngineError(FAILED, detail=repr(error)))
+                self._finish(job, "failed", EngineError(key="engine.failed", detail=repr(error)))
             return
         plan = oom.plan_for_step(len(jobs))
         self._free()

@@ -30,6 +30,7 @@ import aiohttp
 
 from bot.engine import AnswerStream, CleanupReport, EngineStats, GenerationRequest, Usage
 from bot.errors import Busy, Cancelled, DeadlineExceeded, EngineError, EngineUnavailable
+from bot.i18n import note
 from bot.redact import redact_url
 from bot.types import StartStop
 from inference.memory import memory_snapshot
@@ -62,7 +63,7 @@ class ServerBusy(EngineError):
     kind = "busy"
 
     def __init__(self) -> None:
-        super().__init__("Sorry, the model server is overloaded right now. Please ask again in a minute.")
+        super().__init__(key="remote.busy")
 
 
 class PromptTooLong(EngineError):
@@ -71,11 +72,7 @@ class PromptTooLong(EngineError):
     kind = "too_long"
 
     def __init__(self, detail: str | None = None) -> None:
-        super().__init__(
-            "Sorry, this question with its images is too long for the model. "
-            "Please send fewer or smaller images, or ask in a new thread.",
-            detail=detail,
-        )
+        super().__init__(key="remote.too_long", detail=detail)
 
 
 class RemoteMisconfigured(EngineUnavailable):
@@ -263,14 +260,14 @@ class OpenAIEngine(StartStop):
         self._accepting = False
         self._stopping = True
         for job in [job for job in self._jobs if job.waiting]:
-            self._end(job, "unavailable", EngineUnavailable("the bot is shutting down"))
+            self._end(job, "unavailable", EngineUnavailable(note("engine.shutting_down")))
             if job.task is not None:
                 job.task.cancel()
         running = [job.task for job in self._jobs if job.task is not None and not job.task.done()]
         if running:
             _, late = await asyncio.wait(running, timeout=bound)
             for job in [job for job in self._jobs if job.task in late]:
-                self._end(job, "unavailable", EngineUnavailable("the bot is shutting down"))
+                self._end(job, "unavailable", EngineUnavailable(note("engine.shutting_down")))
                 if job.task is not None:
                     job.task.cancel()
             if late:
@@ -288,7 +285,7 @@ class OpenAIEngine(StartStop):
     def submit(self, request: GenerationRequest) -> AnswerStream:
         """Queue ``request``; raises ``Busy`` at once when ``queue_limit`` requests already wait for a slot."""
         if not self._accepting or self._slots is None:
-            raise EngineUnavailable("the bot is shutting down" if self._stopping else "the model is not running")
+            raise EngineUnavailable(note("engine.shutting_down" if self._stopping else "error.not_running"))
         settings = self.settings
         if self._waiting >= settings.queue_limit:
             self._counters.outcome("busy")
@@ -355,7 +352,7 @@ class OpenAIEngine(StartStop):
                 if self._end(job, "timeout", DeadlineExceeded(job.timeout_s)):
                     logger.info("request %s exceeded its %.1f s deadline", request_id, job.timeout_s)
             else:  # a timeout that escaped the translation below: still this request's failure
-                self._end(job, "failed", EngineError("Sorry, the model server did not answer in time."))
+                self._end(job, "failed", EngineError(key="remote.timeout"))
         except asyncio.CancelledError:
             self._end(job, "cancelled", Cancelled())
             raise
@@ -363,8 +360,7 @@ class OpenAIEngine(StartStop):
             self._end(job, _OUTCOMES.get(exc.kind, "failed"), exc)
         except Exception as exc:  # a bug must not leave the asker waiting
             logger.exception("request %s failed unexpectedly", request_id)
-            self._end(job, "failed", EngineError(
-                "Sorry, something went wrong while I was answering. Please try again.", detail=repr(exc)))
+            self._end(job, "failed", EngineError(key="engine.failed", detail=repr(exc)))
         else:
             self._end(job, "answered", None)
         finally:
@@ -415,7 +411,7 @@ class OpenAIEngine(StartStop):
     async def _attempt(self, job: _RemoteRequest, payload: dict[str, Any]) -> None:
         session = self._session
         if session is None:
-            raise EngineUnavailable("the bot is shutting down")
+            raise EngineUnavailable(note("engine.shutting_down"))
         try:
             # No redirects: the API key goes to the configured server only (a redirect is reported instead).
             url = self._endpoint("chat/completions")
@@ -440,14 +436,12 @@ class OpenAIEngine(StartStop):
     def _connection_lost(self, job: _RemoteRequest, exc: BaseException) -> NoReturn:
         what = f"{type(exc).__name__}: {exc}".rstrip(": ")
         if job.first_text_at is not None:
-            raise EngineError("Sorry, the connection to the model server broke in the middle of the answer. "
-                              "Please ask again.", detail=what)
+            raise EngineError(key="remote.broke", detail=what)
         if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
             logger.warning("cannot reach the model server at %s: %s", self.shown_url, what)
-            final: EngineError = EngineUnavailable(
-                "the model server cannot be reached; please try again in a few minutes")
+            final: EngineError = EngineUnavailable(note("remote.unreachable"))
         else:
-            final = EngineUnavailable("the connection to the model server keeps breaking; please try again soon")
+            final = EngineUnavailable(note("remote.unstable"))
         raise _Retryable(final, f"connection problem ({what})")
 
     def _raise_http_error(self, status: int, body: str, headers: Any) -> NoReturn:
@@ -457,18 +451,15 @@ class OpenAIEngine(StartStop):
             logger.error("the model server %s answered a redirect (HTTP %d to %s); the API key is never sent on to "
                          "another address: set PEEKBOT_OPENAI_BASE_URL to the final one", where, status,
                          _location(headers))
-            raise EngineUnavailable("the model server's address has moved, so an admin needs to check the bot's "
-                                    "configuration")
+            raise EngineUnavailable(note("remote.moved"))
         if status in (401, 403):
             logger.error("the model server %s refused the API key (HTTP %d: %s); check PEEKBOT_OPENAI_API_KEY",
                          where, status, message)
-            raise EngineUnavailable("the model server refused the bot's API key, so an admin needs to check "
-                                    "the bot's configuration")
+            raise EngineUnavailable(note("remote.key_refused"))
         if status == 404:
             logger.error("the model server %s does not serve model %r (HTTP 404: %s); check PEEKBOT_OPENAI_MODEL "
                          "and PEEKBOT_OPENAI_BASE_URL (usually ending in /v1)", where, self.model, message)
-            raise EngineUnavailable("the model server does not know the configured model, so an admin needs to "
-                                    "check the bot's configuration")
+            raise EngineUnavailable(note("remote.unknown_model"))
         if status == 413 or (status in (400, 422) and (code == "context_length_exceeded"
                                                         or _CONTEXT_LENGTH.search(message))):
             logger.info("the question does not fit the model's context (HTTP %d: %s)", status, message)
@@ -476,11 +467,10 @@ class OpenAIEngine(StartStop):
         if status == 429:
             raise _Retryable(ServerBusy(), f"HTTP 429 ({message})", _retry_after(headers))
         if status in _RETRY_STATUSES or status >= 500:
-            final = EngineUnavailable("the model server is having trouble; please try again in a few minutes")
+            final = EngineUnavailable(note("remote.trouble"))
             raise _Retryable(final, f"HTTP {status} ({message})", _retry_after(headers))
         logger.error("the model server %s rejected the request (HTTP %d: %s)", where, status, message)
-        raise EngineError("Sorry, the model server could not process this question.",
-                          detail=f"HTTP {status}: {message}")
+        raise EngineError(key="remote.rejected", detail=f"HTTP {status}: {message}")
 
     async def _read_events(self, job: _RemoteRequest, response: aiohttp.ClientResponse) -> None:
         events = _SseEvents([])
@@ -495,8 +485,7 @@ class OpenAIEngine(StartStop):
             except TimeoutError:
                 if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
-                raise EngineError("Sorry, the model server stopped sending the answer. Please ask again.",
-                                  detail=f"no data for {stall:g} s") from None
+                raise EngineError(key="remote.stalled", detail=f"no data for {stall:g} s") from None
             data = events.feed(raw.decode("utf-8", "replace").rstrip("\r\n")) if raw else events.end()
             if data is not None:
                 finished = self._handle_event(job, data)
@@ -532,7 +521,7 @@ class OpenAIEngine(StartStop):
             message, _ = _error_message(json.dumps(chunk))
             if _CONTEXT_LENGTH.search(message):
                 raise PromptTooLong(detail=message)
-            raise EngineError("Sorry, the model server failed while answering. Please ask again.", detail=message)
+            raise EngineError(key="remote.failed", detail=message)
         self._record_usage(job, chunk.get("usage"))
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
@@ -568,7 +557,7 @@ class OpenAIEngine(StartStop):
         time; ``EngineUnavailable`` when it cannot be reached, refuses the key or does not list the model."""
         session = self._session
         if session is None:
-            raise EngineUnavailable("the model is not running")
+            raise EngineUnavailable(note("error.not_running"))
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout_s):

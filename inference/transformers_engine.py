@@ -40,6 +40,7 @@ from bot.errors import (
     EngineError,
     EngineUnavailable,
 )
+from bot.i18n import note
 from bot.types import StartStop
 from inference import memory
 from inference.jobs import EngineJob, IncrementalDecoder, JobQueue, Outbox, post
@@ -178,7 +179,7 @@ class TransformersEngine(StartStop):
             tasks, self._tasks = self._tasks, []
             self._cond.notify_all()
         for job in waiting:
-            self._finish(job, "unavailable", EngineUnavailable("the bot is shutting down"))
+            self._finish(job, "unavailable", EngineUnavailable(note("engine.shutting_down")))
         for _, future in tasks:
             self._fail_task(future)
         await self._shutdown_thread(bound)
@@ -200,7 +201,7 @@ class TransformersEngine(StartStop):
             await asyncio.to_thread(thread.join, bound)
             if thread.is_alive():
                 for job in self._queue.active_now():
-                    self._finish(job, "unavailable", EngineUnavailable("the bot is shutting down"))
+                    self._finish(job, "unavailable", EngineUnavailable(note("engine.shutting_down")))
                 await asyncio.to_thread(thread.join, max(bound, 5.0))
                 if thread.is_alive():
                     logger.error("the engine worker did not stop; leaving it behind (daemon thread)")
@@ -215,7 +216,7 @@ class TransformersEngine(StartStop):
         """Queue ``request``; raises ``Busy`` at once when ``queue_limit`` requests are already waiting."""
         runner = self._runner
         if not self._accepting or self._prep_pool is None or runner is None:
-            raise EngineUnavailable("the model is not running" if not self._stopping else "the bot is shutting down")
+            raise EngineUnavailable(note("error.not_running" if not self._stopping else "engine.shutting_down"))
         loop = asyncio.get_running_loop()
         settings = self.settings
         max_new = max(1, request.max_new_tokens or settings.max_new_tokens)
@@ -256,7 +257,7 @@ class TransformersEngine(StartStop):
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._cond:
             if self._thread is None or self._stopping:
-                raise EngineUnavailable("the model is not running")
+                raise EngineUnavailable(note("error.not_running"))
             self._tasks.append((fn, future))
             self._cond.notify_all()
         try:
@@ -380,7 +381,7 @@ class TransformersEngine(StartStop):
                 left = [*self._queue.waiting, *self._queue.active]
                 tasks, self._tasks = self._tasks, []
             for job in left:
-                self._finish(job, "unavailable", EngineUnavailable("the model worker stopped"))
+                self._finish(job, "unavailable", EngineUnavailable(note("engine.worker_stopped")))
             for _, future in tasks:
                 self._fail_task(future)
 
@@ -407,13 +408,12 @@ class TransformersEngine(StartStop):
             except Exception as exc:  # a bug must not take the worker (and every later request) down
                 logger.exception("the engine worker hit an unexpected error")
                 for job in runner.abandon():
-                    self._finish(job, "failed", EngineError(
-                        "Sorry, something went wrong while I was answering. Please try again.", detail=repr(exc)))
+                    self._finish(job, "failed", EngineError(key="engine.failed", detail=repr(exc)))
 
     @staticmethod
     def _fail_task(future: concurrent.futures.Future[Any]) -> None:
         if future.set_running_or_notify_cancel():
-            future.set_exception(EngineUnavailable("the model is not running"))
+            future.set_exception(EngineUnavailable(note("error.not_running")))
 
     @staticmethod
     def _run_task(fn: Callable[[], Any], future: concurrent.futures.Future[Any]) -> None:

@@ -140,6 +140,8 @@ class FakeSlack(LoopbackServer):
         """``assistant.threads.setSuggestedPrompts`` calls that succeeded (channel_id, thread_ts or none, prompts)."""
         self.ephemerals: list[dict[str, Any]] = []
         """``chat.postEphemeral`` messages (channel, user, text, thread_ts, blocks)."""
+        self.locales: dict[str, str] = {}
+        """User id → the locale ``users.info`` tells with ``include_locale`` (``zh-CN``); others tell none."""
         self.connections_opened = 0
         self.hellos: list[float] = []
         """``time.monotonic()`` at which each connection's ``hello`` was sent, oldest first."""
@@ -669,6 +671,15 @@ class FakeSlack(LoopbackServer):
             "bot_id": self.BOT_ID,
             "is_enterprise_install": False,
         }
+
+    def _m_users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user_id = str(args.get("user") or "")
+        if not user_id:
+            raise _ApiError("user_not_found")
+        user: dict[str, Any] = {"id": user_id, "team_id": self.TEAM_ID, "name": user_id.lower(), "is_bot": False}
+        if str(args.get("include_locale")).lower() in ("true", "1") and user_id in self.locales:
+            user["locale"] = self.locales[user_id]
+        return {"user": user}
 
     def _m_apps_connections_open(self, _args: dict[str, Any]) -> dict[str, Any]:
         ticket = uuid.uuid4().hex

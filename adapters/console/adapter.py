@@ -137,7 +137,8 @@ class ConsoleAdapter:
         size = path.stat().st_size
         limit = self._settings.images.max_file_bytes
         if size > limit:
-            raise FileTooLarge(f"{path.name} is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB.")
+            megabytes = {"size": f"{size / 1e6:.1f}", "limit": f"{limit / 1e6:.0f}"}
+            raise FileTooLarge(key="console.too_large", name=path.name, **megabytes)
         return path.read_bytes()
 
     @staticmethod
@@ -145,7 +146,7 @@ class ConsoleAdapter:
         """A reference to a local file; raises InputError when there is none."""
         path = Path(location).expanduser()
         if not path.is_file():
-            raise InputError(f"There is no file at {path}.")
+            raise InputError(key="console.no_file", path=str(path))
         mime, _ = mimetypes.guess_type(path.name)
         return FileRef(
             platform="console",

@@ -37,7 +37,7 @@ from adapters.feishu.settings import FeishuSettings
 from adapters.kit.ratings import reason_text
 from adapters.kit.replies import Spawn
 from bot.access import AccessPolicy
-from bot.i18n import lang_of_text, say
+from bot.i18n import CATALOGUE, lang_of_text, say
 from bot.settings import Settings
 from bot.types import (
     AnswerAction,
@@ -51,10 +51,11 @@ from bot.types import (
 
 logger = logging.getLogger(__name__)
 
-UNREADABLE = "Sorry, I couldn't read that button press. Please try again."
-NOT_READY = "I'm just starting up. Please press the button again in a moment."
-NOT_RECORDED = "Sorry, I couldn't record that just now. Please try again."
-WORKING = "Working on it…"
+UNREADABLE = CATALOGUE["press.unreadable"]["en"]
+NOT_RECORDED = CATALOGUE["press.not_recorded"]["en"]
+WORKING = CATALOGUE["press.working"]["en"]
+"""The English toasts (``bot.i18n``); a press on a card in another language gets that language's."""
+
 REMEMBERED_CARDS = 1000
 """Cards whose last sequence number this process remembers (for two quick presses on one card)."""
 
@@ -76,30 +77,32 @@ class CardActions:
             press = parse_press(inbound.payload)
         except MalformedPress as exc:
             logger.warning("feishu: card callback %s could not be read: %s", inbound.transport_id, exc)
-            await inbound.ack(200, response(UNREADABLE, kind="error"))
+            await inbound.ack(200, response(say("press.unreadable"), kind="error"))  # no card: no language known
             return
-        refusal = self._refusal(press)
+        lang = press.value.lang or "en"  # the card's language: a press carries no locale
+        refusal = self._refusal(press, lang)
         if refusal is not None:
             await inbound.ack(200, response(refusal, kind="error"))
             return
         handler = self.handler
         if handler is None:
-            await inbound.ack(200, response(NOT_READY, kind="error"))
+            await inbound.ack(200, response(say("press.not_ready", lang), kind="error"))
             return
         task = asyncio.get_running_loop().create_task(handler(self._action(press)))
         done, _ = await asyncio.wait({task}, timeout=self._wait_s)
         if not done:
             logger.info("feishu: a %s press on %s is slow; answered for now", press.value.kind, press.value.question_id)
-            await inbound.ack(200, response(WORKING))
+            await inbound.ack(200, response(say("press.working", lang)))
             self._spawn(self._finish_late(task, press))
             return
         sentence = self._sentence(task, press)
-        await inbound.ack(200, response(sentence or NOT_RECORDED, kind="info" if sentence else "error"))
+        failed = say("press.not_recorded", lang)
+        await inbound.ack(200, response(sentence or failed, kind="info" if sentence else "error"))
         if sentence:
             await self._redraw(press, lang_of_text(sentence))
 
-    def _refusal(self, press: CardPress) -> str | None:
-        """The access rules' refusal for the presser (their tenant and user), or None."""
+    def _refusal(self, press: CardPress, lang: str) -> str | None:
+        """The access rules' refusal for the presser (their tenant and user) in ``lang``, or None."""
         probe = IncomingMessage(
             event_id=press.message_id,
             message_id=press.value.question_id,
@@ -110,7 +113,7 @@ class CardActions:
             mentions_bot=True,
         )
         refusal = self._policy.check(probe, is_command=False)
-        return None if refusal is None else refusal.reply
+        return None if refusal is None else refusal.text(lang)
 
     def _action(self, press: CardPress) -> AnswerAction:
         value = press.value
@@ -135,7 +138,7 @@ class CardActions:
     def _sentence(task: asyncio.Task[str], press: CardPress) -> str | None:
         """The handler's sentence, or None when it failed (logged)."""
         try:
-            return task.result() or "Thanks!"
+            return task.result() or say("press.thanks", press.value.lang or "en")
         except Exception:
             logger.exception(
                 "feishu: the core did not take a %s press on %s", press.value.kind, press.value.question_id

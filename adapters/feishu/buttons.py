@@ -51,11 +51,15 @@ class ButtonValue:
     sequence: int = 0
     drawn_at: float = 0.0
     """Wall-clock time (seconds) the row holding the button was drawn with ``sequence``."""
+    lang: str = ""
+    """The language the card speaks (``bot.i18n``): a toast peekbot says before the core answers speaks it too."""
 
     def to_json(self) -> dict[str, Any]:
         value: dict[str, Any] = {"v": VALUE_VERSION, "q": self.question_id, "k": self.kind.value}
         if self.reason:
             value["r"] = self.reason
+        if self.lang:
+            value["l"] = self.lang
         if self.card_id:
             value.update(c=self.card_id, s=self.sequence, t=round(self.drawn_at, 1))
         return value
@@ -82,7 +86,9 @@ class ButtonValue:
             raise MalformedPress("the button's reason or card is not text")
         if not isinstance(sequence, int) or isinstance(sequence, bool) or not isinstance(drawn_at, int | float):
             raise MalformedPress("the button's sequence is not a number")
-        return cls(question_id, action, reason[:100], card_id, sequence, float(drawn_at))
+        lang = raw.get("l", "")
+        lang = lang[:8] if isinstance(lang, str) else ""
+        return cls(question_id, action, reason[:100], card_id, sequence, float(drawn_at), lang)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,15 +126,16 @@ def _row(*cells: dict[str, Any]) -> dict[str, Any]:
 
 def stop_row(question_id: str, lang: str = "en") -> dict[str, Any]:
     """The Stop button shown while the answer streams (labelled in ``lang``, ``bot.i18n``)."""
-    return _row(_button(f"⏹ {say('button.stop', lang)}", ButtonValue(question_id, AnswerActionKind.STOP)))
+    return _row(_button(f"⏹ {say('button.stop', lang)}", ButtonValue(question_id, AnswerActionKind.STOP, lang=lang)))
 
 
-def rating_row(question_id: str, *, card_id: str = "", sequence: int = 0) -> dict[str, Any]:
-    """👍 / 👎 under a final answer; ``card_id`` and ``sequence`` for a CardKit card (so a 👎 can change the row)."""
+def rating_row(question_id: str, *, card_id: str = "", sequence: int = 0, lang: str = "") -> dict[str, Any]:
+    """👍 / 👎 under a final answer; ``card_id`` and ``sequence`` for a CardKit card (so a 👎 can change the row);
+    ``lang``: the card's language, for the toasts of a press."""
     at = time.time()
     return _row(
         *(
-            _button(label, ButtonValue(question_id, kind, card_id=card_id, sequence=sequence, drawn_at=at))
+            _button(label, ButtonValue(question_id, kind, card_id=card_id, sequence=sequence, drawn_at=at, lang=lang))
             for label, kind in (("👍", AnswerActionKind.HELPFUL), ("👎", AnswerActionKind.NOT_HELPFUL))
         )
     )
@@ -142,7 +149,10 @@ def reason_row(
     return _row(
         question,
         *(
-            _button(label, ButtonValue(question_id, AnswerActionKind.NOT_HELPFUL, reason, card_id, sequence, drawn_at))
+            _button(
+                label,
+                ButtonValue(question_id, AnswerActionKind.NOT_HELPFUL, reason, card_id, sequence, drawn_at, lang),
+            )
             for reason, label in reasons(lang)
         ),
     )

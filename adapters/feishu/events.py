@@ -300,6 +300,8 @@ class EventTranslator:
             segments=tuple(segments),
             mentions_bot=mentions_bot,
             context_files=merge_files(parent_files, context, limit=self.max_context_files),
+            # No locale: neither ``im.message.receive_v1`` nor the contact API's user (``contact/v3/users``: name,
+            # country, time zone …) tells the person's language, so ``bot.i18n.lang_for`` goes by the question's.
         )
         return Addressed(message=incoming, parent_id=parent_id if needs_parent else None)
 

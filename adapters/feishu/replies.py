@@ -304,7 +304,7 @@ class FeishuCard(Surface):
     def _final_row(self, *, card_id: str = "", sequence: int = 0) -> dict[str, Any] | None:
         if self._failed is not False:
             return None
-        return rating_row(self.message_id, card_id=card_id, sequence=sequence)
+        return rating_row(self.message_id, card_id=card_id, sequence=sequence, lang=self.lang)
 
     async def delete(self) -> None:
         """Recall the card (``DELETE /im/v1/messages/{id}``)."""

@@ -35,6 +35,7 @@ from adapters.slack.connection import SlackStartupError, SocketModeConnection
 from adapters.slack.events import AnsweredThreads, Identity
 from adapters.slack.files import FileFetcher
 from adapters.slack.interactions import DM_OPENED_EVENTS, Interactions, shortcut_question, shortcut_target
+from adapters.slack.locales import UserLocales
 from adapters.slack.replies import AssistantStatus, EphemeralReply, ReplyOptions, ThreadReply
 from adapters.slack.settings import SlackSettings
 from adapters.slack.streaming import NativeStreaming, StreamingThread
@@ -107,6 +108,8 @@ class SlackAdapter:
         self._withdrawal_handler: WithdrawalHandler | None = None
         self._answer_handler: AnswerActionHandler | None = None
         self._interactions: Interactions | None = None
+        self._locales: UserLocales | None = None
+        """Each asker's Slack locale (``users.info``), for the language of peekbot's own sentences."""
         self._native = NativeStreaming(self._slack.native_streaming)
         """Native streaming on, and the workspaces that refused it (``adapters.slack.streaming``)."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,9 +149,14 @@ class SlackAdapter:
                 file_hosts=self._slack.file_hosts,
             )
             self._assistant_status = AssistantStatus(self._web)
+            self._locales = UserLocales(
+                self._web, ttl_s=self._slack.locale_cache_s, timeout_s=self._slack.locale_timeout_s
+            )
             buttons = self._slack.answer_buttons and self._answer_handler is not None
             self._reply_options = replace(self._reply_options, buttons=buttons)
-            self._interactions = Interactions(self._web, self._me, prompts=self._slack.suggested_prompts)
+            self._interactions = Interactions(
+                self._web, self._me, prompts=self._slack.suggested_prompts, locales=self._locales
+            )
             self._interactions.handler = self._answer_handler
             self._handler = handler
             self._connection = SocketModeConnection(
@@ -481,15 +489,17 @@ class SlackAdapter:
         context: list[FileRef] = []
         if events.is_in_thread(event):
             context = await self._thread_context(event)
+        asker = events.user(event)
         return IncomingMessage(
             event_id=str(body.get("event_id") or events.message_id(event)),
             message_id=events.message_id(event),
             conversation=self._conversation(body, event, me),
-            user=events.user(event),
+            user=asker,
             chat_type=events.chat_type(event),
             segments=events.segments(event, own, me, verdict.mentions_bot),
             mentions_bot=verdict.mentions_bot,
             context_files=tuple(context),
+            locale=await self._locale(asker.user_id),
         )
 
     async def _thread_context(self, event: Mapping[str, Any]) -> list[FileRef]:
@@ -521,6 +531,7 @@ class SlackAdapter:
         files = self._require_files()
         own = [await files.complete(f) for f in events.usable_files(shared.get("files"))]
         message = shortcut_question(body, own, me=me, question=self._slack.shortcut_question)
+        message = replace(message, locale=await self._locale(message.user.user_id))
         thread_ts = message.conversation.thread or str(shared["ts"])
         with log_context(request_id=message.message_id, platform=self.name, conversation=str(message.conversation)):
             reply = self._thread_reply(
@@ -552,6 +563,7 @@ class SlackAdapter:
             segments=(TextSegment(text),),
             mentions_bot=True,
             is_command=True,
+            locale=await self._locale(user_id),
         )
         reply = EphemeralReply(
             self._require_web(),
@@ -563,6 +575,10 @@ class SlackAdapter:
         )
         logger.info("slack: command %s %s from %s", self._slack.command, text.split(" ", 1)[0], user_id)
         await handler(message, reply)
+
+    async def _locale(self, user_id: str) -> str:
+        """The asker's Slack locale, ``""`` when Slack does not tell it in time (``adapters.slack.locales``)."""
+        return await self._locales.of(user_id) if self._locales is not None else ""
 
     def _require_web(self) -> AsyncWebClient:
         if self._web is None:

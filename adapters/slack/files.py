@@ -169,8 +169,7 @@ class FileFetcher:
         except (aiohttp.ClientError, TimeoutError) as exc:
             logger.warning("download of a Slack file failed: %s", exc)
             raise UserFacingError(
-                f"I couldn't download the file{_named(name)} from Slack. Please try again in a minute.",
-                detail=f"download failed: {exc!r}",
+                key="slack.download_failed", detail=f"download failed: {exc!r}", named=_named(name)
             ) from exc
 
     async def _follow(self, url: str, name: str) -> bytes:
@@ -203,9 +202,8 @@ class FileFetcher:
             raise access_denied(name)
         if response.status >= 400:
             raise UserFacingError(
-                f"Slack could not give me the file{_named(name)} right now (HTTP {response.status}). "
-                "Please try again in a minute.",
-                detail=f"download HTTP {response.status}",
+                key="slack.download_refused", detail=f"download HTTP {response.status}", named=_named(name),
+                status=response.status,
             )
         if response.content_type == "text/html":
             # Slack answers a download without access with its sign-in page, status 200.

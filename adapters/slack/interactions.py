@@ -20,7 +20,9 @@ from adapters.kit.outbound import RetryPolicy
 from adapters.slack import events
 from adapters.slack.buttons import Press, pressed, reason_blocks
 from adapters.slack.events import Identity
+from adapters.slack.locales import UserLocales
 from adapters.slack.replies import web_call
+from bot.i18n import lang_of_locale, say
 from bot.types import AnswerActionHandler, ChatType, ConversationKey, FileRef, IncomingMessage, TextSegment, User
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,6 @@ EPHEMERAL_POLICY = RetryPolicy(retries=2, transient_attempts=3)
 MAX_PROMPTS = 4
 """Slack shows at most four suggested prompts."""
 PROMPT_TITLE_CHARS = 75
-FAILED_ACTION = "Sorry, that did not work. Please try again in a moment."
 DM_OPENED_EVENTS = frozenset({"app_home_opened", "assistant_thread_started"})
 
 
@@ -56,10 +57,13 @@ def prompt_target(event: Mapping[str, Any]) -> tuple[str, str | None] | None:
 class Interactions:
     """Answers button presses and DM openings for one started adapter."""
 
-    def __init__(self, web: AsyncWebClient, me: Identity, *, prompts: Sequence[str]) -> None:
+    def __init__(
+        self, web: AsyncWebClient, me: Identity, *, prompts: Sequence[str], locales: UserLocales | None = None
+    ) -> None:
         self._web = web
         self._me = me
         self._prompts = suggested_prompts(prompts)
+        self._locales = locales
         self.handler: AnswerActionHandler | None = None
 
     async def offer_prompts(self, event: Mapping[str, Any]) -> None:
@@ -89,7 +93,8 @@ class Interactions:
             sentence = await handler(action)
         except Exception:
             logger.exception("slack: the %s press on %s could not be recorded", action.kind, action.question_id)
-            await self._tell(press, FAILED_ACTION, None)
+            locale = await self._locales.of(action.user.user_id) if self._locales is not None else ""
+            await self._tell(press, say("press.failed", lang_of_locale(locale) or "en"), None)
             return
         logger.info("slack: %s pressed on %s by %s", action.kind, action.question_id, action.user.user_id)
         await self._tell(press, sentence, reason_blocks(sentence, action.question_id) if press.asks_reason else None)

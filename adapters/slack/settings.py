@@ -43,6 +43,11 @@ class SlackSettings(SettingsSection):
     download_timeout_s: float = 60.0
     thread_memory: int = 10_000
     """Threads remembered as answered, so follow-ups there need no new mention."""
+    locale_cache_s: float = 3600.0
+    """How long a person's Slack locale (``users.info``, scope ``users:read``) is remembered; 0: never looked up
+    (peekbot's own sentences then follow the question's language)."""
+    locale_timeout_s: float = 1.0
+    """The longest a question waits for ``users.info`` to tell the asker's locale (then: unknown)."""
     # Slack's AI-app surfaces.
     native_streaming: bool = True
     """Stream answers with ``chat.startStream``/``appendStream``/``stopStream`` where the workspace allows it (else,

@@ -13,6 +13,7 @@ import hashlib
 import time
 
 from bot.errors import DocumentRejected, EmptyFile, FileTooLarge, UnsupportedFile
+from bot.i18n import note
 from bot.media.images import load_image
 from bot.media.packages import refuse_encrypted
 from bot.media.parts import DocumentText
@@ -20,7 +21,8 @@ from bot.media.pdf import load_pdf
 from bot.media.pictures import Attachment, PixelBudget
 from bot.media.sniff import (
     IMAGE_FORMATS,
-    SUPPORTED_SENTENCE,
+    OFFICE_LOOKS,
+    OLD_OFFICE,
     document_format,
     image_format,
     other_file_description,
@@ -80,27 +82,24 @@ def _checked_kind(data: bytes, name: str, mime_type: str, images: ImageSettings)
     if kind is not None:
         return kind
     description = other_file_description(data, name)
-    if description in _OFFICE_DESCRIPTIONS:
+    supported = note("media.supported")
+    if description in OFFICE_LOOKS.values():
         raise DocumentRejected(
-            f"I couldn't read this file{named(name)}: it looks like {description}, but it is damaged. "
-            f"{SUPPORTED_SENTENCE}",
-            detail=f"damaged office file name={name!r}",
+            key="media.damaged_as", detail=f"damaged office file name={name!r}", named=named(name),
+            description=description, supported=supported,
         )
-    if description == "an old-style Office document":
-        what = f"This file{named(name)} is an old-style Office document (.doc, .xls or .ppt), which I can't read."
-        raise UnsupportedFile(
-            f"{what} Please save it as .docx, .xlsx or .pptx and send it again.", detail="old office format"
-        )
+    if description == OLD_OFFICE:
+        raise UnsupportedFile(key="media.old_office", detail="old office format", named=named(name))
+    detail = f"unsupported file name={name!r} mime={mime_type!r}"
     if description:
-        what = f"This file{named(name)} looks like {description}, which I can't read."
-    else:
-        what = f"I can't read this kind of file{named(name)}."
-    raise UnsupportedFile(f"{what} {SUPPORTED_SENTENCE}", detail=f"unsupported file name={name!r} mime={mime_type!r}")
+        raise UnsupportedFile(
+            key="media.looks_like", detail=detail, named=named(name), description=description, supported=supported
+        )
+    raise UnsupportedFile(key="media.unknown_kind", detail=detail, named=named(name), supported=supported)
 
 
-_OFFICE_DESCRIPTIONS = ("a Word document", "an Excel workbook", "a PowerPoint presentation")
-_ENCRYPTED_WHAT = {".docx": "Word document", ".docm": "Word document", ".xlsx": "Excel workbook",
-                   ".xlsm": "Excel workbook", ".pptx": "PowerPoint presentation", ".pptm": "PowerPoint presentation"}
+_ENCRYPTED_WHAT = {".docx": "kind.word", ".docm": "kind.word", ".xlsx": "kind.excel", ".xlsm": "kind.excel",
+                   ".pptx": "kind.powerpoint", ".pptm": "kind.powerpoint"}
 
 
 def read_document(
@@ -121,7 +120,7 @@ def read_document(
         raise UnsupportedFile(key="media.not_a_document", detail=f"kind {kind}", named=named(name))
     if fmt == "encrypted":
         dot = name.rfind(".")
-        raise refuse_encrypted(_ENCRYPTED_WHAT.get(name[dot:].lower() if dot > 0 else "", "Office file"), name)
+        raise refuse_encrypted(note(_ENCRYPTED_WHAT.get(name[dot:].lower() if dot > 0 else "", "kind.office")), name)
     own = time.monotonic() + images.pdf_time_budget_s
     stop = own if deadline is None else min(own, deadline)
     if fmt in ("docx", "xlsx", "pptx"):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from bot.errors import ImageRejected, ImageTooLarge, UserFacingError
+from bot.i18n import Note, Said, note
 from bot.media.pictures import (
     Attachment,
     PixelBudget,
@@ -79,19 +80,25 @@ def _too_many_pixels(name: str, size: tuple[int, int] | None, limit: int) -> Ima
 
 def _too_much_memory(name: str, size: tuple[int, int], needed: int, limit: int) -> ImageTooLarge:
     return ImageTooLarge(
-        f"This image{named(name)} is {size[0]}×{size[1]} pixels; opening it would take about "
-        f"{size_text(needed)} of memory, and the limit is {size_text(limit)}. "
-        "Please send a smaller image or a screenshot of the part you mean.",
+        key="media.image_memory",
         detail=f"decode guard: {needed} > {limit} bytes",
+        named=named(name),
+        width=size[0],
+        height=size[1],
+        needed=size_text(needed),
+        limit=size_text(limit),
     )
 
 
 def _too_long(name: str, width: int, height: int, settings: ImageSettings) -> ImageRejected:
-    pieces = f" even in {settings.max_tiles} pieces" if settings.max_tiles > 1 else ""
+    tiles = settings.max_tiles
     return ImageRejected(
-        f"This image{named(name)} is {width}×{height} pixels, too long and thin to read{pieces}. "
-        "Please crop it or send it in parts.",
-        detail=f"aspect {max(width, height) / min(width, height):.0f}:1 exceeds {settings.max_tiles} tiles",
+        key="media.image_thin_tiles" if tiles > 1 else "media.image_thin",
+        detail=f"aspect {max(width, height) / min(width, height):.0f}:1 exceeds {tiles} tiles",
+        named=named(name),
+        width=width,
+        height=height,
+        **({"tiles": tiles} if tiles > 1 else {}),
     )
 
 
@@ -133,8 +140,7 @@ def _check_limits(name: str, width: int, height: int, settings: ImageSettings) -
         raise _too_many_pixels(name, (width, height), settings.max_decode_pixels)
     if min(width, height) < settings.min_image_side:
         raise ImageRejected(
-            f"This image{named(name)} is only {width}×{height} pixels; "
-            f"I need at least {settings.min_image_side} pixels on each side."
+            key="media.image_small", named=named(name), width=width, height=height, side=settings.min_image_side
         )
 
 
@@ -272,10 +278,10 @@ class _Decoded:
     size: tuple[int, int]
     """The full upright size of the file's picture."""
     tiles: int
-    notes: list[str]
+    notes: list[Note]
 
 
-def _frames_note(opened: Image.Image, name: str) -> str | None:
+def _frames_note(opened: Image.Image, name: str) -> Note | None:
     """Whether there is more than the first frame, from what the format says cheaply (frames are never counted)."""
     try:
         several = bool(getattr(opened, "is_animated", False))
@@ -284,9 +290,7 @@ def _frames_note(opened: Image.Image, name: str) -> str | None:
     if not several or opened.format == "MPO":  # a camera's multi-picture JPEG: the first picture is the photo
         return None
     the_image = subject(name, "image", capital=True)
-    if opened.format == "TIFF":
-        return f"{the_image} has several pages; I looked at the first."
-    return f"{the_image} is animated; I looked at its first frame."
+    return note("note.image_pages" if opened.format == "TIFF" else "note.image_animated", subject=the_image)
 
 
 def _decode(opened: Image.Image, *, name: str, settings: ImageSettings, budget: PixelBudget) -> _Decoded:
@@ -370,14 +374,16 @@ def load_image(
         tiles=decoded.tiles,
         budget=budget,
     )
-    notes = list(decoded.notes)
+    notes: list[Said] = list(decoded.notes)
     if decoded.tiles > 1:
-        shape = "tall" if height > width else "wide"
-        notes.append(
-            f"{subject(name, 'image', capital=True)} is very {shape} ({width}×{height} pixels), "
-            f"so I read it in {decoded.tiles} tiles."
-        )
+        notes.append(note(
+            "note.image_tall" if height > width else "note.image_wide",
+            subject=subject(name, "image", capital=True), width=width, height=height, tiles=decoded.tiles,
+        ))
     elif width * height > budget.max_pixels:
         final = prepared[0].image.size
-        notes.append(f"I scaled {subject(name, 'image')} down from {width}×{height} to {final[0]}×{final[1]} pixels.")
+        notes.append(note(
+            "note.image_scaled", subject=subject(name, "image"), width=width, height=height,
+            new_width=final[0], new_height=final[1],
+        ))
     return Attachment(name=name, kind="image", images=prepared, notes=notes)

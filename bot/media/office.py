@@ -22,14 +22,16 @@ from typing import Any
 from xml.etree import ElementTree
 
 from bot.errors import DocumentRejected
+from bot.i18n import note
 from bot.media.packages import checked_package, without_macros
 from bot.media.parts import DocumentText, PartCollector, add_sections, markdown_table, numbered
-from bot.media.wording import named
+from bot.media.wording import named, subject
 from bot.settings import ImageSettings
 
 logger = logging.getLogger(__name__)
 
-WHAT = {"docx": "Word document", "xlsx": "Excel workbook", "pptx": "PowerPoint presentation"}
+WHAT = {"docx": note("kind.word"), "xlsx": note("kind.excel"), "pptx": note("kind.powerpoint")}
+"""What each format is called in sentences (``bot.i18n`` Notes)."""
 _BLIP = "{http://schemas.openxmlformats.org/drawingml/2006/main}blip"
 _EMBED = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}embed"
 _REL = "{http://schemas.openxmlformats.org/package/2006/relationships}Relationship"
@@ -52,8 +54,7 @@ def read_office(data: bytes, fmt: str, *, name: str, settings: ImageSettings, de
         # The libraries raise these on parts that are missing or malformed (lxml's errors are SyntaxErrors).
         logger.info("office file could not be read (%s): %s", fmt, type(exc).__name__)
         raise DocumentRejected(
-            f"I couldn't read this {what}{named(name)}: the file is damaged or not really a {what}.",
-            detail=f"{fmt}: {type(exc).__name__}",
+            key="media.office_unreadable", detail=f"{fmt}: {type(exc).__name__}", what=what, named=named(name)
         ) from exc
 
 
@@ -84,7 +85,7 @@ def _read_docx(
 
     for count, block in enumerate(document.iter_inner_content()):
         if count >= limit or (sections and time.monotonic() >= deadline):
-            collector.stop(f"{name or 'The document'} is long; I read its beginning.")
+            collector.stop(note("note.doc_beginning", subject=subject(name, "document", capital=True)))
             break
         if isinstance(block, Table):
             lines.append(markdown_table([cell.text for cell in row.cells] for row in block.rows))
@@ -145,7 +146,7 @@ def _read_pptx(
             notes = slide.notes_slide.notes_text_frame
             if notes is not None and notes.text.strip():
                 lines.append(f"Speaker notes: {notes.text.strip()}")
-        if not collector.add(f"slide {number}", "\n".join(lines), pictures):
+        if not collector.add(note("label.slide", n=number), "\n".join(lines), pictures):
             break
     return collector.result(WHAT["pptx"])
 
@@ -223,16 +224,16 @@ def _read_sheet(sheet: Any, collector: PartCollector, cells: list[int], pictures
         text = f"Sheet {sheet.title}, cells A{start}:{get_column_letter(max(1, width))}{end}\n" + markdown_table(table)
         shown = pictures if first_block else ()
         first_block = False
-        return collector.add(f"sheet {sheet.title}, {numbered('row', start, end)}", text, shown)
+        return collector.add(numbered("sheet_row", start, end, sheet=sheet.title), text, shown)
 
     for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
         cells[0] += max(1, len(row))
         if cells[0] > max_cells:
             flush_ok = flush() if block else True
-            return flush_ok and collector.stop(
-                f"{collector.name or 'The workbook'} has more than {max_cells:,} cells; I read the first "
-                f"{max_cells:,}, up to row {number - 1:,} of sheet {sheet.title}."
-            )
+            return flush_ok and collector.stop(note(
+                "note.sheet_cells", subject=subject(collector.name, "workbook", capital=True), limit=max_cells,
+                row=number - 1, sheet=sheet.title,
+            ))
         if header is None and any(v not in (None, "") for v in row):
             header, header_row = list(row), number
         block.append((number, row))

@@ -19,6 +19,7 @@ import struct
 import zipfile
 
 from bot.errors import DocumentRejected, EncryptedDocument
+from bot.i18n import Said
 from bot.media.wording import named, size_text
 from bot.settings import ImageSettings
 
@@ -46,10 +47,10 @@ def is_encrypted_office(data: bytes) -> bool:
     return data.startswith(OLE_MAGIC) and _ENCRYPTED_STREAM in data
 
 
-def refuse_encrypted(what: str, name: str) -> EncryptedDocument:
+def refuse_encrypted(what: Said, name: str) -> EncryptedDocument:
     return EncryptedDocument(
-        f"This {what}{named(name)} is password-protected, so I can't read it; please send a copy without a password.",
-        detail="ole compound file with an EncryptedPackage stream",
+        key="media.office_encrypted", detail="ole compound file with an EncryptedPackage stream", what=what,
+        named=named(name),
     )
 
 
@@ -63,16 +64,15 @@ def declared_entries(data: bytes) -> int | None:
     return max(on_disk, total)
 
 
-def checked_package(data: bytes, *, name: str, what: str, settings: ImageSettings) -> zipfile.ZipFile:
+def checked_package(data: bytes, *, name: str, what: Said, settings: ImageSettings) -> zipfile.ZipFile:
     """The file as a ZIP whose entry count and decompressed size are within limits; raises a sentence otherwise."""
     damaged = DocumentRejected(
-        f"I couldn't read this {what}{named(name)}: the file is damaged.", detail=f"{what}: not a readable zip"
+        key="media.office_damaged", detail=f"{what}: not a readable zip", what=what, named=named(name)
     )
     max_entries = max(1, settings.doc_max_zip_entries)
     too_many = DocumentRejected(
-        f"This {what}{named(name)} is made of more than {max_entries:,} pieces, which is more than I open. "
-        "Please send a smaller file.",
-        detail=f"{what}: zip entries over {max_entries}",
+        key="media.office_pieces", detail=f"{what}: zip entries over {max_entries}", what=what, named=named(name),
+        limit=max_entries,
     )
     entries = declared_entries(data)
     if entries is None:
@@ -90,9 +90,8 @@ def checked_package(data: bytes, *, name: str, what: str, settings: ImageSetting
     limit = max(1, settings.doc_max_unpacked_mb) * 1024 * 1024
     if unpacked > limit:
         raise DocumentRejected(
-            f"This {what}{named(name)} unpacks to {size_text(unpacked)}, more than the {size_text(limit)} I open. "
-            "Please send a smaller file.",
-            detail=f"{what}: zip unpacks to {unpacked} bytes",
+            key="media.office_unpacks", detail=f"{what}: zip unpacks to {unpacked} bytes", what=what,
+            named=named(name), size=size_text(unpacked), limit=size_text(limit),
         )
     if any(info.flag_bits & 0x1 for info in infos):
         raise refuse_encrypted(what, name)

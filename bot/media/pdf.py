@@ -24,6 +24,7 @@ import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from bot.errors import DocumentRejected, EncryptedDocument
+from bot.i18n import Note, Said, note
 from bot.media.pictures import Attachment, PixelBudget, PreparedImage, choose_tiles, tiles_within_budget
 from bot.media.wording import named, page_ranges, subject
 from bot.settings import ImageSettings
@@ -36,11 +37,11 @@ PDFIUM_LOCK = threading.RLock()
 POINTS_PER_INCH = 72.0
 
 
-def _pages_read_note(read: list[int], total: int, label: str) -> str | None:
+def _pages_read_note(read: list[int], total: int, label: Note) -> Note | None:
     if read == list(range(1, total + 1)):
         return None
-    word = "page" if len(read) == 1 else "pages"
-    return f"I read {word} {page_ranges(read)} of {total} in {label}."
+    key = "note.pdf_page_read" if len(read) == 1 else "note.pdf_pages_read"
+    return note(key, pages=page_ranges(read), total=total, subject=label)
 
 
 def _page_text(page: pdfium.PdfPage) -> str:
@@ -139,9 +140,9 @@ class _ContentBudget:
 class _PageSkipped(Exception):
     """This page gives no picture; ``note`` tells the user why."""
 
-    def __init__(self, note: str) -> None:
-        super().__init__(note)
-        self.note = note
+    def __init__(self, said: Note) -> None:
+        super().__init__(said.text())
+        self.note = said
 
 
 class _OutOfTime(Exception):
@@ -157,7 +158,7 @@ class _PdfTask:
     deadline: float
 
     @property
-    def the_pdf(self) -> str:
+    def the_pdf(self) -> Note:
         return subject(self.name, "PDF")
 
 
@@ -202,20 +203,20 @@ def _picture(page: pdfium.PdfPage, number: int, text: str, job: _PdfTask) -> lis
     settings, budget = job.settings, job.budget
     width, height = page.get_width(), page.get_height()
     if not (math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
-        raise _PageSkipped(f"Page {number} of {job.the_pdf} has no size, so I skipped it.")
+        raise _PageSkipped(note("note.pdf_page_no_size", number=number, subject=job.the_pdf))
     max_scale = settings.pdf_max_dpi / POINTS_PER_INCH
     tiles = choose_tiles(
         width, height, settings=settings, pixels=width * height * max_scale**2, max_pixels=budget.max_pixels
     )
     if tiles is None:
-        raise _PageSkipped(f"Page {number} of {job.the_pdf} is too long and thin to read, so I skipped it.")
+        raise _PageSkipped(note("note.pdf_page_too_thin", number=number, subject=job.the_pdf))
     # The highest resolution up to pdf_max_dpi at which each tile fits the pixel budget.
     scale = min(max_scale, math.sqrt(budget.max_pixels * tiles / (width * height)))
     try:
         drawn = _render_page(page, scale, job.deadline)
     except pdfium.PdfiumError as exc:
         logger.info("pdf page failed to render page=%d: %s", number, exc)
-        raise _PageSkipped(f"I couldn't draw page {number} of {job.the_pdf}, so I skipped it.") from exc
+        raise _PageSkipped(note("note.pdf_page_undrawn", number=number, subject=job.the_pdf)) from exc
     if drawn is None:
         raise _OutOfTime
     return tiles_within_budget(
@@ -246,7 +247,7 @@ def load_pdf(
     job = _PdfTask(name, settings, budget, source_sha, _deadline(settings, deadline))
     content = _ContentBudget(settings.pdf_max_objects)
     images: list[PreparedImage] = []
-    notes: list[str] = []
+    notes: list[Said] = []
     page_texts: list[str] = []
     read: list[int] = []
     stopped_at: int | None = None
@@ -274,7 +275,7 @@ def load_pdf(
                 if index < text_limit:
                     page_texts.append("")
                 if wants_picture:
-                    notes.append(f"I couldn't open page {number} of {job.the_pdf}, so I skipped it.")
+                    notes.append(note("note.pdf_page_unopened", number=number, subject=job.the_pdf))
                 continue
             try:
                 if not content.take(page):
@@ -307,9 +308,9 @@ def load_pdf(
         raise DocumentRejected(key="media.pdf_no_page", named=named(name))
     the_pdf = subject(name, "PDF", capital=True)
     if stopped_at is not None:
-        notes.append(f"{the_pdf} took too long to draw, so I stopped at page {stopped_at}.")
+        notes.append(note("note.pdf_too_slow", subject=the_pdf, page=stopped_at))
     elif too_heavy_at is not None and too_heavy_at <= render_limit:
-        notes.append(f"{the_pdf} has too much drawing in it, so I stopped at page {too_heavy_at}.")
+        notes.append(note("note.pdf_too_heavy", subject=the_pdf, page=too_heavy_at))
     pages_note = _pages_read_note(read, total, job.the_pdf)
     if pages_note:
         notes.insert(0, pages_note)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from PIL import Image
 
 from bot.settings import ImageSettings
+
+if TYPE_CHECKING:
+    from bot.i18n import Said
 
 Kind = Literal["image", "pdf", "document"]
 
@@ -43,8 +46,9 @@ class Attachment:
     name: str
     kind: Kind
     images: list[PreparedImage]
-    notes: list[str]
-    """Sentences worth telling the user: pages read of the total, tiles made, downscaled from W×H."""
+    notes: list[Said]
+    """Sentences worth telling the user (``bot.i18n`` Notes, said in the asker's language when the answer is
+    composed): pages read of the total, tiles made, downscaled from W×H."""
     page_count: int | None = None
     page_texts: list[str] = field(default_factory=list)
     """PDF text layer of pages 1..len(page_texts), possibly more pages than were drawn."""

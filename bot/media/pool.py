@@ -39,6 +39,7 @@ from typing import Any, Literal
 from pebble import ProcessExpired, ProcessPool
 
 from bot.errors import InputError
+from bot.i18n import note
 from bot.media import worker
 from bot.media.files import load_attachment, read_document
 from bot.media.parts import DocumentText
@@ -67,15 +68,14 @@ class FileTooExpensive(InputError):
 
 def _too_expensive(what: str, name: str, cause: Cause, settings: ImageSettings) -> FileTooExpensive:
     if cause == "memory":
-        why = f"it needs more than the {settings.media_memory_limit_mb} MB of memory I allow for one file"
+        why = note("media.why_memory", limit=settings.media_memory_limit_mb)
     elif cause == "time":
-        why = f"it takes longer than the {settings.media_time_limit_s:g} s I allow for one file"
+        why = note("media.why_time", limit=settings.media_time_limit_s)
     else:
-        why = "reading it crashed the process that opens files"
+        why = note("media.why_crash")
     return FileTooExpensive(
-        f"This {what}{named(clean_name(name))} is too expensive to open: {why}. "
-        "Please send a smaller or simpler file, or a screenshot of the part you mean.",
-        detail=f"media worker: {cause}",
+        key="media.too_expensive", detail=f"media worker: {cause}", what=note(f"kind.{what.lower()}"),
+        named=named(clean_name(name)), why=why,
     )
 
 
@@ -353,7 +353,7 @@ class MediaPool:
 
 
 def _too_expensive_again(refused: FileTooExpensive) -> FileTooExpensive:
-    return FileTooExpensive(refused.user_message, detail=f"{refused} (remembered)")
+    return FileTooExpensive(detail=f"{refused} (remembered)", key=refused.key, **refused.values)
 
 
 _shared: MediaPool | None = None

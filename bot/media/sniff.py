@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+from bot.i18n import Note, note, say
 from bot.media.packages import OLE_MAGIC, is_encrypted_office
 from bot.media.pictures import Kind
 
-SUPPORTED_SENTENCE = (
-    "I can read PNG, JPEG, WebP, GIF, BMP and TIFF images, PDF documents, Word, Excel and PowerPoint files "
-    "(.docx, .xlsx, .pptx), and text files (.txt, .md, .csv, .html, logs and source code)."
-)
+SUPPORTED_SENTENCE = say("media.supported")
+"""What peekbot reads, in English (the catalogue's ``media.supported``)."""
 
 DocumentFormat = Literal["docx", "xlsx", "pptx", "encrypted", "csv", "html", "markdown", "text"]
 _OOXML_PARTS: tuple[tuple[bytes, DocumentFormat], ...] = (
@@ -54,24 +53,26 @@ _IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
 _BMP_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 
 # Signatures of common files we do not read, so that the reply can say what the file is.
-_OTHER_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"PK\x03\x04", "a ZIP archive"),
-    (b"PK\x05\x06", "a ZIP archive"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old-style Office document"),
-    (b"Rar!\x1a\x07", "a RAR archive"),
-    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"{\\rtf", "an RTF document"),
-    (b"\x00\x00\x01\x00", "an icon file"),
-    (b"8BPS", "a Photoshop file"),
+ZIP_ARCHIVE = note("looks.zip")
+OLD_OFFICE = note("looks.old_office")
+_OTHER_MAGIC: tuple[tuple[bytes, Note], ...] = (
+    (b"PK\x03\x04", ZIP_ARCHIVE),
+    (b"PK\x05\x06", ZIP_ARCHIVE),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", OLD_OFFICE),
+    (b"Rar!\x1a\x07", note("looks.rar")),
+    (b"7z\xbc\xaf\x27\x1c", note("looks.7z")),
+    (b"\x1f\x8b", note("looks.gzip")),
+    (b"{\\rtf", note("looks.rtf")),
+    (b"\x00\x00\x01\x00", note("looks.icon")),
+    (b"8BPS", note("looks.photoshop")),
 )
+OFFICE_LOOKS = {".docx": note("looks.word"), ".xlsx": note("looks.excel"), ".pptx": note("looks.powerpoint")}
+"""What a damaged Office file with that extension looks like."""
 _ZIP_DOCUMENTS = {
-    ".docx": "a Word document",
-    ".xlsx": "an Excel workbook",
-    ".pptx": "a PowerPoint presentation",
-    ".odt": "an OpenDocument text",
-    ".ods": "an OpenDocument spreadsheet",
-    ".odp": "an OpenDocument presentation",
+    **OFFICE_LOOKS,
+    ".odt": note("looks.odt"),
+    ".ods": note("looks.ods"),
+    ".odp": note("looks.odp"),
 }
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif"}
 
@@ -112,21 +113,21 @@ def _extension(name: str) -> str:
     return name[dot:].lower() if dot > 0 else ""
 
 
-def other_file_description(data: bytes, name: str) -> str | None:
-    """What a recognisably unsupported file is, e.g. "a Word document"."""
+def other_file_description(data: bytes, name: str) -> Note | None:
+    """What a recognisably unsupported file is, e.g. "a Word document" (a ``looks.*`` Note)."""
     for magic, description in _OTHER_MAGIC:
         if data.startswith(magic):
-            if description == "a ZIP archive":
+            if description == ZIP_ARCHIVE:
                 return _ZIP_DOCUMENTS.get(_extension(name), description)
             return description
     if data[4:8] == b"ftyp":
         brand = data[8:12]
         if brand in _HEIF_BRANDS:
-            return "an AVIF image" if brand == b"avif" else "an HEIC photo"
-        return "a video"
+            return note("looks.avif" if brand == b"avif" else "looks.heic")
+        return note("looks.video")
     head = data[:256].lstrip().lower()
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:1024].lower()):
-        return "an SVG drawing"
+        return note("looks.svg")
     return None
 
 

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from bot.errors import DocumentRejected
+from bot.i18n import Said, note
 from bot.media.parts import DocumentText, PartCollector, add_sections, markdown_table, numbered
-from bot.media.wording import named
+from bot.media.wording import named, subject
 from bot.settings import ImageSettings
 
-WHAT = {"csv": "CSV file", "html": "web page", "markdown": "Markdown file", "text": "text file"}
+WHAT = {fmt: note(f"kind.{fmt}") for fmt in ("csv", "html", "markdown", "text")}
+"""What each format is called in sentences (``bot.i18n`` Notes)."""
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -34,7 +36,7 @@ _DROPPED_TAGS = ("script", "style", "noscript", "template", "head", "svg", "ifra
 _MARK = "\ue000"  # a private-use character marks where a heading starts
 
 
-def decode_text(data: bytes, *, name: str = "", what: str = "text file") -> str:
+def decode_text(data: bytes, *, name: str = "", what: Said = WHAT["text"]) -> str:
     """The file's text; raises ``DocumentRejected`` when it is not text in any encoding found."""
     for bom, encoding in _BOMS:
         if data.startswith(bom):
@@ -48,8 +50,7 @@ def decode_text(data: bytes, *, name: str = "", what: str = "text file") -> str:
     best = from_bytes(data[: 256 * 1024]).best()
     if best is None or "\x00" in data[:8192].decode(best.encoding, errors="replace"):
         raise DocumentRejected(
-            f"I couldn't read this {what}{named(name)}: its text is in no encoding I recognise.",
-            detail="text: no encoding found",
+            key="media.text_encoding", detail="text: no encoding found", what=what, named=named(name)
         )
     return data.decode(best.encoding, errors="replace")
 
@@ -109,10 +110,8 @@ def _add_rows(collector: PartCollector, text: str) -> None:
         cells += max(1, len(row))
         if cells > max_cells:
             _flush_rows(collector, header, block)
-            collector.stop(
-                f"{collector.name or 'The file'} has more than {max_cells:,} cells; I read the first "
-                f"{number - 1:,} rows."
-            )
+            the_file = subject(collector.name, "file", capital=True)
+            collector.stop(note("note.csv_cells", subject=the_file, limit=max_cells, rows=number - 1))
             return
         if header is None:
             header = row
@@ -124,7 +123,7 @@ def _add_rows(collector: PartCollector, text: str) -> None:
             block = []
     _flush_rows(collector, header, block)
     if header is not None and not collector.parts:
-        collector.add("row 1", markdown_table([header]))
+        collector.add(note("label.row", first=1), markdown_table([header]))
 
 
 def _flush_rows(collector: PartCollector, header: list[str] | None, block: list[tuple[int, list[str]]]) -> bool:

@@ -1,10 +1,19 @@
-"""How replies and notes name a file and its sizes (shared by the image and PDF readers)."""
+"""How replies and notes name a file and its sizes (shared by the media readers), as ``bot.i18n`` Notes: a
+worker process cannot know the asker's language, so the phrases are said when the answer is composed."""
 
 from __future__ import annotations
 
 import re
 
-from bot.fmt import size_text as size_text  # the readers' sizes read like every other reply's
+from bot import fmt
+from bot.i18n import Note, Said, note
+
+_SUBJECTS = {"image": "image", "PDF": "pdf", "file": "file", "document": "document", "workbook": "workbook"}
+
+
+def size_text(num_bytes: float) -> Said:
+    """A file's size as people read it (``bot.fmt.size_text``); "900 bytes" is a Note (the unit is a word)."""
+    return note("unit.bytes", n=f"{num_bytes:.0f}") if num_bytes < 1024 else fmt.size_text(num_bytes)
 
 
 def clean_name(name: str) -> str:
@@ -19,16 +28,19 @@ def named(name: str) -> str:
     return f" ({name})" if name else ""
 
 
-def subject(name: str, what: str, *, capital: bool = False) -> str:
-    """How a note refers to the file: its name, else "the image" / "The PDF"."""
+def subject(name: str, what: str, *, capital: bool = False) -> Note:
+    """How a note refers to the file: its name ("图片“x.png”" in Chinese), else "the image" / "The PDF".
+
+    ``what`` is ``image``, ``PDF``, ``file``, ``document`` or ``workbook``; ``capital`` starts a sentence."""
+    key = _SUBJECTS[what]
     if name:
-        return name
-    return f"The {what}" if capital else f"the {what}"
+        return note(f"subject.named_{'file' if key in ('document', 'workbook') else key}", name=name)
+    return note(f"subject.{key}_start" if capital else f"subject.{key}")
 
 
-def megapixels(pixels: int) -> str:
+def megapixels(pixels: int) -> Note:
     amount = f"{pixels / 1_000_000:.3g}"
-    return f"{amount} megapixel" if amount == "1" else f"{amount} megapixels"
+    return note("unit.megapixel" if amount == "1" else "unit.megapixels", amount=amount)
 
 
 def page_ranges(pages: list[int]) -> str:

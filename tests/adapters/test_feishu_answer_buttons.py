@@ -234,3 +234,19 @@ async def test_without_cardkit_the_patched_card_shows_stop_then_ratings_and_no_r
     await other.start_progress()
     await other.fail("I couldn't read that file.")
     assert fake.buttons_on(await card_message(fake, other_id)) == []
+
+
+async def test_the_toasts_speak_the_language_of_the_card(start, fake: FakeFeishu) -> None:
+    _, core = await start(RecordingCore(delay_s=0.8, fail=True), FEISHU_ACTION_ANSWER_WAIT_S="0.2")
+    question_id, reply = await ask(fake, core, "这个报错是什么意思？")
+    reply.speaking("zh")  # what the core does for a Chinese question
+    await reply.start_progress()
+    await reply.finish("磁盘满了。")
+    message = await card_message(fake, question_id)
+    assert {value.get("l") for value in fake.buttons_on(message)} == {"zh"}
+
+    slow = await fake.press(fake.card_action_event(message, button(fake, message, "helpful")))
+    assert slow.toast == "正在处理…"
+    core.delay_s = 0.0
+    failed = await fake.press(fake.card_action_event(message, button(fake, message, "not_helpful")))
+    assert (failed.toast, failed.toast_type) == ("抱歉，我刚才没能记录下来。请再试一次。", "error")

@@ -90,3 +90,65 @@ def test_the_reason_choice_after_a_thumbs_down_speaks_the_sentence_language() ->
     row = reason_row("om_1", card_id="c1", sequence=2, drawn_at=0.0, lang="zh")
     cells = [column["elements"][0] for column in row["columns"]]
     assert cells[0]["content"] == "哪里不对？" and cells[1]["text"]["content"] == "回答错误"
+
+
+async def test_the_slack_locale_from_users_info_chooses_chinese_for_an_english_question(
+    start_app: AppStarter, tmp_path: Path
+) -> None:
+    async with FakeSlack() as fake:
+        fake.locales["U0CHEN"] = "zh-CN"
+        await start(start_app, fake, tmp_path, admins="slack:U0CHEN")
+        english = fake.user_message("D0CHEN", "what does this error mean?", user="U0CHEN")
+        await fake.send_event(english)
+        assert await fake.wait_answered(english) == ["答案 / the answer"]
+        assert statuses(fake, english)[0] == "正在查看…" and stop_labels(fake) == ["停止"]
+        lookups = fake.calls("users.info")
+        assert [c.args.get("user") for c in lookups] == ["U0CHEN"]
+
+        envelope = await fake.send_command("status", user_id="U0CHEN")  # an admin command: its reply too
+        await fake.wait_for_ack(envelope)
+        await fake.wait_until(lambda: fake.command_responses, 10, "the reply to /peekbot status")
+        status = str(fake.command_responses[-1]["text"])
+        assert status.startswith("peekbot 状态：") and "队列：" in status and "模型：" in status
+        assert "slack：已连接" in status and "Model:" not in status
+        assert len(fake.calls("users.info")) == 1  # the locale is remembered, not asked again
+
+
+async def test_a_failed_locale_lookup_falls_back_to_the_question_language(
+    start_app: AppStarter, tmp_path: Path
+) -> None:
+    async with FakeSlack() as fake:
+        fake.fail("users.info", error="missing_scope")
+        await start(start_app, fake, tmp_path)
+        chinese = fake.user_message("D0ALICE", "这个报错是什么意思？")
+        await fake.send_event(chinese)
+        assert await fake.wait_answered(chinese) == ["答案 / the answer"]
+        assert statuses(fake, chinese)[0] == "正在查看…"
+        assert [c.error for c in fake.calls("users.info")] == ["missing_scope"]
+
+
+async def test_a_slow_users_info_never_holds_the_answer_and_the_cache_is_bounded() -> None:
+    import asyncio
+    import time
+
+    from adapters.slack.locales import UserLocales
+
+    class SlowSlack:  # a Web API that takes far longer than the lookup may wait, except for U2 and U3
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        async def users_info(self, *, user: str, include_locale: bool) -> dict[str, Any]:
+            self.asked.append(user)
+            if user == "U1":
+                await asyncio.sleep(5)
+            return {"user": {"id": user, "locale": "zh-CN" if include_locale else None}}
+
+    slack = SlowSlack()
+    locales = UserLocales(slack, ttl_s=60, timeout_s=0.1, max_people=2)  # type: ignore[arg-type]
+    started = time.monotonic()
+    assert await locales.of("U1") == "" and time.monotonic() - started < 1.0  # unknown: the question decides
+    assert await locales.of("U1") == ""  # remembered, not asked again
+    assert [await locales.of(user) for user in ("U2", "U3", "U2")] == ["zh-CN"] * 3
+    assert slack.asked == ["U1", "U2", "U3"]
+    await locales.of("U1")  # U1 was forgotten (two people at most): asked again
+    assert slack.asked == ["U1", "U2", "U3", "U1"]

@@ -254,7 +254,7 @@ def test_the_manifest_declares_socket_mode_the_command_the_events_and_only_the_s
     assert scopes == {
         "app_mentions:read", "channels:history", "groups:history", "im:history", "mpim:history",
         "chat:write", "files:read", "files:write", "reactions:write", "commands", "metadata.message:read",
-        "assistant:write",
+        "assistant:write", "users:read",
     }
     assert "user" not in manifest["oauth_config"]["scopes"]
     readme = (deploy / "README.md").read_text()

@@ -46,7 +46,7 @@ def test_every_key_exists_in_every_language_with_the_same_placeholders(key: str)
     for lang in LANGS:
         assert texts[lang].strip(), (key, lang)
         assert placeholders(texts[lang]) == english, (key, lang)
-        rendered = say(key, lang, **{name: SAMPLE[name] for name in english})
+        rendered = say(key, lang, **{name: SAMPLE.get(name, 7) for name in english})  # 7: any number fits
         assert rendered.strip() and "{" not in rendered, (key, lang, rendered)
 
 

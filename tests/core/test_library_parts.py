@@ -193,3 +193,27 @@ async def test_a_file_read_only_in_part_is_read_again_by_the_next_question(
 
     await ask("totals?", engine=engine, settings=settings, store=store, media=pool, context=(budget,))
     assert pool.documents_read == 2
+
+
+class NoReading:
+    """A media pool that must not be asked: the file's parts are to come from the document index."""
+
+    async def read_document(self, *_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the file was read again instead of taken from the index")
+
+
+async def test_sources_used_are_named_in_chinese_also_when_read_back_from_the_index(
+    tmp_path: Path, settings: Settings, store: SQLiteStore
+) -> None:
+    deck = saved(tmp_path, "deck.pptx", office_files.deck(25, {17: FACT}, pictures={17: office_files.png()}))
+    reply, _ = await ask(QUESTION, deck, engine=FakeEngine(), settings=settings, store=store, locale="zh-CN")
+    assert reply.final.endswith("_参考来源：deck.pptx 的 第 17 张幻灯片。_")
+
+    book = saved(tmp_path, "budget.xlsx", office_files.workbook({"Q1": 600, "Q3": 600}, {("Q3", 480): FACT}))
+    for media in (None, NoReading()):  # the second time its parts come from the index, where labels are English
+        reply, _ = await ask(
+            QUESTION, book, engine=FakeEngine(), settings=settings, store=store, locale="zh-CN", media=media
+        )
+        assert reply.final.endswith("_参考来源：budget.xlsx 的 工作表 Q3 的第 441–480 行。_"), reply.final
+    reply, _ = await ask(QUESTION, book, engine=FakeEngine(), settings=settings, store=store)
+    assert reply.final.endswith("_Sources used: sheet Q3, rows 441–480 of budget.xlsx._")

@@ -82,6 +82,11 @@ def close_to(pixel: tuple[int, ...], expected: tuple[int, ...], tolerance: int =
     return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected, strict=True))
 
 
+def notes_of(attachment: Attachment) -> list[str]:
+    """The notes under an answer (``bot.i18n`` Notes), said in English."""
+    return [str(note) for note in attachment.notes]
+
+
 def only_image(attachment: Attachment) -> Image.Image:
     assert attachment.kind == "image"
     assert len(attachment.images) == 1
@@ -285,13 +290,13 @@ def test_exif_orientation_6_rotates_clockwise() -> None:
 def test_animated_gif_gives_its_first_frame() -> None:
     attachment = load(corpus.make_animated_gif([corpus.RED, corpus.BLUE, corpus.GREEN]), "spinner.gif", min_pixels=0)
     assert close_to(only_image(attachment).getpixel((16, 16)), corpus.RED, tolerance=8)
-    assert attachment.notes == ["spinner.gif is animated; I looked at its first frame."]
+    assert notes_of(attachment) == ["spinner.gif is animated; I looked at its first frame."]
 
 
 def test_multipage_tiff_gives_its_first_page() -> None:
     attachment = load(corpus.make_multipage_tiff(3), "scan.tiff", min_pixels=0)
     assert only_image(attachment).getpixel((16, 16)) == corpus.RED
-    assert attachment.notes == ["scan.tiff has several pages; I looked at the first."]
+    assert notes_of(attachment) == ["scan.tiff has several pages; I looked at the first."]
 
 
 @pytest.mark.parametrize(
@@ -304,7 +309,7 @@ def test_every_supported_format_decodes(fmt: str, name: str) -> None:
     image = only_image(attachment)
     assert image.size == (320, 200)
     assert close_to(image.getpixel((264, 170)), corpus.RED, tolerance=40)  # the red button
-    assert attachment.notes == []
+    assert notes_of(attachment) == []
     assert attachment.images[0].sha256 == hashlib.sha256(data).hexdigest()
     assert attachment.images[0].label == name
 
@@ -328,17 +333,17 @@ def test_big_screenshot_is_downscaled_to_the_budget_with_a_note() -> None:
     assert image.width * image.height <= MAX_PIXELS
     assert image.width * image.height > 0.95 * MAX_PIXELS
     assert abs(image.width / image.height - 1.5) < 0.01
-    assert attachment.notes == [f"I scaled big.png down from 3000×2000 to {image.width}×{image.height} pixels."]
+    assert notes_of(attachment) == [f"I scaled big.png down from 3000×2000 to {image.width}×{image.height} pixels."]
 
 
 def test_notes_without_a_file_name() -> None:
     scaled = load(corpus.make_screenshot_png(900, 600), max_pixels=100_000)
     width, height = scaled.images[0].image.size
     assert scaled.images[0].label == "image"
-    assert scaled.notes == [f"I scaled the image down from 900×600 to {width}×{height} pixels."]
-    assert load(corpus.make_animated_gif()).notes == ["The image is animated; I looked at its first frame."]
+    assert notes_of(scaled) == [f"I scaled the image down from 900×600 to {width}×{height} pixels."]
+    assert notes_of(load(corpus.make_animated_gif())) == ["The image is animated; I looked at its first frame."]
     long_pdf = load(corpus.make_pdf(["a"] * 10, page_size=(200, 150)), settings=image_settings(pdf_max_pages=2))
-    assert long_pdf.notes == ["I read pages 1–2 of 10 in the PDF."]
+    assert notes_of(long_pdf) == ["I read pages 1–2 of 10 in the PDF."]
     assert [p.label for p in long_pdf.images] == ["document p.1", "document p.2"]
 
 
@@ -346,7 +351,7 @@ def test_big_jpeg_is_shrunk_while_decoding_and_keeps_its_look() -> None:
     data = corpus.make_jpeg(2400, 1800, quality=90)
     attachment = load(data, "photo.jpg", max_pixels=300_000)
     image = only_image(attachment)
-    assert attachment.notes == [f"I scaled photo.jpg down from 2400×1800 to {image.width}×{image.height} pixels."]
+    assert notes_of(attachment) == [f"I scaled photo.jpg down from 2400×1800 to {image.width}×{image.height} pixels."]
     assert image.width * image.height <= 300_000
     assert abs(image.width / image.height - 4 / 3) < 0.01
     assert close_to(image.getpixel((5, 5)), corpus.RED)
@@ -371,7 +376,7 @@ def test_tall_screenshot_is_split_into_overlapping_tiles() -> None:
     settings = image_settings()
     # 10:1 needs 2 tiles for the aspect limit; 3.6 megapixels need 4 tiles (the most) for the pixel budget.
     assert [p.label for p in attachment.images] == [f"tall.png tile {i}/4" for i in range(1, 5)]
-    assert attachment.notes == ["tall.png is very tall (600×6000 pixels), so I read it in 4 tiles."]
+    assert notes_of(attachment) == ["tall.png is very tall (600×6000 pixels), so I read it in 4 tiles."]
     for prepared in attachment.images:
         width, height = prepared.image.size
         assert width * height <= 500_000
@@ -407,7 +412,7 @@ def test_three_page_pdf_gives_three_pages_with_their_text() -> None:
     attachment = load(data, "report.pdf")
     assert attachment.kind == "pdf"
     assert attachment.page_count == 3
-    assert attachment.notes == []
+    assert notes_of(attachment) == []
     assert [p.label for p in attachment.images] == ["report.pdf p.1", "report.pdf p.2", "report.pdf p.3"]
     assert [p.page for p in attachment.images] == [1, 2, 3]
     assert [p.text for p in attachment.images] == texts
@@ -437,7 +442,7 @@ def test_300_page_pdf_reads_only_the_first_pages() -> None:
     settings = image_settings()
     assert attachment.page_count == 300
     assert [p.page for p in attachment.images] == list(range(1, settings.pdf_max_pages + 1))
-    assert attachment.notes == ["I read pages 1–8 of 300 in manual.pdf."]
+    assert notes_of(attachment) == ["I read pages 1–8 of 300 in manual.pdf."]
     assert len(attachment.page_texts) == 300
     assert attachment.page_texts[299] == "page 300 of the manual"
 
@@ -446,7 +451,7 @@ def test_pdf_page_cap_and_text_cap_follow_settings() -> None:
     data = corpus.make_pdf([f"p{n}" for n in range(1, 11)], page_size=(200, 150))
     attachment = load(data, "ten.pdf", settings=image_settings(pdf_max_pages=1, pdf_max_text_pages=4))
     assert [p.page for p in attachment.images] == [1]
-    assert attachment.notes == ["I read page 1 of 10 in ten.pdf."]
+    assert notes_of(attachment) == ["I read page 1 of 10 in ten.pdf."]
     assert attachment.page_texts == ["p1", "p2", "p3", "p4"]
 
 
@@ -454,7 +459,7 @@ def test_pdf_stops_at_the_image_limit_per_question() -> None:
     data = corpus.make_pdf([f"p{n}" for n in range(1, 11)], page_size=(200, 150))
     attachment = load(data, "ten.pdf", settings=image_settings(pdf_max_pages=10, max_images_per_question=3))
     assert [p.page for p in attachment.images] == [1, 2, 3]
-    assert attachment.notes == ["I read pages 1–3 of 10 in ten.pdf."]
+    assert notes_of(attachment) == ["I read pages 1–3 of 10 in ten.pdf."]
 
 
 def test_slow_pdf_page_is_drawn_within_a_generous_budget() -> None:

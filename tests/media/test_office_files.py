@@ -49,7 +49,7 @@ def test_office_and_text_files_are_told_by_content_not_name() -> None:
 def test_deck_gives_a_part_per_slide_with_notes_and_pictures() -> None:
     data = office_files.deck(3, {2: "The launch moves to March."}, pictures={2: office_files.png()})
     document = read(data, "deck.pptx")
-    assert [p.label for p in document.parts] == ["slide 1", "slide 2", "slide 3"]
+    assert [str(p.label) for p in document.parts] == ["slide 1", "slide 2", "slide 3"]
     second = document.parts[1]
     assert "Slide 2 status" in second.text and "The launch moves to March." in second.text
     assert "Speaker notes: Speaker notes for slide 2." in second.text
@@ -60,7 +60,7 @@ def test_deck_gives_a_part_per_slide_with_notes_and_pictures() -> None:
 def test_workbook_gives_blocks_of_rows_with_sheet_names_ranges_and_header() -> None:
     data = office_files.workbook({"Q1": 10, "Q3": 100}, {("Q3", 80): "Marked for audit"})
     document = read(data, "budget.xlsx")
-    labels = [p.label for p in document.parts]
+    labels = [str(p.label) for p in document.parts]
     assert labels == ["sheet Q1, rows 1–10", "sheet Q3, rows 1–40", "sheet Q3, rows 41–80", "sheet Q3, rows 81–100"]
     block = document.parts[2]
     assert block.text.startswith("Sheet Q3, cells A41:D80\n| Row | Item | Owner | Amount | Comment |")
@@ -71,7 +71,7 @@ def test_word_file_gives_sections_with_tables_and_pasted_pictures() -> None:
     screenshot = office_files.png((10, 200, 10))
     data = office_files.word(["Overview", "Rollback"], {1: "Roll back with deploy undo."}, screenshot=(1, screenshot))
     document = read(data, "runbook.docx")
-    labels = [p.label for p in document.parts]
+    labels = [str(p.label) for p in document.parts]
     assert labels == ["section 'Service runbook'", "section 'Overview'", "section 'Rollback'"]
     rollback = document.parts[2]
     assert rollback.text.startswith("# Rollback") and "Roll back with deploy undo." in rollback.text
@@ -81,18 +81,18 @@ def test_word_file_gives_sections_with_tables_and_pasted_pictures() -> None:
 
 def test_text_files_are_cut_by_heading_lines_and_rows() -> None:
     markdown = read(b"intro\n# Setup\ninstall\n```\n# a comment, not a heading\n```\n## Rollback\nundo\n", "a.md")
-    assert [p.label for p in markdown.parts] == ["the start", "section 'Setup'", "section 'Rollback'"]
+    assert [str(p.label) for p in markdown.parts] == ["the start", "section 'Setup'", "section 'Rollback'"]
     assert "# a comment, not a heading" in markdown.parts[1].text
     log = read(b"".join(b"line %d of the log\n" % n for n in range(1, 601)), "app.log", doc_text_chars_per_part=3000)
-    assert [p.label for p in log.parts][:2] == ["lines 1–155", "lines 156–305"]
+    assert [str(p.label) for p in log.parts][:2] == ["lines 1–155", "lines 156–305"]
     html = read(
         b"<html><script>alert(1)</script><h1>Prices</h1><table><tr><th>a</th></tr><tr><td>1</td></tr></table></html>",
         "p.html",
     )
-    assert [p.label for p in html.parts] == ["section 'Prices'"]
+    assert [str(p.label) for p in html.parts] == ["section 'Prices'"]
     assert "alert" not in html.parts[0].text and "| a |\n| --- |\n| 1 |" in html.parts[0].text
     csv = read(b"name;total\n" + b"".join(b"x%d;%d\n" % (n, n) for n in range(50)), "t.csv")
-    assert [p.label for p in csv.parts] == ["rows 2–41", "rows 42–51"]
+    assert [str(p.label) for p in csv.parts] == ["rows 2–41", "rows 42–51"]
     assert csv.parts[1].text.startswith("| Row | name | total |")
     chinese = read("第三季度预算\n".encode("gbk") * 3, "notes.txt")
     assert chinese.parts[0].text.startswith("第三季度预算")
@@ -101,7 +101,7 @@ def test_text_files_are_cut_by_heading_lines_and_rows() -> None:
 def test_part_count_is_capped_with_a_note() -> None:
     document = read(office_files.deck(12, {}), "deck.pptx", doc_max_parts=5)
     assert len(document.parts) == 5
-    assert document.notes == ("deck.pptx is longer than I read: I read it up to slide 5.",)
+    assert tuple(map(str, document.notes)) == ("deck.pptx is longer than I read: I read it up to slide 5.",)
 
 
 # ---------------------------------------------------------------------------------------------- guards
@@ -151,10 +151,10 @@ def test_million_cell_sheet_stops_at_the_cell_cap_with_a_note() -> None:
     started = time.monotonic()
     document = read(office_files.dense_sheet(1000, 1000), "cells.xlsx", doc_max_cells=50_000)
     assert time.monotonic() - started < 10
-    assert document.notes == (
+    assert tuple(map(str, document.notes)) == (
         "cells.xlsx has more than 50,000 cells; I read the first 50,000, up to row 50 of sheet Data.",
     )
-    assert [p.label for p in document.parts] == ["sheet Data, rows 1–40", "sheet Data, rows 41–50"]
+    assert [str(p.label) for p in document.parts] == ["sheet Data, rows 1–40", "sheet Data, rows 41–50"]
 
 
 def test_damaged_and_old_office_files_get_a_sentence() -> None:
@@ -176,7 +176,7 @@ async def test_documents_are_read_in_a_worker_within_its_limits() -> None:
     pool = MediaPool(limits(media_workers=2, media_memory_limit_mb=600, media_time_limit_s=20.0))
     try:
         document = await pool.read_document(office_files.deck(3, {}), name="deck.pptx", images=limits())
-        assert [p.label for p in document.parts] == ["slide 1", "slide 2", "slide 3"]
+        assert [str(p.label) for p in document.parts] == ["slide 1", "slide 2", "slide 3"]
         with pytest.raises(EncryptedDocument):
             await pool.read_document(office_files.encrypted_office(), name="x.docx", images=limits())
     finally:
@@ -198,7 +198,7 @@ def test_pictures_on_a_sheet_come_with_its_first_block() -> None:
     out = io.BytesIO()
     book.save(out)
     document = read(out.getvalue(), "report.xlsx")
-    assert [(p.label, len(p.pictures)) for p in document.parts] == [
+    assert [(str(p.label), len(p.pictures)) for p in document.parts] == [
         ("sheet Summary, row 1", 0),
         ("sheet Chart, row 1", 1),
     ]

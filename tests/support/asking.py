@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from bot.library import DocumentLibrary
@@ -22,11 +23,13 @@ async def ask(
     media: Any = None,
     thread: str = "T1",
     context: tuple[FileRef, ...] = (),
+    locale: str = "",
 ) -> tuple[RecordingReply, AnsweredQuestion]:
-    """Ask ``text`` about ``files`` (``context``: files posted earlier in the thread); the answer must come."""
+    """Ask ``text`` about ``files`` (``context``: files posted earlier in the thread; ``locale``: the asker's
+    platform locale); the answer must come."""
     reply = RecordingReply()
     result = await answer_question(
-        message(text, *files, thread=thread, context=context),
+        replace(message(text, *files, thread=thread, context=context), locale=locale),
         reply,
         adapter=LocalFilesAdapter(),
         engine=engine,
