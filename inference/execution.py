@@ -265,7 +265,10 @@ class BatchRunner:
             if units is not None:
                 units -= 1
             assert job.prefill is not None
+            vision = job.prefill.images_done < job.prefill.image_count
+            started = time.perf_counter()
             outcome, error = _attempt(job.prefill.run_unit, self.scheduler.chunk_tokens)
+            self.counters.prefill_unit("vision" if vision else "text", time.perf_counter() - started)
             if outcome == "ok" and job.prefill.done:
                 outcome, error = _attempt(self._join, job)
             if outcome == "oom":
@@ -307,7 +310,11 @@ class BatchRunner:
     # ------------------------------------------------------------------ step
 
     def _step(self) -> None:
+        """Choose every row's next token (from the last forward pass), stream it, let finished rows leave, then run
+        the next forward pass; the step's wall time goes to the counters."""
         batch = self.batch
+        started = time.perf_counter()
+        rows = 0
         if batch.pending is None:
             rows = len(batch)
             tokens: list[int] = []
@@ -316,14 +323,16 @@ class BatchRunner:
                 self._step_failed(outcome, error)
                 return
             finished = self._advance(tokens)
-            self.counters.step(rows)
             left = [row.owner for row, done in zip(batch.rows, finished, strict=True) if done]
             batch.advance(finished)
             self._leave(left)
             if not batch:
+                self.counters.step(rows, time.perf_counter() - started)
                 self.scheduler.drained()
                 return
         outcome, error = _attempt(batch.feed)
+        if rows:
+            self.counters.step(rows, time.perf_counter() - started)
         if outcome != "ok":
             self._step_failed(outcome, error)
 
