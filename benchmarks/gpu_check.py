@@ -241,6 +241,7 @@ class Check:
         }
 
     async def open_loop(self) -> dict[str, Any]:
+        from inference.bench.engine_side import step_figures
         from inference.bench.open_loop import open_loop, open_loop_figures
         from inference.bench.workload import arrival_offsets
 
@@ -254,10 +255,12 @@ class Check:
             engine = await self._engine(scheduling=policy)
             try:
                 records, wall = await open_loop(engine, items, offsets, p.new_tokens)
+                steps = step_figures(engine.stats())
             finally:
                 await engine.stop()
             figures = open_loop_figures(records, wall, rate)
             result[policy] = {k: figures[k] for k in ("ttft_p50_s", "ttft_p95_s", "itl_p95_s", "tokens_per_s")}
+            result[policy].update(steps)
         result["ttft_p95_ratio"] = _div(result["continuous"]["ttft_p95_s"], result["static"]["ttft_p95_s"])
         return result
 
@@ -413,6 +416,7 @@ def _summary(name: str, s: dict[str, Any]) -> str:
     if s["status"] != "ok":
         return s.get("reason", "")
     f = lambda v, d=2: "n/a" if v is None else f"{v:.{d}f}"  # noqa: E731
+    ms = lambda v: None if v is None else v * 1000  # noqa: E731
     if name == "build":
         return f"weights {s['weights_bytes'] / 1e9:.2f} GB ({s['decode_weights_bytes'] / 1e9:.2f} GB per decode step)"
     if name in ("probe", "flash_attention", "four_bit"):
@@ -423,7 +427,11 @@ def _summary(name: str, s: dict[str, Any]) -> str:
                 f"{f(s['one_at_a_time_tokens_per_s'], 1)} tok/s = {f(s['speedup'])}×")  # fmt: skip
     if name == "open_loop":
         return (f"{s['requests']} at {s['arrival_rate_per_s']:.2f}/s: TTFT p95 static {f(s['static']['ttft_p95_s'], 3)}"
-                f" s, continuous {f(s['continuous']['ttft_p95_s'], 3)} s ({f(s['ttft_p95_ratio'])}×)")  # fmt: skip
+                f" s, continuous {f(s['continuous']['ttft_p95_s'], 3)} s ({f(s['ttft_p95_ratio'])}×); continuous ITL"
+                f" p95 {f(ms(s['continuous']['itl_p95_s']), 0)} ms = step p95"
+                f" {f(ms(s['continuous'].get('step_p95_s')), 0)} ms + vision pass p95"
+                f" {f(ms(s['continuous'].get('vision_unit_p95_s')), 0)} ms or text chunk p95"
+                f" {f(ms(s['continuous'].get('text_unit_p95_s')), 0)} ms at most")  # fmt: skip
     if name == "oom_ladder":
         return (f"fraction {f(s['memory_fraction'])}: {s['answered']}/{s['requests']} answered, "
                 f"{s['oom_events']} OOM events")  # fmt: skip

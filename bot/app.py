@@ -25,7 +25,7 @@ from bot.ratings import Ratings, answer_action
 from bot.settings import Settings
 from bot.stops import STOPPED, Stops
 from bot.store import open_store
-from bot.store.base import AuditRecord, Job, Store
+from bot.store.base import AuditRecord, Job, Store, keep_audit
 from bot.types import (
     Adapter,
     AdapterHealth,
@@ -619,10 +619,7 @@ class Application(StartStop):
             outcome=outcome,
             created_at=time.time(),
         )
-        try:
-            await self.store.audit.record(record)
-        except Exception:
-            logger.exception("could not write the audit record")
+        await keep_audit(self.store.audit, record)
 
     async def _safe_fail(self, reply: ReplyHandle, text: str) -> None:
         try:

@@ -118,6 +118,12 @@ class EngineStats:
     decode_steps: int = 0
     mean_step_rows: float = 0.0
     """Rows per decoding step (how full the batch ran); ``mean_batch_size`` counts the rows per running batch."""
+    step_p50_s: float | None = None
+    step_p95_s: float | None = None
+    """Decoding steps of the last minute: the time of one step (choosing every row's token and the forward pass)."""
+    prefill_unit_p95_s: dict[str, float] = field(default_factory=dict)
+    """The last minute's prefill units run between steps, by kind: ``vision`` (one picture through the encoder) and
+    ``text`` (one prompt chunk). A running answer's gap between two tokens is about one step plus one unit."""
     image_cache: dict[str, float] = field(default_factory=dict)
     """The image-embedding cache: ``entries``, ``bytes``, ``budget_bytes``, ``hits``, ``misses``, ``hit_rate``
     (empty where the engine keeps none)."""

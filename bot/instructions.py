@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from bot.i18n import CATALOGUE, lang_for, say
-from bot.store.base import ADMIN_EVENTS, AuditRecord, ChannelInstructions
+from bot.store.base import ADMIN_EVENTS, AuditRecord, ChannelInstructions, keep_audit
 from bot.types import ConversationKey, IncomingMessage
 
 if TYPE_CHECKING:
@@ -114,7 +114,4 @@ async def _audit(store: Store, message: IncomingMessage, outcome: str, channel: 
         conversation=channel,
         outcome=outcome,
     )
-    try:
-        await store.audit.record(record)
-    except Exception:
-        logger.exception("could not write the audit record of an instructions change")
+    await keep_audit(store.audit, record)

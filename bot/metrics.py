@@ -114,6 +114,15 @@ class _StateCollector(Collector):
         yield _gauge("peekbot_tokens_per_second", "Generated tokens per second (last minute).", stats.tokens_per_s)
         yield CounterMetricFamily("peekbot_engine_generated_tokens", "Tokens the engine generated.",
                                   value=stats.generated_tokens)
+        if stats.step_p95_s is not None:
+            yield _gauge("peekbot_engine_step_p95_seconds", "Time of one decoding step, p95 of the last minute.",
+                         stats.step_p95_s)
+        units = GaugeMetricFamily("peekbot_engine_prefill_unit_p95_seconds",
+                                  "Prefill work run between two decoding steps, p95 of the last minute.",
+                                  labels=["kind"])
+        for kind, seconds in sorted(stats.prefill_unit_p95_s.items()):
+            units.add_metric([kind], seconds)
+        yield units
         outcomes = CounterMetricFamily("peekbot_engine_requests", "Engine requests by outcome.", labels=["outcome"])
         for outcome, count in sorted(stats.requests_by_outcome.items()):
             outcomes.add_metric([outcome], count)

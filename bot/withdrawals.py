@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from bot.store.base import AuditRecord, Job, JobState
+from bot.store.base import AuditRecord, Job, JobState, keep_audit
 from bot.store.codec import decode_file, decode_message
 from bot.types import IncomingMessage, MessageWithdrawn, ReplyHandle, ResumableReplies, RetractableReply
 
@@ -208,10 +208,7 @@ class Withdrawals:
             conversation=conversation,
             outcome=WITHDRAWN,
         )
-        try:
-            await store.audit.record(record)
-        except Exception:
-            logger.exception("could not write the audit record of a withdrawal")
+        await keep_audit(store.audit, record)
 
 
 async def retract(reply: ReplyHandle) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import EngineError, EngineUnavailable, OutOfMemory
@@ -115,12 +115,34 @@ class BatchRunner:
         if job.done:
             return None
         request = job.request
-        prepared = self.prompts.prepare(request, max_pixels=job.max_pixels)
-        if (self.image_cache is not None or self.prefix_cache is not None) and request.images:
-            given = list(request.image_hashes)
-            usable = len(given) == len(request.images) and all(given)
-            job.image_hashes = given if usable else [picture_hash(image) for image in request.images]
-        return prepared
+        if (self.image_cache is None and self.prefix_cache is None) or not request.images:
+            return self.prompts.prepare(request, max_pixels=job.max_pixels)
+        given = list(request.image_hashes)
+        usable = len(given) == len(request.images) and all(given)
+        job.image_hashes = given if usable else [picture_hash(image) for image in request.images]
+        prepared = self.prompts.prepare(request, max_pixels=job.max_pixels, patches=False)
+        if self._features_kept(prepared.input_ids, self._image_keys(job, prepared)):
+            return prepared  # no patches: the prefill takes the features from the caches (or makes them then)
+        return self.prompts.with_patches(prepared, request.images)
+
+    def _features_kept(self, input_ids: list[int], keys: list[Hashable] | None) -> bool:
+        """Whether every picture's vision features are kept: in the image cache, or inside a kept prompt prefix."""
+        if not keys:
+            return False
+        if self.image_cache is not None and all(self.image_cache.holds(key) for key in keys):
+            return True
+        return self.prefix_cache is not None and self.prefix_cache.covers_images(input_ids, keys)
+
+    def _image_keys(self, job: EngineJob, prepared: PreparedPrompt) -> list[Hashable] | None:
+        """The image-embedding cache key of each of the job's pictures (None: not cached, or no pictures)."""
+        grid = prepared.image_grid_thw
+        cached = self.image_cache is not None or self.prefix_cache is not None
+        if not cached or grid is None or len(job.image_hashes) != len(grid):
+            return None
+        return [
+            image_key(self.loaded.name, content_hash, image.size, row)
+            for content_hash, image, row in zip(job.image_hashes, job.request.images, grid.tolist(), strict=True)
+        ]
 
     def await_preparation(self, job: EngineJob) -> PreparedPrompt | None:
         """The job's inputs, waiting for the preprocessing thread (or preparing here if it has not started)."""
@@ -228,15 +250,12 @@ class BatchRunner:
     def _decode_row(self, job: EngineJob) -> DecodeRow:
         prepared = job.prepared
         assert prepared is not None
-        grid = prepared.image_grid_thw
-        keys = None
-        cached = self.image_cache is not None or self.prefix_cache is not None
-        if cached and grid is not None and len(job.image_hashes) == len(grid):
-            keys = [
-                image_key(self.loaded.name, content_hash, image.size, row)
-                for content_hash, image, row in zip(job.image_hashes, job.request.images, grid.tolist(), strict=True)
-            ]
-        return DecodeRow(prepared.input_ids, prepared.pixel_values, grid, job.min_new_tokens, keys)
+        images, budget = job.request.images, prepared.max_pixels
+        return DecodeRow(
+            prepared.input_ids, prepared.pixel_values, prepared.image_grid_thw, job.min_new_tokens,
+            self._image_keys(job, prepared),
+            patches=lambda index: self.prompts.image_patches(images[index], budget),
+        )
 
     def _image(self, row: DecodeRow, index: int) -> ImageFeatures:
         """One image's features: from the image-embedding cache, else the vision encoder (then cached)."""
@@ -264,7 +283,10 @@ class BatchRunner:
             if units is not None:
                 units -= 1
             assert job.prefill is not None
+            vision = job.prefill.images_done < job.prefill.image_count
+            started = time.perf_counter()
             outcome, error = _attempt(job.prefill.run_unit, self.scheduler.chunk_tokens)
+            self.counters.prefill_unit("vision" if vision else "text", time.perf_counter() - started)
             if outcome == "ok" and job.prefill.done:
                 outcome, error = _attempt(self._join, job)
             if outcome == "oom":
@@ -306,7 +328,11 @@ class BatchRunner:
     # ------------------------------------------------------------------ step
 
     def _step(self) -> None:
+        """Choose every row's next token (from the last forward pass), stream it, let finished rows leave, then run
+        the next forward pass; the step's wall time goes to the counters."""
         batch = self.batch
+        started = time.perf_counter()
+        rows = 0
         if batch.pending is None:
             rows = len(batch)
             tokens: list[int] = []
@@ -315,14 +341,16 @@ class BatchRunner:
                 self._step_failed(outcome, error)
                 return
             finished = self._advance(tokens)
-            self.counters.step(rows)
             left = [row.owner for row, done in zip(batch.rows, finished, strict=True) if done]
             batch.advance(finished)
             self._leave(left)
             if not batch:
+                self.counters.step(rows, time.perf_counter() - started)
                 self.scheduler.drained()
                 return
         outcome, error = _attempt(batch.feed)
+        if rows:
+            self.counters.step(rows, time.perf_counter() - started)
         if outcome != "ok":
             self._step_failed(outcome, error)
 

@@ -76,6 +76,11 @@ class ImageEmbeddingCache:
             self.hits += 1
             return entry[0]
 
+    def holds(self, key: Hashable) -> bool:
+        """Whether ``key`` has an entry (counts as no lookup, keeps the LRU order)."""
+        with self._lock:
+            return key in self._entries
+
     def put(self, key: Hashable, value: Any, size: int) -> None:
         """Keep ``value`` (``size`` bytes); the least recently used entries make room. A value larger than the whole
         budget is not kept."""

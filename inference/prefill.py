@@ -41,6 +41,9 @@ class DecodeRow:
     min_new_tokens: int = 0
     image_keys: Sequence[Hashable] | None = None
     """One image-embedding cache key per image (None: the images are not cached)."""
+    patches: Callable[[int], torch.Tensor] | None = None
+    """Makes image ``index``'s patches where ``pixel_values`` were not made (its features were kept when the prompt
+    was prepared, and have been dropped since)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,10 @@ ImageSource = Callable[[DecodeRow, int], ImageFeatures]
 
 def encode_row_image(parts: ModelParts, row: DecodeRow, index: int) -> ImageFeatures:
     """Image ``index`` of ``row`` through the vision encoder (its slice of the row's patches)."""
-    assert row.pixel_values is not None and row.image_grid_thw is not None
+    assert row.image_grid_thw is not None
+    if row.pixel_values is None:
+        assert row.patches is not None, "a row without patches needs a way to make them"
+        return parts.encode_image(row.patches(index), row.image_grid_thw[index : index + 1])
     counts = row.image_grid_thw.prod(dim=-1).tolist()
     start = int(sum(counts[:index]))
     patches = row.pixel_values[start : start + int(counts[index])]

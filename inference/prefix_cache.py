@@ -45,16 +45,8 @@ class PromptPrefixCache(ImageEmbeddingCache):
 
     def longest(self, input_ids: Sequence[int], image_keys: Sequence[Hashable] | None) -> PromptPrefix | None:
         """The longest entry whose tokens and images begin ``input_ids`` and its images, leaving a token to prefill."""
-        tokens = tuple(int(token) for token in input_ids)
-        images = tuple(image_keys or ())
-        best: tuple[Hashable, PromptPrefix] | None = None
         with self._lock:
-            for key, (value, _) in self._entries.items():
-                model, cached, cached_images = key  # type: ignore[misc]
-                if model != self.model or len(cached) >= len(tokens) or (best and len(cached) <= best[1].tokens):
-                    continue
-                if tokens[: len(cached)] == cached and images[: len(cached_images)] == cached_images:
-                    best = (key, value)
+            best = self._longest(input_ids, image_keys)
             if best is None:
                 self.misses += 1
                 return None
@@ -62,6 +54,26 @@ class PromptPrefixCache(ImageEmbeddingCache):
             self.hits += 1
             self.saved_tokens += best[1].tokens
             return best[1]
+
+    def covers_images(self, input_ids: Sequence[int], image_keys: Sequence[Hashable]) -> bool:
+        """Whether a kept prefix of this prompt holds every one of its images (counts as no lookup)."""
+        with self._lock:
+            best = self._longest(input_ids, image_keys)
+            return best is not None and best[1].images == len(image_keys)
+
+    def _longest(
+        self, input_ids: Sequence[int], image_keys: Sequence[Hashable] | None
+    ) -> tuple[Hashable, PromptPrefix] | None:
+        tokens = tuple(int(token) for token in input_ids)
+        images = tuple(image_keys or ())
+        best: tuple[Hashable, PromptPrefix] | None = None
+        for key, (value, _) in self._entries.items():
+            model, cached, cached_images = key  # type: ignore[misc]
+            if model != self.model or len(cached) >= len(tokens) or (best and len(cached) <= best[1].tokens):
+                continue
+            if tokens[: len(cached)] == cached and images[: len(cached_images)] == cached_images:
+                best = (key, value)
+        return best
 
     def keep(self, input_ids: Sequence[int], image_keys: Sequence[Hashable] | None, layers: Sequence[Any]) -> None:
         """Keep a finished prefill's cache ``layers`` (each with ``keys``/``values``). Not copied: a ``DynamicCache``

@@ -9,9 +9,10 @@ without its torchvision dependency.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from bot.engine import ChatTurn, GenerationRequest
@@ -99,9 +100,29 @@ def expand_image_pads(input_ids: Sequence[int], image_token_id: int, counts: Seq
     return expanded
 
 
+def resized_size(width: int, height: int, *, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)`` the Qwen-VL image processors resize a picture to: multiples of ``factor`` (patch × merge)
+    near the picture's own sides, within ``[min_pixels, max_pixels]`` (their ``smart_resize`` rule; the tests check
+    it against the processor)."""
+    if max(width, height) > 200 * min(width, height):
+        raise ValueError(f"a {width}×{height} picture is too narrow for the image processor")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return w_bar, h_bar
+
+
 @dataclass
 class PreparedPrompt:
-    """Model inputs for one request (unpadded), built for a given pixel budget."""
+    """Model inputs for one request (unpadded), built for a given pixel budget. ``pixel_values`` is None for a
+    prompt without pictures, or one prepared without patches (``PromptBuilder.prepare(patches=False)``)."""
 
     input_ids: list[int]
     pixel_values: torch.Tensor | None
@@ -171,13 +192,48 @@ class PromptBuilder:
             pixel_values = pixel_values.to(self.dtype)
         return pixel_values, out["image_grid_thw"]
 
-    def prepare(self, request: GenerationRequest, *, max_pixels: int | None = None) -> PreparedPrompt:
-        """Inputs for ``request`` with every image within ``max_pixels`` (default: the configured budget)."""
+    def image_grids(self, images: Sequence[Image], max_pixels: int) -> torch.Tensor:
+        """Each picture's ``(t, h, w)`` patch grid at ``max_pixels``, as ``process_images`` makes it, without
+        making the patches."""
+        import torch
+
+        patch = int(self.image_processor.patch_size)
+        floor = min(self.min_pixels, max_pixels)
+        rows = []
+        for image in images:
+            width, height = resized_size(
+                image.width, image.height, factor=patch * self.merge_size, min_pixels=floor, max_pixels=max_pixels
+            )
+            rows.append([1, height // patch, width // patch])
+        return torch.tensor(rows, dtype=torch.long)
+
+    def prepare(
+        self, request: GenerationRequest, *, max_pixels: int | None = None, patches: bool = True
+    ) -> PreparedPrompt:
+        """Inputs for ``request`` with every image within ``max_pixels`` (default: the configured budget). With
+        ``patches=False`` only the grids are worked out (cheap): for pictures whose features the engine has kept;
+        :meth:`with_patches` adds the patches later."""
         budget = self.max_pixels if max_pixels is None else max_pixels
         ids = self.encode_text(self.render(request))
         if not request.images:
             return PreparedPrompt(ids, None, None, 0, budget)
-        pixel_values, grid = self.process_images(request.images, budget)
+        if patches:
+            pixel_values, grid = self.process_images(request.images, budget)
+        else:
+            pixel_values, grid = None, self.image_grids(request.images, budget)
         counts = [int(row.prod()) // self.merge_size**2 for row in grid]
         expanded = expand_image_pads(ids, self.image_token_id, counts)
         return PreparedPrompt(expanded, pixel_values, grid, sum(counts), budget)
+
+    def with_patches(self, prepared: PreparedPrompt, images: Sequence[Image]) -> PreparedPrompt:
+        """``prepared`` (made with ``patches=False``) with its pictures' patches."""
+        if prepared.pixel_values is not None or prepared.image_grid_thw is None:
+            return prepared
+        pixel_values, grid = self.process_images(images, prepared.max_pixels)
+        if grid.tolist() != prepared.image_grid_thw.tolist():
+            raise ValueError(f"patch grids {grid.tolist()} differ from {prepared.image_grid_thw.tolist()}")
+        return replace(prepared, pixel_values=pixel_values)
+
+    def image_patches(self, image: Image, max_pixels: int) -> torch.Tensor:
+        """One picture's patches at ``max_pixels``."""
+        return self.process_images([image], max_pixels)[0]

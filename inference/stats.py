@@ -65,6 +65,9 @@ class StatsSnapshot:
     oom_events: int
     decode_steps: int = 0
     mean_step_rows: float = 0.0
+    step_p50_s: float | None = None
+    step_p95_s: float | None = None
+    prefill_unit_p95_s: dict[str, float] | None = None
 
     def engine_fields(self) -> dict[str, Any]:
         """The ``bot.engine.EngineStats`` fields these counters fill (the engine adds model, queue and memory)."""
@@ -84,6 +87,9 @@ class StatsSnapshot:
             "oom_events": self.oom_events,
             "decode_steps": self.decode_steps,
             "mean_step_rows": self.mean_step_rows,
+            "step_p50_s": self.step_p50_s,
+            "step_p95_s": self.step_p95_s,
+            "prefill_unit_p95_s": dict(self.prefill_unit_p95_s or {}),
         }
 
 
@@ -110,6 +116,8 @@ class EngineCounters:
         self._batched_rows = 0
         self._steps = 0
         self._step_rows = 0
+        self._step_seconds = _TimedSamples(throughput_window_s)
+        self._unit_seconds: dict[str, _TimedSamples] = {}
         self._oom_events = 0
 
     def outcome(self, name: str) -> None:
@@ -145,11 +153,19 @@ class EngineCounters:
         with self._lock:
             self._batched_rows += 1
 
-    def step(self, rows: int) -> None:
-        """One decoding step of ``rows`` rows."""
+    def step(self, rows: int, seconds: float | None = None) -> None:
+        """One decoding step of ``rows`` rows (that took ``seconds``: choosing the tokens and the forward pass)."""
         with self._lock:
             self._steps += 1
             self._step_rows += rows
+            if seconds is not None:
+                self._step_seconds.add(seconds, self._clock())
+
+    def prefill_unit(self, kind: str, seconds: float) -> None:
+        """One prefill unit run between steps: ``vision`` (one picture's encoder pass) or ``text`` (one chunk)."""
+        with self._lock:
+            samples = self._unit_seconds.setdefault(kind, _TimedSamples(self._step_seconds.window_s))
+            samples.add(seconds, self._clock())
 
     def oom(self) -> None:
         with self._lock:
@@ -163,6 +179,8 @@ class EngineCounters:
             latency = self._latency.values(now)
             wait = self._queue_wait.values(now)
             ttft = self._ttft.values(now)
+            steps = self._step_seconds.values(now)
+            units = {kind: percentile(samples.values(now), 0.95) for kind, samples in self._unit_seconds.items()}
             return StatsSnapshot(
                 requests_by_outcome=dict(self._outcomes),
                 generated_tokens=self._generated_tokens,
@@ -179,4 +197,7 @@ class EngineCounters:
                 oom_events=self._oom_events,
                 decode_steps=self._steps,
                 mean_step_rows=self._step_rows / self._steps if self._steps else 0.0,
+                step_p50_s=percentile(steps, 0.5),
+                step_p95_s=percentile(steps, 0.95),
+                prefill_unit_p95_s={kind: value for kind, value in units.items() if value is not None},
             )

@@ -10,11 +10,14 @@ Nothing here stores image bytes or file contents: only hashes, page text and mes
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class JobState(StrEnum):
@@ -244,6 +247,14 @@ class AuditLog(Protocol):
         """Questions of ``user`` since ``since`` (daily quota)."""
 
     async def expire_audit(self, older_than_s: float) -> int: ...
+
+
+async def keep_audit(audit: AuditLog, record: AuditRecord) -> None:
+    """Write ``record``; a store failure is logged, never raised: auditing never fails what it records."""
+    try:
+        await audit.record(record)
+    except Exception:
+        logger.exception("could not write the audit record (%s)", record.outcome)
 
 
 @dataclass(frozen=True, slots=True)

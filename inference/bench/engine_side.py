@@ -71,6 +71,18 @@ async def run_engine(
     return records, wall, probe, engine_stats
 
 
+def step_figures(stats: Any) -> dict[str, Any]:
+    """The engine's own timing of its last minute: a decoding step (p50, p95) and a prefill unit between steps (p95,
+    by kind), which together bound a running answer's inter-token latency."""
+    units = getattr(stats, "prefill_unit_p95_s", {}) or {}
+    return {
+        "step_p50_s": getattr(stats, "step_p50_s", None),
+        "step_p95_s": getattr(stats, "step_p95_s", None),
+        "vision_unit_p95_s": units.get("vision"),
+        "text_unit_p95_s": units.get("text"),
+    }
+
+
 class ExtraWorkloads:
     """The open-loop items and the follow-up items (either may be empty)."""
 
@@ -92,6 +104,7 @@ async def _extra_runs(engine: Any, extra: ExtraWorkloads, capacity_per_s: float,
             **open_loop_figures(records, wall, rate),
             "rate_source": f"auto: {AUTO_LOAD:.0%} of {capacity_per_s:.3f}/s" if auto else "given",
             "closed_loop_capacity_per_s": capacity_per_s,
+            **step_figures(engine.stats()),
         }
     if extra.follow_up_items:
         logger.info("bench: follow-up workload, %d pairs", len(extra.follow_up_items))

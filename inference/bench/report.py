@@ -109,6 +109,9 @@ def _policy_lines(result: dict[str, Any]) -> list[str]:
         ("TTFT p95 (s)", "ttft_p95_s", 3, f"≤ {OPEN_LOOP_TTFT_P95_RATIO:g}×"),
         ("ITL p95 (ms)", "itl_p95_s", 1, ""),
         ("delivery gap p95 (ms)", "delivery_gap_p95_s", 1, ""),
+        ("engine step p95 (ms)", "step_p95_s", 1, ""),
+        ("vision unit p95 (ms)", "vision_unit_p95_s", 1, ""),
+        ("text chunk p95 (ms)", "text_unit_p95_s", 1, ""),
         ("generated tokens/s", "tokens_per_s", 1, ""),
     )
     for label, key, digits, target in rows if open_loop else ():

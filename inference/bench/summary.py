@@ -27,6 +27,8 @@ OPEN_LOOP_TTFT_P95_RATIO = 0.33
 FOLLOW_UP_TTFT_RATIO = 0.40
 """Follow-up TTFT (median) ≤ this × the first question's."""
 OPEN_LOOP_FIGURES = ("ttft_p50_s", "ttft_p95_s", "itl_p95_s", "tokens_per_s")
+STEP_FIGURES = ("step_p50_s", "step_p95_s", "vision_unit_p95_s", "text_unit_p95_s")
+"""The engine's own timing of the open loop's last minute (``inference.bench.engine_side.step_figures``)."""
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -107,6 +109,7 @@ def policy_figures(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 "ttft_max_s": run.get("ttft_max_s"),
                 "delivery_gap_p95_s": run.get("delivery_gap_p95_s"),
                 "latency_p95_s": run.get("latency_p95_s"),
+                **{key: run.get(key) for key in STEP_FIGURES},
             }
     follow = (results.get("engine") or {}).get("follow_up")
     figures: dict[str, Any] = {"open_loop": open_loop, "closed_loop": closed_loop}

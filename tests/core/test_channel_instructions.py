@@ -164,3 +164,22 @@ async def test_changed_instructions_are_never_answered_from_the_old_cache(
     assert engine.requests[-1].instructions == "Answer in Japanese."
     assert await why() is True
     assert engine.generations == 2
+
+
+async def test_a_change_and_an_answer_go_through_when_the_audit_cannot_be_written(
+    start_app: AppStarter, tmp_path: Path, screenshot: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = await start(start_app, tmp_path)
+
+    async def broken(record: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(app.store.audit, "record", broken)
+    assert (await say(app, f"/instructions set {JAPANESE}", user="ADMIN")).startswith("Done")
+    assert "Japanese" in await say(app, "/instructions show", user="ADMIN")
+    assert await say(app, "what is this?", local_image(screenshot))
+    failures = [r for r in caplog.records if r.getMessage().startswith("could not write the audit record")]
+    assert {r.getMessage() for r in failures} >= {
+        "could not write the audit record (instructions_set)", "could not write the audit record (answered)"
+    }

@@ -50,6 +50,8 @@ def test_the_dry_run_goes_through_every_stage(dry_run: tuple[dict, Path]) -> Non
     assert closed["speedup"] == pytest.approx(closed["engine_tokens_per_s"] / closed["one_at_a_time_tokens_per_s"])
     for policy in ("static", "continuous"):
         assert stages["open_loop"][policy]["ttft_p95_s"] > 0
+        assert stages["open_loop"][policy]["step_p95_s"] > 0  # where a token's gap goes: the step and the units
+        assert stages["open_loop"][policy]["vision_unit_p95_s"] > 0
     oom = stages["oom_ladder"]
     assert oom["answered"] + oom["failed"] == oom["requests"]
     assert stages["cleanup"]["before"]["host_rss_bytes"] > 0
@@ -61,7 +63,7 @@ def test_the_table_shows_each_goal_with_its_verdict(dry_run: tuple[dict, Path]) 
     for goal in result["archs"][0]["goals"]:
         assert goal["goal"] in table
         assert goal["met"] is not None  # measured, even if a CPU meets none of them
-    assert "TTFT p95 static" in table and "reserved" not in table  # CPU: host RSS instead of CUDA reserved
+    assert "TTFT p95 static" in table and "= step p95" in table and "reserved" not in table  # CPU: host RSS instead of CUDA reserved
 
 
 def test_a_failed_or_slow_stage_is_recorded_and_the_next_runs(tmp_path: Path) -> None:

@@ -84,15 +84,18 @@ def test_the_json_has_the_policy_and_follow_up_figures(policy_run: tuple[dict, P
     assert follow["ratio"] == pytest.approx(follow["follow_up_ttft_s"] / follow["first_ttft_s"])
 
 
-def test_follow_ups_carry_the_answer_and_reuse_the_image_embedding(policy_run: tuple[dict, Path]) -> None:
+def test_follow_ups_carry_the_answer_and_reuse_the_first_prompt(policy_run: tuple[dict, Path]) -> None:
     result, _ = policy_run
     engine = result["sides"]["engine"]
     pairs = engine["follow_up"]["per_pair"]
     assert len(pairs) == PAIRS
     for pair in pairs:  # the second prompt holds the first question and answer too
         assert pair["follow_up_prompt_tokens"] > pair["first_prompt_tokens"]
-    # each follow-up found its screenshot's vision features in the cache
-    assert engine["engine_stats"]["image_cache"]["hits"] >= PAIRS
+    # each follow-up's prompt began with its first question's whole prompt, screenshot included: it was not
+    # prefilled again (nor the screenshot encoded again)
+    prefixes = engine["engine_stats"]["prefix_cache"]
+    assert prefixes["hits"] >= PAIRS
+    assert prefixes["saved_tokens"] >= sum(pair["first_prompt_tokens"] for pair in pairs)
     assert result["sides"]["engine_static"]["follow_up"] is None  # the follow-ups run once, on the main policy
 
 

@@ -204,6 +204,10 @@ async def test_rows_join_and_leave_at_random_times_and_match_solo(tiny_model_dir
         stats = engine.stats()
     assert together == solo
     assert stats.mean_step_rows > 1, "rows decoded together"
+    # the engine times its steps and the prefill units between them (pictures and 24-token chunks)
+    assert stats.step_p50_s is not None and 0 < stats.step_p50_s <= (stats.step_p95_s or 0) < WAIT_S
+    assert set(stats.prefill_unit_p95_s) == {"vision", "text"}
+    assert all(0 < seconds < WAIT_S for seconds in stats.prefill_unit_p95_s.values())
 
 
 @pytest.mark.parametrize("given_hashes", [True, False])

@@ -120,3 +120,55 @@ async def test_an_engine_follow_up_hits_and_a_forced_cleanup_drops_it(tiny_qwen3
     assert figures["hits"] == 1 and figures["saved_tokens"] == got[2] and figures["entries"] == 2
     assert report.figures["prefix_cache_released_bytes"] == figures["bytes"] > 0
     assert after["entries"] == 0 and after["bytes"] == 0
+
+
+async def test_a_follow_up_about_a_kept_picture_makes_no_patches_and_answers_the_same(tiny_model_dir):
+    shot = picture(320, 200, seed=9)
+
+    def ask(text: str, history: list[ChatTurn]) -> GenerationRequest:
+        return GenerationRequest(question=text, images=[shot], history=history, max_new_tokens=8, min_new_tokens=8)
+
+    async def conversation(engine) -> tuple[list[str], list[int]]:
+        made: list[int] = []
+        process = engine._prompts.process_images
+
+        def counted(images, max_pixels):
+            made.append(len(images))
+            return process(images, max_pixels)
+
+        engine._prompts.process_images = counted
+        first = await asyncio.wait_for(engine.submit(ask("What does the error say?", [])).text(), WAIT_S)
+        made.append(-1)  # the follow-up starts here
+        history = [ChatTurn("user", "What does the error say?", images=1), ChatTurn("assistant", first)]
+        follow_up = await asyncio.wait_for(engine.submit(ask("And the second line?", history)).text(), WAIT_S)
+        return [first, follow_up], made
+
+    async with running_engine(tiny_model_dir, prefix_cache_bytes=0, image_cache_bytes=0) as uncached:
+        expected, made_uncached = await conversation(uncached)
+    async with running_engine(tiny_model_dir) as engine:
+        got, made = await conversation(engine)
+    assert got == expected
+    assert made_uncached == [1, -1, 1]  # without caches every prompt's picture is patched
+    assert made == [1, -1], "the follow-up's picture lies in a kept prompt: no patches were made for it"
+
+
+def test_patches_are_made_at_prefill_when_the_kept_features_went_meanwhile(tiny_model_dir):
+    loaded = load_tiny(str(tiny_model_dir))
+    decoder = GreedyDecoder(loaded.model, device=loaded.device, eos_ids=eos_ids(loaded))
+    builder = prompt_builder(loaded)
+    shot = picture(200, 150, seed=5)
+    request = GenerationRequest(question="What does the error say?", images=[shot])
+    whole = builder.prepare(request)
+    bare = builder.prepare(request, patches=False)  # prepared while its features were kept
+    asked: list[int] = []
+
+    def patches(index: int) -> torch.Tensor:
+        asked.append(index)
+        return builder.image_patches(shot, bare.max_pixels)
+
+    with torch.inference_mode():
+        expected = _greedy(decoder, decoder.prefill(DecodeRow(whole.input_ids, whole.pixel_values,
+                                                              whole.image_grid_thw, STEPS)))
+        late = DecodeRow(bare.input_ids, None, bare.image_grid_thw, STEPS, patches=patches)
+        got = _greedy(decoder, decoder.prefill(late))
+    assert got == expected and asked == [0]

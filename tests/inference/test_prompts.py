@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
 from bot.engine import ChatTurn, GenerationRequest
 from inference.prompts import (
@@ -56,6 +57,23 @@ def test_pictures_of_earlier_turns_stay_in_those_turns(tiny_model_dir):
     ).input_ids
     with pytest.raises(ValueError, match="2 pictures"):
         _ = GenerationRequest(question="?", images=[], history=[ChatTurn("user", "two", images=2)]).question_images
+
+
+@pytest.mark.parametrize("max_pixels", [64 * 64, 256 * 256, 1920 * 1080])
+def test_grids_worked_out_without_patches_match_the_image_processor(tiny_model_dir, max_pixels):
+    builder = _builder(tiny_model_dir, max_pixels=max_pixels)
+    sizes = [(1920, 1080), (1080, 1920), (1366, 768), (200, 120), (17, 900), (600, 4), (3, 3), (1000, 1000)]
+    images = [Image.new("RGB", size, (seed * 30, 90, 200)) for seed, size in enumerate(sizes)]
+    _, expected = builder.process_images(images, max_pixels)
+    assert builder.image_grids(images, max_pixels).tolist() == expected.tolist()
+
+    request = GenerationRequest(question="What changed?", images=images[:2])
+    without = builder.prepare(request, max_pixels=max_pixels, patches=False)
+    assert without.pixel_values is None
+    whole = builder.prepare(request, max_pixels=max_pixels)
+    assert without.input_ids == whole.input_ids and without.image_tokens == whole.image_tokens
+    added = builder.with_patches(without, request.images)
+    assert added.pixel_values is not None and added.pixel_values.equal(whole.pixel_values)
 
 
 def test_prompt_with_several_images_history_and_system_prompt(tiny_model_dir):

@@ -195,6 +195,8 @@ async def test_metrics_parse_and_move_with_requests(served, tmp_path: Path) -> N
     assert after[("peekbot_tokens_total", (("kind", "generated"),))] >= 1
     assert after[("peekbot_tokens_total", (("kind", "prompt"),))] > 10
     assert after[("peekbot_engine_generated_tokens_total", ())] > before[("peekbot_engine_generated_tokens_total", ())]
+    assert after[("peekbot_engine_step_p95_seconds", ())] > 0  # the engine's own step timing
+    assert after[("peekbot_engine_prefill_unit_p95_seconds", (("kind", "vision"),))] > 0
     assert after[("peekbot_deduplicated_events_total", ())] == before[("peekbot_deduplicated_events_total", ())] + 1
     assert after[("peekbot_adapter_reconnects_total", (("adapter", "slack"),))] == 1
     assert app.counters["answered"] == 1
