@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PAUSED_REPLY = say("app.paused")
-SHUTTING_DOWN_REPLY = "I'm restarting right now. Please ask again in a minute."
 PAUSE_CONTROL = "paused"
 """The shared control (``store.controls``) that holds the pause flag: set while paused."""
 CONTROLS_REFRESH_S = 10.0

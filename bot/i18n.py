@@ -495,7 +495,38 @@ def say(key: str, lang: str = DEFAULT_LANG, /, **values: object) -> str:
     """
     texts = CATALOGUE[key]
     template = texts.get(cast(Lang, lang)) or texts[DEFAULT_LANG]
-    return template.format(**{name: _in(value, lang) for name, value in values.items()})
+    filled = {name: _in(value, lang) for name, value in values.items()}
+    if lang != "zh":
+        return template.format(**filled)
+    pieces: list[str] = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        pieces.append(literal)
+        if name is not None:
+            value = filled[name]
+            value = repr(value) if conversion == "r" else str(value) if conversion == "s" else value
+            pieces.append(format(value, spec or ""))
+    return _spaced(pieces)
+
+
+_CJK_END = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]$")
+_CJK_START = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff]")
+_LATIN_END = re.compile(r"[A-Za-z0-9]$")
+_LATIN_START = re.compile(r"^[A-Za-z0-9]")
+
+
+def _spaced(pieces: list[str]) -> str:
+    """Chinese text and its filled-in values joined with a space where a Chinese character meets a Latin letter or
+    digit ("这个 Word 文档"), as Chinese typesetting does; spaces inside a value (a file name) are left alone."""
+    text = ""
+    for piece in pieces:
+        if piece and text:
+            meets = (_CJK_END.search(text) and _LATIN_START.search(piece)) or (
+                _LATIN_END.search(text) and _CJK_START.search(piece)
+            )
+            if meets:
+                text += " "
+        text += piece
+    return text
 
 
 def _in(value: object, lang: str) -> object:

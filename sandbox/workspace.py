@@ -33,6 +33,8 @@ class Person:
     id: str
     name: str
     admin: bool
+    locale: str = ""
+    """What Slack's ``users.info`` tells of the person's language (``zh-CN``); empty: nothing."""
 
     def json(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "admin": self.admin, "dm": dm_of(self.id)}
@@ -50,8 +52,13 @@ class Channel:
         return {"id": self.id, "name": self.name, "direct": self.direct, "member": self.member}
 
 
-PEOPLE = (Person("U0ALICE", "Alice", admin=False), Person("U0ADMIN", "Ada (admin)", admin=True))
-"""A normal user and an admin (the sandbox lists the admin in ``PEEKBOT_ADMINS``)."""
+PEOPLE = (
+    Person("U0ALICE", "Alice", admin=False),
+    Person("U0ADMIN", "Ada (admin)", admin=True),
+    Person("U0WEI", "Wei (中文)", admin=False, locale="zh-CN"),
+)
+"""A normal user, an admin (the sandbox lists the admin in ``PEEKBOT_ADMINS``) and a person whose Slack is set to
+Chinese (peekbot's own sentences reach Wei in Chinese, whatever the question's language)."""
 GROUP_CHANNELS = (Channel("C0GENERAL", "general"), Channel("C0DESIGN", "design"))
 
 
@@ -114,6 +121,7 @@ class Workspace:
 
     def __init__(self, slack: SandboxSlack) -> None:
         self.slack = slack
+        slack.locales.update({person.id: person.locale for person in PEOPLE if person.locale})
         self.files: dict[str, Upload] = {}
         """Every uploaded file by its Slack id, for the page's previews."""
         self.last_event: tuple[dict[str, Any], str] | None = None

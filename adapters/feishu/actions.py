@@ -51,7 +51,8 @@ from bot.types import (
 
 logger = logging.getLogger(__name__)
 
-UNREADABLE = CATALOGUE["press.unreadable"]["en"]
+UNREADABLE = " / ".join(say("press.unreadable", lang) for lang in ("zh", "en"))
+"""The toast for a press that cannot be read: no card, so no language known, so both."""
 NOT_RECORDED = CATALOGUE["press.not_recorded"]["en"]
 WORKING = CATALOGUE["press.working"]["en"]
 """The English toasts (``bot.i18n``); a press on a card in another language gets that language's."""
@@ -77,7 +78,7 @@ class CardActions:
             press = parse_press(inbound.payload)
         except MalformedPress as exc:
             logger.warning("feishu: card callback %s could not be read: %s", inbound.transport_id, exc)
-            await inbound.ack(200, response(say("press.unreadable"), kind="error"))  # no card: no language known
+            await inbound.ack(200, response(UNREADABLE, kind="error"))
             return
         lang = press.value.lang or "en"  # the card's language: a press carries no locale
         refusal = self._refusal(press, lang)

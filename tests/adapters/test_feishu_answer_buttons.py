@@ -177,6 +177,7 @@ async def test_malformed_callbacks_get_an_error_toast_and_the_connection_keeps_s
     ):
         press = await fake.press(callback, frame=frame)
         assert (press.code, press.toast, press.toast_type) == (200, UNREADABLE, "error")
+        assert press.toast.startswith("抱歉") and "Sorry, I couldn't read that button press." in press.toast  # both
     assert core.actions == []
 
     question_id, _ = await ask(fake, core, "still there?")  # messages still arrive …

@@ -217,3 +217,18 @@ async def test_a_chinese_question_with_a_damaged_image_gets_the_chinese_sentence
     english = await ask(app, message("what does the error in this screenshot mean?", local_image(broken), user="U2"))
     assert chinese.error == "我无法读取这张图片 (shot.png)：文件已损坏，或者不是图片。"
     assert english.error == "I couldn't read this image (shot.png): the file is damaged or not an image."
+
+
+def test_chinese_sentences_space_latin_values_but_leave_the_values_alone() -> None:
+    assert say("feishu.offline", "zh", name="报告2024.pdf") == "我现在没有连接到飞书，所以无法下载“报告2024.pdf”。"
+    refusal = say("feishu.unsupported", "zh", name="diagram.vsdx")
+    assert refusal.startswith("我无法读取 diagram.vsdx。")  # the template's own space is not doubled
+    assert say("progress.queued_many", "zh", position=12) == "排队中 — 前面还有 12 个问题。"
+    named = {key: texts["zh"] for key, texts in CATALOGUE.items() if "这个{what}" in texts["zh"]}
+    assert named, "file-kind refusals exist"
+    for key, template in named.items():
+        kinds = {"what": "Word 文档", "named": ""}
+        values = {name: kinds.get(name, 3) for name in placeholders(template)}
+        assert "这个 Word 文档" in say(key, "zh", **values), key
+    english = say("feishu.offline", "en", name="x.png")
+    assert english == "I couldn't download “x.png” because I'm not connected to Feishu right now."

@@ -34,7 +34,7 @@ async def test_a_chinese_asker_gets_a_chinese_refusal_for_an_encrypted_docx(
     app = await start_app(peekbot_environment(http_port=0, data_dir=tmp_path / "state"), engine=lambda _: FakeEngine())
     chinese = await handled(app, message("这份文件里写了什么？", secret))
     english = await handled(app, message("what does this file say?", secret, user="U2"))
-    assert chinese.error == "这个Word 文档 (secret.docx)有密码保护，所以我无法读取；请发送一份没有密码的副本。"
+    assert chinese.error == "这个 Word 文档 (secret.docx)有密码保护，所以我无法读取；请发送一份没有密码的副本。"
     assert english.error == (
         "This Word document (secret.docx) is password-protected, so I can't read it; please send a copy without a "
         "password."
@@ -83,7 +83,7 @@ def test_notes_pickle_and_old_plain_strings_still_render_as_they_are() -> None:
     assert stored_label("page 3 of an older kind") == "page 3 of an older kind"
     assert say(
         "media.too_expensive", "zh", what=note("kind.pdf"), named=" (x.pdf)", why=note("media.why_time", limit=20.0)
-    ).startswith("这个PDF (x.pdf)打开的代价太高：它用时超过了")
+    ).startswith("这个 PDF (x.pdf)打开的代价太高：它用时超过了")
 
 
 def test_every_phrase_the_readers_build_exists_in_both_languages() -> None:

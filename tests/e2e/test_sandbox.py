@@ -13,7 +13,7 @@ from sandbox.runner import Sandbox
 from tests.support.ops_support import screenshot
 from tests.support.sandbox_support import EventStream, answered
 
-ALICE, ADA = "U0ALICE", "U0ADMIN"
+ALICE, ADA, WEI = "U0ALICE", "U0ADMIN", "U0WEI"
 ALICE_DM = "D0ALICE"
 PROGRESS = ("Looking at it", "queue")
 
@@ -81,14 +81,16 @@ async def test_peekbot_status_shows_more_to_the_admin_than_to_a_normal_user(
     sandbox: Sandbox, client: aiohttp.ClientSession
 ) -> None:
     async with EventStream(client, sandbox.url) as stream:
-        for user in (ALICE, ADA):
+        for user in (ALICE, ADA, WEI):
             async with client.post(
                 "/api/commands", json={"user": user, "channel": "C0GENERAL", "text": "/peekbot status"}
             ) as response:
                 assert response.status == 200
         _, normal = await stream.wait(lambda n, d: n == "ephemeral" and d["user"] == ALICE, "Alice's reply")
         _, admin = await stream.wait(lambda n, d: n == "ephemeral" and d["user"] == ADA, "Ada's reply")
-    assert normal["channel"] == admin["channel"] == "C0GENERAL"
+        _, chinese = await stream.wait(lambda n, d: n == "ephemeral" and d["user"] == WEI, "Wei's reply")
+    assert normal["channel"] == admin["channel"] == chinese["channel"] == "C0GENERAL"
+    assert "队列：" in chinese["text"] and "Queue:" not in chinese["text"]  # Wei's Slack is set to Chinese
     assert "Queue:" in normal["text"] and "Model:" not in normal["text"]
     assert "Model:" in admin["text"] and "slack: connected" in admin["text"]
 
@@ -127,5 +129,5 @@ async def test_mentions_are_written_as_people_type_them_and_bad_input_gets_a_sen
         assert response.status == 404 and "kill-socket" in (await response.json())["error"]
     async with client.get("/api/channels") as response:
         workspace = await response.json()
-    assert {c["id"] for c in workspace["channels"]} == {"D0ALICE", "D0ADMIN", "C0GENERAL", "C0DESIGN"}
+    assert {c["id"] for c in workspace["channels"]} == {"D0ALICE", "D0ADMIN", "D0WEI", "C0GENERAL", "C0DESIGN"}
     assert workspace["status_url"].startswith("http://127.0.0.1:") and workspace["status_url"].endswith("/status")
