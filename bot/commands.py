@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from bot import fmt
 from bot.i18n import CATALOGUE, lang_for, say
 from bot.instructions import instructions_command, status_line
+from bot.maintenance import describe_cleanup
 from bot.store.base import AuditSummary
 from bot.types import IncomingMessage
 
@@ -157,7 +158,8 @@ async def _cleanup(app: Application, message: IncomingMessage, _: str) -> str:
         return say("cleanup.no_scheduler", lang)
     run = await maintenance.cleanup_now()
     if run.outcome == "ok":
-        return say("cleanup.done", lang, took=fmt.seconds(run.duration_s), detail=run.detail)
+        detail = describe_cleanup(run.data, lang) if "before" in run.data else run.detail
+        return say("cleanup.done", lang, took=fmt.seconds(run.duration_s), detail=detail)
     return say("cleanup.other", lang, outcome=run.outcome, detail=run.detail)
 
 

@@ -82,6 +82,30 @@ ADMIN_CATALOGUE: Final[dict[str, dict[Lang, str]]] = {
         "zh": "内存清理完成，用时 {took}：{detail}。",
     },
     "cleanup.other": {"en": "Memory cleanup {outcome}: {detail}.", "zh": "内存清理 {outcome}：{detail}。"},
+    "cleanup.gpu": {
+        "en": "GPU reserved {before} → {after} (freed {freed}; allocated {allocated}, "
+        "fragmentation {fragmentation:.0%})",
+        "zh": "GPU 预留内存 {before} → {after}（释放 {freed}；已分配 {allocated}，碎片率 {fragmentation:.0%}）",
+    },
+    "cleanup.emptied": {"en": "cache emptied: {reason}", "zh": "已清空缓存：{reason}"},
+    "cleanup.kept": {"en": "cache kept: {reason}", "zh": "保留缓存：{reason}"},
+    "cleanup.reason.no_cuda": {"en": "no CUDA memory to release", "zh": "没有可释放的 CUDA 内存"},
+    "cleanup.reason.forced": {"en": "forced", "zh": "手动执行"},
+    "cleanup.reason.fragmentation": {
+        "en": "fragmentation {fragmentation:.2f} >= {threshold:.2f}",
+        "zh": "碎片率 {fragmentation:.2f} ≥ {threshold:.2f}",
+    },
+    "cleanup.reason.unused": {
+        "en": "unused reserved {unused_mib:.0f} MiB >= {threshold_mib:.0f} MiB",
+        "zh": "未使用的预留内存 {unused_mib:.0f} MiB ≥ {threshold_mib:.0f} MiB",
+    },
+    "cleanup.reason.below": {"en": "below thresholds", "zh": "未达到阈值"},
+    "cleanup.host": {
+        "en": "host RSS {before} → {after} (freed {freed})",
+        "zh": "主机内存 {before} → {after}（释放 {freed}）",
+    },
+    "cleanup.gc": {"en": "gc collected {count} objects", "zh": "垃圾回收了 {count} 个对象"},
+    "cleanup.separator": {"en": "; ", "zh": "；"},
     "reconnect.unknown": {
         "en": "Unknown platform {name}. Connected platforms: {known}. Usage: /reconnect <platform>",
         "zh": "未知的平台 {name}。已连接的平台：{known}。用法：/reconnect <平台>",

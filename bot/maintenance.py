@@ -12,9 +12,39 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from bot.i18n import say
 from bot.ring import Snapshot
 
 Outcome = Literal["ok", "skipped", "failed", "cancelled"]
+MIB = 2**20
+
+
+def describe_cleanup(figures: Mapping[str, Any], lang: str = "en") -> str:
+    """What a memory cleanup freed (``Engine.cleanup`` figures), in ``lang``: GPU reserved memory and why the CUDA
+    cache was emptied or kept, host RSS, objects collected."""
+    before, after = figures["before"], figures["after"]
+    parts = []
+    if "cuda_reserved_bytes" in before:
+        freed = before["cuda_reserved_bytes"] - after.get("cuda_reserved_bytes", 0.0)
+        parts.append(say(
+            "cleanup.gpu", lang, before=_mib(before["cuda_reserved_bytes"]),
+            after=_mib(after.get("cuda_reserved_bytes", 0.0)), freed=_mib(max(freed, 0.0)),
+            allocated=_mib(after.get("cuda_allocated_bytes", 0.0)), fragmentation=after.get("cuda_fragmentation", 0.0),
+        ))  # fmt: skip
+        key = figures.get("reason_key")
+        reason = say(f"cleanup.reason.{key}", lang, **figures.get("reason_values", {})) if key else figures["reason"]
+        parts.append(say("cleanup.emptied" if figures["emptied_cache"] else "cleanup.kept", lang, reason=reason))
+    rss_freed = before["host_rss_bytes"] - after["host_rss_bytes"]
+    parts.append(say(
+        "cleanup.host", lang, before=_mib(before["host_rss_bytes"]), after=_mib(after["host_rss_bytes"]),
+        freed=_mib(max(rss_freed, 0.0)),
+    ))  # fmt: skip
+    parts.append(say("cleanup.gc", lang, count=figures["gc_collected"]))
+    return say("cleanup.separator", lang).join(parts)
+
+
+def _mib(value: float) -> str:
+    return f"{value / MIB:,.1f} MiB"
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,8 +112,9 @@ def cleanup(
     bytes pass a threshold.
 
     Call it between batches (``TransformersEngine.cleanup`` runs it on the worker thread). Returns
-    ``{"emptied_cache": bool, "reason": str, "gc_collected": int, "before": {...}, "after": {...}}`` with
-    :func:`memory_snapshot` figures.
+    ``{"emptied_cache": bool, "reason": str, "reason_key": str, "reason_values": {...}, "gc_collected": int,
+    "before": {...}, "after": {...}}`` with :func:`memory_snapshot` figures (``reason_key``/``reason_values`` say the
+    reason in any language: ``cleanup.reason.<key>`` of ``bot.i18n``).
     """
     before = memory_snapshot(device)
     collected = gc.collect()
@@ -121,16 +122,19 @@ def cleanup(
     reserved = before.get("cuda_reserved_bytes", 0.0)
     unused = reserved - before.get("cuda_allocated_bytes", 0.0)
     fragmentation = before.get("cuda_fragmentation", 0.0)
+    values: dict[str, float] = {}
     if "cuda_reserved_bytes" not in before:
-        reason = "no CUDA memory to release"
+        reason, why = "no CUDA memory to release", "no_cuda"
     elif force:
-        reason = "forced"
+        reason, why = "forced", "forced"
     elif fragmentation >= fragmentation_threshold and unused > 0:
-        reason = f"fragmentation {fragmentation:.2f} >= {fragmentation_threshold:.2f}"
+        reason, why = f"fragmentation {fragmentation:.2f} >= {fragmentation_threshold:.2f}", "fragmentation"
+        values = {"fragmentation": fragmentation, "threshold": fragmentation_threshold}
     elif unused >= unused_reserved_bytes:
         reason = f"unused reserved {unused / 2**20:.0f} MiB >= {unused_reserved_bytes / 2**20:.0f} MiB"
+        why, values = "unused", {"unused_mib": unused / 2**20, "threshold_mib": unused_reserved_bytes / 2**20}
     else:
-        reason = ""
+        reason, why = "", "below"
     emptied = bool(reason) and "cuda_reserved_bytes" in before
     if emptied:
         import torch
@@ -149,6 +153,8 @@ def cleanup(
     return {
         "emptied_cache": emptied,
         "reason": reason or "below thresholds",
+        "reason_key": why,
+        "reason_values": values,
         "gc_collected": collected,
         "host_heap_trimmed": host_trimmed,
         "before": before,

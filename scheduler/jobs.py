@@ -11,10 +11,11 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.engine import EngineStats
 from bot.errors import EngineError
+from bot.maintenance import describe_cleanup
 from bot.ring import Snapshot, SnapshotRing
 from bot.settings import SchedulerSettings
 from bot.types import AdapterHealth
@@ -26,34 +27,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MIB = 2**20
-
-
 class EngineStuck(RuntimeError):
     """The model's worker thread did not run a ping in time."""
-
-
-def _mib(value: float) -> str:
-    return f"{value / MIB:,.1f} MiB"
-
-
-def describe_cleanup(figures: dict[str, Any]) -> str:
-    """One sentence about what a cleanup freed."""
-    before, after = figures["before"], figures["after"]
-    parts = []
-    if "cuda_reserved_bytes" in before:
-        freed = before["cuda_reserved_bytes"] - after.get("cuda_reserved_bytes", 0.0)
-        parts.append(
-            f"GPU reserved {_mib(before['cuda_reserved_bytes'])} → {_mib(after.get('cuda_reserved_bytes', 0.0))} "
-            f"(freed {_mib(max(freed, 0.0))}; allocated {_mib(after.get('cuda_allocated_bytes', 0.0))}, "
-            f"fragmentation {after.get('cuda_fragmentation', 0.0):.0%})"
-        )
-        parts.append(("cache emptied: " if figures["emptied_cache"] else "cache kept: ") + figures["reason"])
-    rss_delta = before["host_rss_bytes"] - after["host_rss_bytes"]
-    parts.append(f"host RSS {_mib(before['host_rss_bytes'])} → {_mib(after['host_rss_bytes'])} "
-                 f"(freed {_mib(max(rss_delta, 0.0))})")
-    parts.append(f"gc collected {figures['gc_collected']} objects")
-    return "; ".join(parts)
 
 
 class MemoryCleanup:

@@ -186,3 +186,27 @@ async def test_json_logs_carry_the_request_id_on_every_line(bot, tmp_path: Path,
     request_lines = [e for e in entries if e["logger"] in ("bot.questions", "bot.app") and "started" not in e["msg"]]
     assert request_lines and all(e["request_id"] in ("slack-M-42", "slack-M-43") for e in request_lines)
     assert app.counters["answered"] == 1
+
+
+def test_a_gpu_cleanup_is_described_in_the_admins_language() -> None:
+    from bot.maintenance import describe_cleanup
+
+    gib = 2**30
+    figures = {
+        "emptied_cache": True, "reason": "fragmentation 0.40 >= 0.30", "reason_key": "fragmentation",
+        "reason_values": {"fragmentation": 0.4, "threshold": 0.3}, "gc_collected": 12,
+        "before": {"cuda_reserved_bytes": 6 * gib, "cuda_allocated_bytes": 4 * gib, "host_rss_bytes": 3 * gib},
+        "after": {"cuda_reserved_bytes": 4 * gib, "cuda_allocated_bytes": 4 * gib, "cuda_fragmentation": 0.05,
+                  "host_rss_bytes": 3 * gib},
+    }  # fmt: skip
+    english = describe_cleanup(figures)
+    assert english == (
+        "GPU reserved 6,144.0 MiB → 4,096.0 MiB (freed 2,048.0 MiB; allocated 4,096.0 MiB, fragmentation 5%); "
+        "cache emptied: fragmentation 0.40 >= 0.30; host RSS 3,072.0 MiB → 3,072.0 MiB (freed 0.0 MiB); "
+        "gc collected 12 objects"
+    )
+    chinese = describe_cleanup(figures, "zh")
+    assert chinese.startswith("GPU 预留内存 6,144.0 MiB → 4,096.0 MiB（释放 2,048.0 MiB")
+    assert "已清空缓存：碎片率 0.40 ≥ 0.30" in chinese and chinese.endswith("垃圾回收了 12 个对象")
+    older = {**figures, "reason_key": None}  # figures of a release before reason keys: the reason as it was
+    assert "已清空缓存：fragmentation 0.40 >= 0.30" in describe_cleanup(older, "zh")
