@@ -140,8 +140,10 @@ class EngineSettings(SettingsSection):
     attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     max_pixels: int = 1920 * 1080
     min_pixels: int = 64 * 64
-    max_batch_size: int = 8
-    """Rows decoded together (questions being prefilled count too)."""
+    max_batch_size: int = 16
+    """Rows decoded together (questions being prefilled count too). Rows are cheap where decoding is bound by memory
+    bandwidth (a GPU): more of them let a question that arrives during a burst join at the next step instead of
+    waiting for an answer to end; ``max_batch_tokens`` bounds the memory they take."""
     max_batch_tokens: int = 32768
     """Padded KV-cache positions of the running batch: rows × its cache length (a lone question always runs)."""
     scheduling: Literal["continuous", "static"] = "continuous"

@@ -60,7 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a real-size architecture with random bf16 weights built on the device (no download)",
     )
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: PEEKBOT_DEVICE, else auto)")
-    parser.add_argument("--max-batch-size", type=at_least_one, default=None, help="engine max batch size (default: C)")
+    parser.add_argument(
+        "--max-batch-size", type=at_least_one, default=None,
+        help="engine max batch size (default: the product's, or C if larger)",
+    )  # fmt: skip
     parser.add_argument(
         "--max-batch-tokens", type=int, default=None, help="engine max prompt tokens per batch (default: settings)"
     )
@@ -122,3 +125,12 @@ def validate(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+def engine_rows(args: argparse.Namespace) -> int:
+    """The engine's row limit for a run: ``--max-batch-size``, else the product's default (``PEEKBOT_MAX_BATCH_SIZE``
+    unset), or the concurrency if that is larger, so the closed loop never queues inside the engine."""
+    from bot.settings import EngineSettings
+
+    default = int(EngineSettings.model_fields["max_batch_size"].default)
+    return args.max_batch_size or max(args.concurrency, default)

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from inference.bench.arguments import validate
+from inference.bench.arguments import engine_rows, validate
 from inference.bench.spec import MIN_OPEN_REQUESTS, SIDES, WORKER_TIMEOUT_S, WorkerSpec
 from inference.bench.summary import summarise
 
@@ -51,7 +51,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             spec = WorkerSpec(
                 side=side,
                 model=model,
-                max_batch_size=args.max_batch_size or args.concurrency,
+                max_batch_size=engine_rows(args),
                 policy=policy,
                 arrival_rate=rate if side == "engine" else None,
                 follow_ups=getattr(args, "follow_ups", 0) if name == "engine" else 0,

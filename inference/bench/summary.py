@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from inference.bench.arguments import engine_rows
 from inference.bench.spec import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def summarise(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> d
             "concurrency": args.concurrency,
             "requests": args.requests,
             "max_new_tokens": args.max_new_tokens,
-            "max_batch_size": args.max_batch_size or args.concurrency,
+            "max_batch_size": engine_rows(args),
             "max_batch_tokens": args.max_batch_tokens,
             "max_pixels": any_side["max_pixels"],
             "seed": args.seed,
