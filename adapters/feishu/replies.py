@@ -451,6 +451,7 @@ class FeishuReply(StreamingReply):
         self.card = FeishuCard(rest, message_id, settings=settings, in_thread=in_thread)
         config = ReplyConfig(
             update_interval_s=settings.update_interval_s,
+            first_words_after_s=settings.first_words_after_s,
             max_chars=settings.max_reply_chars,
             long_answers=long_answers or LongAnswers(),
         )

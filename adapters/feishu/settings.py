@@ -37,6 +37,8 @@ class FeishuSettings(SettingsSection):
     """Time allowed to read the message a question replies to before the event is handed to the core."""
     update_interval_s: float = 0.5
     """Minimum time between edits of an answer card (edits are coalesced; the newest text wins)."""
+    first_words_after_s: float = 0.3
+    """The answer's first words go this soon after the card was posted (Feishu's own floor between edits holds)."""
     rate_limit_backoff_s: float = 1.0
     rate_limit_max_wait_s: float = 120.0
     """How long one REST call may wait out rate limits before it fails."""

@@ -7,8 +7,10 @@
   once; the post runs to its end even if the question is cancelled meanwhile, so ``retract`` can take it back.
 - ``update`` never blocks: it keeps the newest text, and a background task edits the placeholder at most once per
   interval (the larger of ``ReplyConfig.update_interval_s`` and ``Surface.min_interval_s``), always with the newest
-  text. A rate-limited edit waits what the platform asked (else a growing backoff); a placeholder that is gone is
-  replaced by a new message at the next edit. While streaming, a long answer shows its first part.
+  text; only the answer's first words go sooner (``ReplyConfig.first_words_after_s`` after the placeholder), without
+  moving the edits after them. A rate-limited edit waits what the platform asked (else a growing backoff); a
+  placeholder that is gone is replaced by a new message at the next edit. While streaming, a long answer shows its
+  first part.
 - ``finish``/``fail`` settle the background edit, then put the final text in the placeholder, waiting out rate
   limits (an edit that fails for good posts the text as a new message). A long final text is split (code-fence
   aware) over several messages; after each part but the last the core's ``checkpoint`` journals
@@ -62,6 +64,9 @@ SETTLE_WAIT_S = 10.0
 class ReplyConfig:
     update_interval_s: float = 1.0
     """At most one edit per message in this many seconds while an answer streams."""
+    first_words_after_s: float = 0.3
+    """The answer's first words go this soon after the placeholder (or the last progress edit), not a whole
+    interval later; every later edit keeps the interval (and a platform's own floor always holds)."""
     max_chars: int = 3900
     """The longest message; longer final texts are split, longer streamed texts cut."""
     long_answers: LongAnswers = field(default_factory=LongAnswers)
@@ -184,6 +189,7 @@ class StreamingReply:
         self._shown: str | None = None
         """What the placeholder says."""
         self._next_edit_at = 0.0
+        self._last_edit_at = 0.0
         self._penalty = 0.0
         self._closed = False
         self._finished = False
@@ -212,6 +218,22 @@ class StreamingReply:
     @property
     def _interval(self) -> float:
         return max(self._config.update_interval_s, self.surface.min_interval_s)
+
+    def _edited(self, *, first_words: bool = False) -> None:
+        """The placeholder was just posted or edited: the next edit waits an interval. ``first_words`` sent early do
+        not move the schedule: the edit after them goes when it would have gone without them."""
+        now = time.monotonic()
+        floor = max(self._config.first_words_after_s, self.surface.min_interval_s)
+        self._last_edit_at = now
+        self._next_edit_at = max(self._next_edit_at, now + floor) if first_words else now + self._interval
+
+    def _edit_due_at(self) -> float:
+        """When the next edit may go: an interval after the last one, but while no words of the answer are shown
+        (and no rate limit holds edits back) ``first_words_after_s`` after it, so the first words are not held back."""
+        if self._streamed is not None or self._penalty:
+            return self._next_edit_at
+        first = self._last_edit_at + max(self._config.first_words_after_s, self.surface.min_interval_s)
+        return min(self._next_edit_at, first)
 
     # ResumableReply ------------------------------------------------------------------------------
     def resume_state(self) -> dict[str, str]:
@@ -338,7 +360,7 @@ class StreamingReply:
             logger.warning("%s: could not post the placeholder: %s", self.surface.label, exc)
             return
         self._shown = text
-        self._next_edit_at = time.monotonic() + self._interval
+        self._edited()
 
     async def _show_progress(self, text: str) -> None:
         try:
@@ -350,15 +372,17 @@ class StreamingReply:
             self.surface.forget_placeholder()
             await self._post_placeholder(text)
 
-    async def _edit(self, text: str, *, max_wait_s: float | None) -> None:
+    async def _edit(self, text: str, *, max_wait_s: float | None, answer: bool = False) -> None:
+        """Edit the placeholder; ``answer``: with answer text (the first of it may go before the interval)."""
+        early = answer and self._streamed is None and time.monotonic() < self._next_edit_at
         await self.surface.edit(text, max_wait_s=max_wait_s)
         self._shown = text
-        self._next_edit_at = time.monotonic() + self._interval
+        self._edited(first_words=early)
 
     async def _flush(self) -> None:
         """Edit the placeholder at most once per interval, with the newest text, until it shows the newest text."""
         while not self._closed and self._latest is not None and self._latest != self._streamed:
-            delay = self._next_edit_at - time.monotonic()
+            delay = self._edit_due_at() - time.monotonic()
             if delay > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -372,11 +396,11 @@ class StreamingReply:
                 try:
                     await self._prepare()
                     if self.surface.has_placeholder:
-                        await self._edit(view, max_wait_s=0.0)
+                        await self._edit(view, max_wait_s=0.0, answer=True)
                     else:
                         await self.surface.post_placeholder(view)
                         self._shown = view
-                        self._next_edit_at = time.monotonic() + self._interval
+                        self._edited()
                     self._streamed = source
                     self._penalty = 0.0
                 except Exception as exc:
@@ -487,11 +511,11 @@ class StreamingReply:
         """The final text's first part in the placeholder; in a new message when there is none or it cannot take
         it (gone, refused, rate limited past the wait). A network failure raises: the edit may have landed."""
         if self.surface.has_placeholder:
-            delay = self._next_edit_at - time.monotonic()
+            delay = self._edit_due_at() - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                await self._edit(text, max_wait_s=None)
+                await self._edit(text, max_wait_s=None, answer=True)
             except Exception as exc:
                 verdict = self.surface.classify(exc)
                 if verdict.kind is Failure.RETRYABLE:

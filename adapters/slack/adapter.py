@@ -115,6 +115,7 @@ class SlackAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reply_options = ReplyOptions(
             update_interval_s=self._slack.update_interval_s,
+            first_words_after_s=self._slack.first_words_after_s,
             max_chars=self._slack.max_message_chars,
             reaction=self._slack.progress_reaction,
             retries=self._slack.rate_limit_retries,

@@ -174,6 +174,7 @@ async def web_call(
 @dataclass(frozen=True, slots=True)
 class ReplyOptions:
     update_interval_s: float = 1.0
+    first_words_after_s: float = 0.3
     max_chars: int = 3900
     reaction: str = "eyes"
     retries: int = 8
@@ -185,8 +186,9 @@ class ReplyOptions:
     @property
     def config(self) -> ReplyConfig:
         return ReplyConfig(
-            update_interval_s=self.update_interval_s, max_chars=self.max_chars, long_answers=self.long_answers
-        )
+            update_interval_s=self.update_interval_s, first_words_after_s=self.first_words_after_s,
+            max_chars=self.max_chars, long_answers=self.long_answers,
+        )  # fmt: skip
 
     @property
     def policy(self) -> RetryPolicy:

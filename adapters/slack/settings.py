@@ -36,6 +36,8 @@ class SlackSettings(SettingsSection):
     command: str = "/peekbot"
     update_interval_s: float = 1.0
     """At most one ``chat.update`` per message in this many seconds while an answer streams."""
+    first_words_after_s: float = 0.3
+    """The answer's first words go this soon after the placeholder, not a whole ``update_interval_s`` later."""
     max_message_chars: int = 3900
     progress_reaction: str = "eyes"
     rate_limit_retries: int = 8

@@ -271,3 +271,25 @@ async def test_the_platform_floor_on_the_edit_interval_holds(tasks: Tasks) -> No
     await reply.finish(text)
     edits = [c for c in chat.calls_of("edit") if c.ok]
     assert all(b.at - a.at >= 0.09 for a, b in itertools.pairwise(edits))
+
+
+async def test_the_first_words_show_soon_after_the_placeholder_then_edits_keep_the_interval(tasks: Tasks) -> None:
+    chat = MemoryChat()
+    surface = MemorySurface(chat)
+    config = ReplyConfig(update_interval_s=1.0, first_words_after_s=0.1, max_chars=1000)
+    reply = StreamingReply(surface, config, spawn=tasks.spawn)
+    await reply.start_progress(None)
+    [placeholder] = chat.calls_of("post")
+    await reply.update("The disk")
+    await asyncio.sleep(0.4)
+    first = [c for c in chat.calls_of("edit") if c.ok]
+    assert [c.text for c in first] == ["The disk"], "the first words did not wait a whole interval"
+    assert 0.09 <= first[0].at - placeholder.at < 0.4
+    await reply.update("The disk is full.")
+    await asyncio.sleep(0.4)
+    assert len([c for c in chat.calls_of("edit") if c.ok]) == 1, "after the first words the interval holds"
+    await reply.finish("The disk is full. Free some space.")
+    edits = [c for c in chat.calls_of("edit") if c.ok]
+    assert len(edits) == 2 and chat.texts() == ["The disk is full. Free some space."]
+    # the early first words do not move the schedule: the next edit goes an interval after the placeholder
+    assert 0.95 <= edits[1].at - placeholder.at < 1.3
