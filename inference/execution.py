@@ -120,7 +120,10 @@ class BatchRunner:
         given = list(request.image_hashes)
         usable = len(given) == len(request.images) and all(given)
         job.image_hashes = given if usable else [picture_hash(image) for image in request.images]
-        prepared = self.prompts.prepare(request, max_pixels=job.max_pixels, patches=False)
+        try:
+            prepared = self.prompts.prepare(request, max_pixels=job.max_pixels, patches=False)
+        except ValueError:  # the grids cannot be worked out without the processor: make the patches now
+            return self.prompts.prepare(request, max_pixels=job.max_pixels)
         if self._features_kept(prepared.input_ids, self._image_keys(job, prepared)):
             return prepared  # no patches: the prefill takes the features from the caches (or makes them then)
         return self.prompts.with_patches(prepared, request.images)

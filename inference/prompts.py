@@ -197,7 +197,9 @@ class PromptBuilder:
         making the patches."""
         import torch
 
-        patch = int(self.image_processor.patch_size)
+        patch = int(getattr(self.image_processor, "patch_size", 0) or 0)
+        if patch <= 0:
+            raise ValueError("the image processor names no patch size")
         floor = min(self.min_pixels, max_pixels)
         rows = []
         for image in images:
