@@ -152,3 +152,11 @@ async def test_a_slow_users_info_never_holds_the_answer_and_the_cache_is_bounded
     assert slack.asked == ["U1", "U2", "U3"]
     await locales.of("U1")  # U1 was forgotten (two people at most): asked again
     assert slack.asked == ["U1", "U2", "U3", "U1"]
+
+    # A failed lookup is tried again sooner than the TTL; an answered one is kept for the whole TTL.
+    slack = SlowSlack()
+    locales = UserLocales(slack, ttl_s=3600, timeout_s=0.1, retry_failed_after_s=0.2)  # type: ignore[arg-type]
+    assert [await locales.of(user) for user in ("U1", "U2")] == ["", "zh-CN"]
+    await asyncio.sleep(0.3)
+    assert [await locales.of(user) for user in ("U1", "U2")] == ["", "zh-CN"]
+    assert slack.asked == ["U1", "U2", "U1"]
