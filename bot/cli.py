@@ -68,6 +68,10 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     console = ConsoleAdapter(settings)
     files = [*args.image, *args.file]
     question = " ".join(args.question).strip()
+    missing = _first_missing(files)
+    if missing is not None:  # said before the model loads, not after
+        print(f"peekbot: There is no file at {missing}.", flush=True)
+        return 1
     app = build_application(settings, adapters=[console], store=_chat_store(settings), resume_jobs=False)
     async with app:
         if question or files:
@@ -76,6 +80,11 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
                 _silence_stdout()
             return 0 if reply.error is None else 1
         return await _interactive(console)
+
+
+def _first_missing(paths: list[str]) -> str | None:
+    """The first of ``paths`` that is no file (a quick local check; nothing is read)."""
+    return next((path for path in paths if not os.path.isfile(path)), None)
 
 
 def _silence_stdout() -> None:
