@@ -68,9 +68,9 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
     console = ConsoleAdapter(settings)
     files = [*args.image, *args.file]
     question = " ".join(args.question).strip()
-    missing = _first_missing(files)
+    missing = _missing_file(files)
     if missing is not None:  # said before the model loads, not after
-        print(f"peekbot: There is no file at {missing}.", flush=True)
+        print(f"peekbot: {missing}", flush=True)
         return 1
     app = build_application(settings, adapters=[console], store=_chat_store(settings), resume_jobs=False)
     async with app:
@@ -82,9 +82,19 @@ async def _chat(settings: Settings, args: argparse.Namespace) -> int:
         return await _interactive(console)
 
 
-def _first_missing(paths: list[str]) -> str | None:
-    """The first of ``paths`` that is no file (a quick local check; nothing is read)."""
-    return next((path for path in paths if not os.path.isfile(path)), None)
+def _missing_file(paths: list[str]) -> str | None:
+    """The console's refusal of the first of ``paths`` that is no file, in the terminal's language; None when all
+    are files (the same check the console makes when it reads them; nothing is read here)."""
+    from adapters.console.adapter import ConsoleAdapter, terminal_locale
+    from bot.errors import InputError
+    from bot.i18n import lang_of_locale
+
+    for path in paths:
+        try:
+            ConsoleAdapter.file_ref(path)
+        except InputError as exc:
+            return exc.text(lang_of_locale(terminal_locale()) or "en")
+    return None
 
 
 def _silence_stdout() -> None:
