@@ -484,7 +484,7 @@ def note(key: str, /, **values: object) -> Note:
 
 def said(value: object, lang: str = DEFAULT_LANG) -> str:
     """``value`` in ``lang``: a Note said, anything else (a plain string, a number) as it is."""
-    return value.text(lang) if isinstance(value, Note) else str(value)
+    return str(_in(value, lang))
 
 
 def say(key: str, lang: str = DEFAULT_LANG, /, **values: object) -> str:
@@ -508,10 +508,7 @@ def say(key: str, lang: str = DEFAULT_LANG, /, **values: object) -> str:
     return _spaced(pieces)
 
 
-_CJK_END = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]$")
-_CJK_START = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff]")
-_LATIN_END = re.compile(r"[A-Za-z0-9]$")
-_LATIN_START = re.compile(r"^[A-Za-z0-9]")
+_LATIN_CHAR = re.compile(r"[A-Za-z0-9]")
 
 
 def _spaced(pieces: list[str]) -> str:
@@ -519,14 +516,15 @@ def _spaced(pieces: list[str]) -> str:
     digit ("这个 Word 文档"), as Chinese typesetting does; spaces inside a value (a file name) are left alone."""
     text = ""
     for piece in pieces:
-        if piece and text:
-            meets = (_CJK_END.search(text) and _LATIN_START.search(piece)) or (
-                _LATIN_END.search(text) and _CJK_START.search(piece)
-            )
-            if meets:
-                text += " "
+        if piece and text and _meet(text[-1], piece[0]):
+            text += " "
         text += piece
     return text
+
+
+def _meet(left: str, right: str) -> bool:
+    """Whether a Chinese character and a Latin letter or digit meet between ``left`` and ``right``."""
+    return bool((_HAN.match(left) and _LATIN_CHAR.match(right)) or (_LATIN_CHAR.match(left) and _HAN.match(right)))
 
 
 def _in(value: object, lang: str) -> object:

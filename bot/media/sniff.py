@@ -7,12 +7,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from bot.i18n import Note, note, say
+from bot.i18n import Note, note
 from bot.media.packages import OLE_MAGIC, is_encrypted_office
 from bot.media.pictures import Kind
-
-SUPPORTED_SENTENCE = say("media.supported")
-"""What peekbot reads, in English (the catalogue's ``media.supported``)."""
 
 DocumentFormat = Literal["docx", "xlsx", "pptx", "encrypted", "csv", "html", "markdown", "text"]
 _OOXML_PARTS: tuple[tuple[bytes, DocumentFormat], ...] = (
