@@ -17,6 +17,8 @@ import os
 import resource
 from typing import Any
 
+from bot.i18n import say
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_FRAGMENTATION_THRESHOLD = 0.3
@@ -124,18 +126,17 @@ def cleanup(
     fragmentation = before.get("cuda_fragmentation", 0.0)
     values: dict[str, float] = {}
     if "cuda_reserved_bytes" not in before:
-        reason, why = "no CUDA memory to release", "no_cuda"
+        why = "no_cuda"
     elif force:
-        reason, why = "forced", "forced"
+        why = "forced"
     elif fragmentation >= fragmentation_threshold and unused > 0:
-        reason, why = f"fragmentation {fragmentation:.2f} >= {fragmentation_threshold:.2f}", "fragmentation"
-        values = {"fragmentation": fragmentation, "threshold": fragmentation_threshold}
+        why, values = "fragmentation", {"fragmentation": fragmentation, "threshold": fragmentation_threshold}
     elif unused >= unused_reserved_bytes:
-        reason = f"unused reserved {unused / 2**20:.0f} MiB >= {unused_reserved_bytes / 2**20:.0f} MiB"
         why, values = "unused", {"unused_mib": unused / 2**20, "threshold_mib": unused_reserved_bytes / 2**20}
     else:
-        reason, why = "", "below"
-    emptied = bool(reason) and "cuda_reserved_bytes" in before
+        why = "below"
+    reason = say(f"cleanup.reason.{why}", "en", **values)
+    emptied = why != "below" and "cuda_reserved_bytes" in before
     if emptied:
         import torch
 
@@ -152,7 +153,7 @@ def cleanup(
         )
     return {
         "emptied_cache": emptied,
-        "reason": reason or "below thresholds",
+        "reason": reason,
         "reason_key": why,
         "reason_values": values,
         "gc_collected": collected,
