@@ -108,6 +108,14 @@ R = TypeVar("R", bound=lark.BaseResponse)
 Exchange = Callable[[str | None], Awaitable[R]]
 
 
+def answered(response: Any, what: str, name: str) -> Any:
+    """``response.data.<name>``: what a call must answer with; a ``FeishuApiError`` for ``what`` when it lacks it."""
+    value = getattr(response.data, name, None) if response.data is not None else None
+    if not value:
+        raise FeishuApiError(what, code=response.code, message=f"no {name} in the answer")
+    return value
+
+
 class FeishuApiError(Exception):
     """A REST call failed for good. ``code`` is Feishu's error code, ``status`` the HTTP status; ``retry_after_s``
     the wait a rate-limited answer asked for."""
@@ -553,11 +561,8 @@ class FeishuRest:
         if uuid:
             body = body.uuid(uuid)
         request = ReplyMessageRequest.builder().message_id(message_id).request_body(body.build()).build()
-        response = await self.call(f"replying to {message_id}", request, ReplyMessageResponse)
-        new_id = response.data.message_id if response.data is not None else None
-        if not new_id:
-            raise FeishuApiError(f"replying to {message_id}", code=response.code, message="no message_id in the answer")
-        return new_id
+        what = f"replying to {message_id}"
+        return answered(await self.call(what, request, ReplyMessageResponse), what, "message_id")
 
     async def reply_message(
         self, message_id: str, *, msg_type: str, content: str, in_thread: bool = False, uuid: str | None = None
@@ -568,20 +573,17 @@ class FeishuRest:
         if uuid:
             body = body.uuid(uuid)
         request = ReplyMessageRequest.builder().message_id(message_id).request_body(body.build()).build()
-        response = await self.call(f"replying to {message_id}", request, ReplyMessageResponse)
-        if response.data is None or not response.data.message_id:
-            raise FeishuApiError(f"replying to {message_id}", code=response.code, message="no message_id in the answer")
+        what = f"replying to {message_id}"
+        response = await self.call(what, request, ReplyMessageResponse)
+        answered(response, what, "message_id")
         return response.data
 
     async def card_id_of(self, message_id: str) -> str:
         """The CardKit card entity a card message shows (``POST /cardkit/v1/cards/id_convert``)."""
         body = IdConvertCardRequestBody.builder().message_id(message_id).build()
         request = IdConvertCardRequest.builder().request_body(body).build()
-        response = await self.call(f"finding the card of {message_id}", request, IdConvertCardResponse)
-        card_id = response.data.card_id if response.data is not None else None
-        if not card_id:
-            raise FeishuApiError(f"finding the card of {message_id}", code=response.code, message="no card_id")
-        return card_id
+        what = f"finding the card of {message_id}"
+        return answered(await self.call(what, request, IdConvertCardResponse), what, "card_id")
 
     async def patch_message(self, message_id: str, content: str, *, max_wait_s: float | None = None) -> None:
         body = PatchMessageRequestBody.builder().content(content).build()
@@ -628,11 +630,7 @@ class FeishuRest:
     async def create_card(self, card: dict[str, Any]) -> str:
         body = CreateCardRequestBody.builder().type("card_json").data(json.dumps(card, ensure_ascii=False)).build()
         request = CreateCardRequest.builder().request_body(body).build()
-        response = await self.call("creating a card", request, CreateCardResponse)
-        card_id = response.data.card_id if response.data is not None else None
-        if not card_id:
-            raise FeishuApiError("creating a card", code=response.code, message="no card_id in the answer")
-        return card_id
+        return answered(await self.call("creating a card", request, CreateCardResponse), "creating a card", "card_id")
 
     async def set_card_text(
         self, card_id: str, element_id: str, text: str, sequence: int, *, max_wait_s: float | None = None

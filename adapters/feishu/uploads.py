@@ -15,7 +15,7 @@ import json
 
 from lark_oapi.api.im.v1 import CreateFileRequest, CreateFileRequestBody, CreateFileResponse
 
-from adapters.feishu.rest import FeishuApiError, FeishuRest
+from adapters.feishu.rest import FeishuRest, answered
 
 FILE_TYPE = "stream"
 """Feishu's file type for anything that is not a PDF, an Office document or a media file (Markdown is text)."""
@@ -25,11 +25,8 @@ async def upload(rest: FeishuRest, name: str, data: bytes) -> str:
     """Upload ``data`` as the file ``name``; returns its ``file_key`` (not shown in any chat yet)."""
     body = CreateFileRequestBody.builder().file_type(FILE_TYPE).file_name(name).file(io.BytesIO(data)).build()
     request = CreateFileRequest.builder().request_body(body).build()
-    response = await rest.call(f"uploading {name}", request, CreateFileResponse)
-    file_key = response.data.file_key if response.data is not None else None
-    if not file_key:
-        raise FeishuApiError(f"uploading {name}", code=response.code, message="no file_key in the answer")
-    return file_key
+    what = f"uploading {name}"
+    return answered(await rest.call(what, request, CreateFileResponse), what, "file_key")
 
 
 async def share(rest: FeishuRest, message_id: str, file_key: str, *, in_thread: bool) -> None:
