@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.stats import percentile
@@ -67,7 +67,7 @@ class StatsSnapshot:
     mean_step_rows: float = 0.0
     step_p50_s: float | None = None
     step_p95_s: float | None = None
-    prefill_unit_p95_s: dict[str, float] | None = None
+    prefill_unit_p95_s: dict[str, float] = field(default_factory=dict)
 
     def engine_fields(self) -> dict[str, Any]:
         """The ``bot.engine.EngineStats`` fields these counters fill (the engine adds model, queue and memory)."""
@@ -89,7 +89,7 @@ class StatsSnapshot:
             "mean_step_rows": self.mean_step_rows,
             "step_p50_s": self.step_p50_s,
             "step_p95_s": self.step_p95_s,
-            "prefill_unit_p95_s": dict(self.prefill_unit_p95_s or {}),
+            "prefill_unit_p95_s": dict(self.prefill_unit_p95_s),
         }
 
 
