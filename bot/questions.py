@@ -59,11 +59,9 @@ class GatheredInput:
     """Pictures of the message's own files."""
     context: list[PreparedImage] = field(default_factory=list)
     """Pictures of earlier files in the conversation, oldest first."""
-    context_sources: list[FileRef] = field(default_factory=list)
-    """The file each ``context`` picture came from."""
-    context_stored_at: list[float] = field(default_factory=list)
-    """When the store first kept each ``context`` picture's file (``inf``: not in the store, e.g. a thread file the
-    adapter found): the picture goes with the first earlier question asked at or after that time."""
+    context_sources: list[EarlierFile] = field(default_factory=list)
+    """The file each ``context`` picture came from, and when the store first kept it (``inf``: not in the store, e.g.
+    a thread file the adapter found): the picture goes with the first earlier question asked at or after that time."""
     documents: list[LongDocument] = field(default_factory=list)
     """Long documents (more pages than one question carries): searched, not sent whole."""
     texts: list[str] = field(default_factory=list)
@@ -196,8 +194,7 @@ async def gather_inputs(
             logger.info("skipped a context file: %s", exc)
             continue
         gathered.context.extend(pictures)
-        gathered.context_sources.extend(earlier.file for _ in pictures)
-        gathered.context_stored_at.extend(earlier.stored_at for _ in pictures)
+        gathered.context_sources.extend(earlier for _ in pictures)
     return gathered
 
 
@@ -537,7 +534,7 @@ async def _build_request(
     if library is not None and 0 < slots < len(context):
         # More earlier images than fit: search them like a document's pages instead of keeping only the newest.
         image_set = await library.open_image_set(
-            context, conversation=str(message.conversation), newest_file=gathered.context_sources[-1]
+            context, conversation=str(message.conversation), newest_file=gathered.context_sources[-1].file
         )
         pages.extend(
             await library.pages_for_question(
@@ -564,7 +561,8 @@ async def _build_request(
     note = fit.note(lang_for(message))
     if note:
         gathered.notes.append(note)
-    kept_stored_at = gathered.context_stored_at[len(gathered.context) - len(fit.context):]
+    kept = gathered.context_sources[len(gathered.context) - len(fit.context):]
+    kept_stored_at = [earlier.stored_at for earlier in kept]
     history_turns, shown_earlier, with_question = place_pictures(fit.history, fit.context, kept_stored_at)
     sent = [*shown_earlier, *with_question, *own, *pages.images]
     gathered.images = [p.image for p in sent]
