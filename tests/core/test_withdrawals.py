@@ -211,6 +211,7 @@ async def test_slack_a_deleted_file_leaves_the_threads_context(slack_app) -> Non
     question = slack.user_message("D0DM", "what is this?", files=[shot])
     await slack.send_event(question)
     await slack.wait_answered(question)
+    assert await app.wait_idle(30)  # the answer shows before the conversation store records it
     conversation = f"slack:{slack.TEAM_ID}:D0DM:{question['ts']}"
     assert len(await app.store.conversations.files(conversation, 10)) == 1
 
